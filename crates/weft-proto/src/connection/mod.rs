@@ -1,0 +1,296 @@
+//! The connection state machine: bytes in, events out; messages in, bytes out.
+//!
+//! A [`Connection`] owns no socket and no clock. The caller moves bytes:
+//!
+//! - **in**: [`receive`](Connection::receive) copies bytes in, or the caller reads straight
+//!   into the buffer that [`read_buf`](Connection::read_buf) lends; then it pulls events with
+//!   [`poll_event`](Connection::poll_event) until `Ok(None)`.
+//! - **out**: the send calls ([`send`](Connection::send), [`begin_message`](Connection::begin_message),
+//!   [`begin_frame`](Connection::begin_frame), [`ping`](Connection::ping), [`close`](Connection::close)...)
+//!   queue framed bytes; the caller writes [`outgoing`](Connection::outgoing) (a
+//!   [`bytes::Buf`], ready for a vectored write) whenever [`want_write`](Connection::want_write).
+//!
+//! The work is split by direction: `recv.rs` decodes and validates, `send.rs` frames and
+//! checks the order of send calls, `outq.rs` holds the framed bytes.
+//!
+//! ```
+//! use weft_proto::{Connection, Config, Role, Event, Message};
+//! use bytes::Buf;
+//!
+//! let mut client = Connection::new(Role::Client, Config::default());
+//! let mut server = Connection::new(Role::Server, Config::default());
+//! client.send(Message::from("hello")).unwrap();
+//! // Move the client's bytes to the server, as a transport would.
+//! let out = client.outgoing();
+//! let wire = out.copy_to_bytes(out.remaining());
+//! server.receive(&wire);
+//! assert_eq!(server.poll_event().unwrap(), Some(Event::Message(Message::from("hello"))));
+//! assert_eq!(server.poll_event().unwrap(), None); // needs more bytes
+//! ```
+
+mod assemble;
+mod outq;
+mod recv;
+mod send;
+
+pub use assemble::MessageAssembler;
+pub use outq::OutQueue;
+
+use crate::close::{CloseCode, CloseFrame};
+use crate::config::{Config, Role};
+use crate::error::{Error, ProtocolError};
+use crate::message::{Event, MessageKind};
+use crate::utf8::Utf8Validator;
+use bytes::BytesMut;
+use std::collections::VecDeque;
+use std::fmt;
+
+/// Where masking keys come from (REQUIREMENTS R2). A client takes a fresh key for every
+/// frame; RFC 6455 §5.3 asks for keys an attacker cannot predict.
+///
+/// Any `FnMut() -> [u8; 4] + Send` is a mask source; the default draws from `rand`'s
+/// thread-local CSPRNG.
+pub trait MaskSource: Send {
+    /// The key for the next frame.
+    fn next_key(&mut self) -> [u8; 4];
+}
+
+impl<F: FnMut() -> [u8; 4] + Send> MaskSource for F {
+    fn next_key(&mut self) -> [u8; 4] {
+        self()
+    }
+}
+
+/// The default mask source: `rand`'s thread-local cryptographically secure generator.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RandomMask;
+
+impl MaskSource for RandomMask {
+    fn next_key(&mut self) -> [u8; 4] {
+        rand::random()
+    }
+}
+
+/// State of a received frame whose payload is being read.
+#[derive(Debug, Clone, Copy)]
+struct PayloadState {
+    header: crate::frame::FrameHeader,
+    /// Payload bytes not yet handed out.
+    remaining: u64,
+    /// Key phase for the next byte to unmask.
+    mask_pos: usize,
+    /// Bytes at the start of the read buffer (of this frame) already unmasked and validated.
+    checked: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RecvState {
+    Header,
+    Payload(PayloadState),
+}
+
+/// A received data message that is open (its final frame has not arrived).
+#[derive(Debug)]
+struct InMessage {
+    kind: MessageKind,
+    size: u64,
+    utf8: Utf8Validator,
+}
+
+/// An outgoing message begun with `begin_message`.
+#[derive(Debug)]
+struct OutMessage {
+    kind: MessageKind,
+    frames_sent: bool,
+    utf8: Utf8Validator,
+}
+
+/// An outgoing frame begun with `begin_frame`, whose payload is still being supplied.
+#[derive(Debug, Clone, Copy)]
+struct OutFrame {
+    remaining: u64,
+    fin: bool,
+    mask: Option<[u8; 4]>,
+    mask_pos: usize,
+}
+
+/// A WebSocket connection's protocol state, after the opening handshake (or with none, for
+/// a stream that is already upgraded).
+pub struct Connection {
+    role: Role,
+    config: Config,
+    rbuf: BytesMut,
+    recv: RecvState,
+    in_msg: Option<InMessage>,
+    assembly: BytesMut,
+    pending: VecDeque<Event>,
+    out_msg: Option<OutMessage>,
+    out_frame: Option<OutFrame>,
+    out: OutQueue,
+    mask_source: Box<dyn MaskSource>,
+    close_sent: Option<CloseFrame>,
+    close_received: Option<CloseFrame>,
+    failed: Option<ProtocolError>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("buffered", &self.rbuf.len())
+            .field("queued_bytes", &self.out.len())
+            .field("close_sent", &self.close_sent)
+            .field("close_received", &self.close_received)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Read buffers larger than this are released when they fall empty.
+const IDLE_BUFFER_KEEP: usize = 64 * 1024;
+
+impl Connection {
+    /// A connection for `role` with `config`, ready for frames.
+    pub fn new(role: Role, config: Config) -> Self {
+        Connection {
+            role,
+            config,
+            rbuf: BytesMut::new(),
+            recv: RecvState::Header,
+            in_msg: None,
+            assembly: BytesMut::new(),
+            pending: VecDeque::new(),
+            out_msg: None,
+            out_frame: None,
+            out: OutQueue::default(),
+            mask_source: Box::new(RandomMask),
+            close_sent: None,
+            close_received: None,
+            failed: None,
+        }
+    }
+
+    /// Replaces the source of masking keys (used by clients only).
+    pub fn set_mask_source(&mut self, source: impl MaskSource + 'static) {
+        self.mask_source = Box::new(source);
+    }
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Changes the receive level. It takes effect at once when no received message is open;
+    /// while one is open it is an error (finish the message at the current level first, or
+    /// hand its events to a [`MessageAssembler`]).
+    pub fn set_recv_level(&mut self, level: crate::RecvLevel) -> Result<(), Error> {
+        if self.in_msg.is_some() && level != self.config.recv_level {
+            return Err(Error::InvalidArgument(
+                "the receive level can change only between messages",
+            ));
+        }
+        self.config.recv_level = level;
+        Ok(())
+    }
+
+    /// Whether the engine can use more received bytes: false once the peer's close frame
+    /// arrived or the connection failed.
+    pub fn want_read(&self) -> bool {
+        self.failed.is_none() && self.close_received.is_none()
+    }
+
+    /// Whether framed bytes wait in [`outgoing`](Self::outgoing).
+    pub fn want_write(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// The queue of framed bytes for the transport. Write from it (vectored:
+    /// [`bytes::Buf::chunks_vectored`]) and [`advance`](bytes::Buf::advance) it by what was
+    /// written; or copy into memory of your own with [`OutQueue::write_to`].
+    pub fn outgoing(&mut self) -> &mut OutQueue {
+        &mut self.out
+    }
+
+    /// Messages and control frames queued and not yet completely written.
+    pub fn queued_messages(&self) -> usize {
+        self.out.messages()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.out.len()
+    }
+
+    /// The close frame this end sent (or queued), if any. A close sent with no status reads
+    /// as code 1005.
+    pub fn close_sent(&self) -> Option<&CloseFrame> {
+        self.close_sent.as_ref()
+    }
+
+    /// The close frame the peer sent, if it arrived. One with no status reads as code 1005.
+    pub fn close_received(&self) -> Option<&CloseFrame> {
+        self.close_received.as_ref()
+    }
+
+    /// The peer's close status: its code, 1005 if its close frame carried none, or 1006
+    /// (abnormal) if no close frame arrived.
+    pub fn close_status(&self) -> CloseCode {
+        self.close_received
+            .as_ref()
+            .map_or(CloseCode::ABNORMAL, |c| c.code)
+    }
+
+    /// The protocol violation that ended the connection, if one did.
+    pub fn error(&self) -> Option<&ProtocolError> {
+        self.failed.as_ref()
+    }
+
+    /// Whether the close handshake is complete (close sent and received) or the connection
+    /// failed: nothing more will be sent or received.
+    pub fn is_closed(&self) -> bool {
+        self.failed.is_some() || (self.close_sent.is_some() && self.close_received.is_some())
+    }
+
+    /// Whether the transport can be shut: the connection is closed and every queued byte has
+    /// been written. (RFC 6455 §7.1.1: the server closes the TCP connection first.)
+    pub fn is_done(&self) -> bool {
+        self.is_closed() && self.out.is_empty()
+    }
+
+    /// Takes the received bytes that have not been processed (for example after the close
+    /// handshake, to hand the stream and its pending bytes back to another protocol).
+    pub fn take_read_buffer(&mut self) -> BytesMut {
+        std::mem::take(&mut self.rbuf)
+    }
+
+    /// Marks the connection failed with `err`: queues a close frame with its code (unless a
+    /// close was already sent or a streamed frame is open) and stops reading and writing
+    /// data.
+    fn fail(&mut self, err: ProtocolError) -> Error {
+        if self.close_sent.is_none() && self.out_frame.is_none() {
+            let frame = CloseFrame::new(err.close_code(), err.reason());
+            self.queue_close(frame);
+        }
+        self.failed = Some(err.clone());
+        self.pending.clear();
+        self.rbuf.clear();
+        self.in_msg = None;
+        Error::Protocol(err)
+    }
+
+    /// The error for a send call in the current state, if sending is not allowed.
+    fn check_can_send(&self) -> Result<(), Error> {
+        if let Some(e) = &self.failed {
+            return Err(Error::Protocol(e.clone()));
+        }
+        if self.close_sent.is_some() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,366 @@
+//! The outgoing byte queue: framed bytes waiting for the transport, ready for a vectored write.
+//!
+//! Small frames are copied together into one contiguous `tail` buffer so that many messages
+//! leave in one write; a large payload is queued as its own `Bytes` segment, never copied.
+//! Control frames jump ahead of queued data frames, but only at a frame boundary
+//! (REQUIREMENTS R4): never inside a frame that has started to go out, nor inside a
+//! streamed frame whose declared length has not been supplied yet.
+
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+/// A coalescing buffer larger than this is released when the queue falls empty.
+const IDLE_TAIL_KEEP: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SegKind {
+    /// Bytes of data frames.
+    Data,
+    /// One whole control frame.
+    Control,
+    /// One whole automatic pong (replaced by a newer one while it waits).
+    Pong,
+}
+
+#[derive(Debug)]
+struct Seg {
+    data: Bytes,
+    kind: SegKind,
+    /// The first byte of `data` is the first byte of a frame.
+    frame_start: bool,
+    /// Some of `data` has been written already.
+    started: bool,
+    /// How many messages end within `data` (counted when it is fully written).
+    msg_ends: u32,
+}
+
+/// The queue of framed bytes that the transport should write.
+///
+/// It implements [`bytes::Buf`]: [`chunks_vectored`](Buf::chunks_vectored) fills `IoSlice`s
+/// for a vectored write, [`advance`](Buf::advance) drops what was written.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    segs: VecDeque<Seg>,
+    /// Coalesced small writes that follow all of `segs`.
+    tail: BytesMut,
+    tail_frame_start: bool,
+    tail_started: bool,
+    tail_msg_ends: u32,
+    /// Control frames waiting for an open streamed frame to be completed.
+    held: Vec<Bytes>,
+    bytes: usize,
+    messages: usize,
+}
+
+impl OutQueue {
+    /// Bytes waiting to be written.
+    pub fn len(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether nothing waits to be written.
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    /// Messages (and control frames) not yet completely written. Small messages coalesced
+    /// into one buffer count as written when the whole buffer is.
+    pub fn messages(&self) -> usize {
+        self.messages
+    }
+
+    /// Appends data-frame bytes. `frame_start`: `data` begins a frame. `msg_end`: a message
+    /// ends with the last byte of `data`. The bytes are copied into the coalescing buffer.
+    pub(crate) fn push_data(&mut self, data: &[u8], frame_start: bool, msg_end: bool) {
+        if data.is_empty() && !msg_end {
+            return;
+        }
+        self.append_tail(data, frame_start);
+        self.tail_msg_ends += msg_end as u32;
+        self.messages += msg_end as usize;
+    }
+
+    /// The tail buffer, for callers that write into it directly (masking while copying).
+    /// `frame_start` as in [`push_data`](Self::push_data); call [`tail_written`] after.
+    pub(crate) fn tail_mut(&mut self, frame_start: bool) -> &mut BytesMut {
+        if self.tail.is_empty() {
+            self.tail_frame_start = frame_start;
+            self.tail_started = false;
+        }
+        &mut self.tail
+    }
+
+    /// Accounts for `n` bytes written into [`tail_mut`](Self::tail_mut).
+    pub(crate) fn tail_written(&mut self, n: usize, msg_end: bool) {
+        self.bytes += n;
+        self.tail_msg_ends += msg_end as u32;
+        self.messages += msg_end as usize;
+    }
+
+    /// Appends a payload segment without copying it.
+    pub(crate) fn push_segment(&mut self, data: Bytes, frame_start: bool, msg_end: bool) {
+        self.freeze_tail();
+        self.bytes += data.len();
+        self.messages += msg_end as usize;
+        self.segs.push_back(Seg {
+            data,
+            kind: SegKind::Data,
+            frame_start,
+            started: false,
+            msg_ends: msg_end as u32,
+        });
+    }
+
+    /// Queues a whole control frame at the earliest frame boundary that has not started to
+    /// go out, after control frames queued before it. `frame_open`: a streamed data frame is
+    /// incomplete, so the end of the queue is not a boundary.
+    pub(crate) fn push_control(&mut self, frame: Bytes, kind: SegKind, frame_open: bool) {
+        if kind == SegKind::Pong {
+            // Keep at most one automatic pong waiting: answer only the latest ping (§5.5.3).
+            if let Some(s) = self
+                .segs
+                .iter_mut()
+                .find(|s| s.kind == SegKind::Pong && !s.started)
+            {
+                self.bytes = self.bytes - s.data.len() + frame.len();
+                s.data = frame;
+                return;
+            }
+        }
+        let boundary = self
+            .segs
+            .iter()
+            .position(|s| s.frame_start && !s.started && s.kind == SegKind::Data);
+        let at = match boundary {
+            Some(i) => i,
+            None if !self.tail.is_empty() && self.tail_frame_start && !self.tail_started => {
+                self.freeze_tail();
+                self.segs.len() - 1
+            }
+            None if !frame_open => {
+                self.freeze_tail();
+                self.segs.len()
+            }
+            None => {
+                self.held.push(frame);
+                return;
+            }
+        };
+        self.bytes += frame.len();
+        self.messages += 1;
+        self.segs.insert(
+            at,
+            Seg {
+                data: frame,
+                kind,
+                frame_start: true,
+                started: false,
+                msg_ends: 1,
+            },
+        );
+    }
+
+    /// Queues a close frame after everything queued so far: data sent before a close is
+    /// never overtaken by it.
+    pub(crate) fn push_last(&mut self, frame: Bytes) {
+        self.freeze_tail();
+        self.bytes += frame.len();
+        self.messages += 1;
+        self.segs.push_back(Seg {
+            data: frame,
+            kind: SegKind::Control,
+            frame_start: true,
+            started: false,
+            msg_ends: 1,
+        });
+    }
+
+    /// A streamed frame was completed: control frames held for it go out now.
+    pub(crate) fn release_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        for f in std::mem::take(&mut self.held) {
+            self.push_control(f, SegKind::Control, false);
+        }
+    }
+
+    /// Whether control frames wait for an open streamed frame.
+    #[cfg(test)]
+    pub(crate) fn has_held(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    fn append_tail(&mut self, data: &[u8], frame_start: bool) {
+        if self.tail.is_empty() {
+            self.tail_frame_start = frame_start;
+            self.tail_started = false;
+        }
+        self.tail.extend_from_slice(data);
+        self.bytes += data.len();
+    }
+
+    fn freeze_tail(&mut self) {
+        if self.tail.is_empty() {
+            return;
+        }
+        let data = self.tail.split().freeze();
+        self.segs.push_back(Seg {
+            data,
+            kind: SegKind::Data,
+            frame_start: self.tail_frame_start,
+            started: self.tail_started,
+            msg_ends: std::mem::take(&mut self.tail_msg_ends),
+        });
+    }
+
+    /// Copies as much as fits into `dst` and drops it from the queue; returns the count.
+    /// This is the way to encode into caller-owned memory with no I/O at all.
+    pub fn write_to(&mut self, dst: &mut [u8]) -> usize {
+        let mut n = 0;
+        while n < dst.len() && self.has_remaining() {
+            let c = self.chunk();
+            let k = c.len().min(dst.len() - n);
+            dst[n..n + k].copy_from_slice(&c[..k]);
+            self.advance(k);
+            n += k;
+        }
+        n
+    }
+}
+
+impl Buf for OutQueue {
+    fn remaining(&self) -> usize {
+        self.bytes
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match self.segs.front() {
+            Some(s) => &s.data,
+            None => &self.tail,
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for s in self.segs.iter().filter(|s| !s.data.is_empty()) {
+            if n == dst.len() {
+                return n;
+            }
+            dst[n] = IoSlice::new(&s.data);
+            n += 1;
+        }
+        if n < dst.len() && !self.tail.is_empty() {
+            dst[n] = IoSlice::new(&self.tail);
+            n += 1;
+        }
+        n
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.bytes, "advance past the end of the queue");
+        self.bytes -= cnt;
+        while let Some(s) = self.segs.front_mut() {
+            if cnt < s.data.len() {
+                s.data.advance(cnt);
+                s.started |= cnt > 0;
+                return;
+            }
+            cnt -= s.data.len();
+            self.messages -= s.msg_ends as usize;
+            self.segs.pop_front();
+        }
+        if cnt > 0 {
+            self.tail.advance(cnt);
+            self.tail_started = true;
+        }
+        if self.tail.is_empty() {
+            self.messages -= std::mem::take(&mut self.tail_msg_ends) as usize;
+            if self.tail.capacity() > IDLE_TAIL_KEEP {
+                // Give back a buffer that a burst grew; idle connections stay small.
+                self.tail = BytesMut::new();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(q: &mut OutQueue) -> Vec<u8> {
+        let mut v = Vec::new();
+        while q.has_remaining() {
+            let c = q.chunk().to_vec();
+            q.advance(c.len());
+            v.extend(c);
+        }
+        v
+    }
+
+    #[test]
+    fn control_goes_before_unstarted_data() {
+        let mut q = OutQueue::default();
+        q.push_data(b"AAAA", true, true);
+        q.push_segment(Bytes::from_static(b"BBBB"), true, true);
+        q.push_control(Bytes::from_static(b"P"), SegKind::Control, false);
+        assert_eq!(q.messages(), 3);
+        assert_eq!(drain(&mut q), b"PAAAABBBB");
+        assert_eq!(q.messages(), 0);
+    }
+
+    #[test]
+    fn control_waits_for_started_frame() {
+        let mut q = OutQueue::default();
+        q.push_data(b"AAAA", true, false);
+        q.push_data(b"aaaa", false, true);
+        q.push_segment(Bytes::from_static(b"BBBB"), true, true);
+        q.advance(2);
+        q.push_control(Bytes::from_static(b"P"), SegKind::Control, false);
+        q.push_control(Bytes::from_static(b"Q"), SegKind::Control, false);
+        assert_eq!(drain(&mut q), b"AAaaaaPQBBBB");
+    }
+
+    #[test]
+    fn control_held_while_streamed_frame_open() {
+        let mut q = OutQueue::default();
+        q.push_data(b"HDR", true, false);
+        q.advance(1);
+        q.push_control(Bytes::from_static(b"P"), SegKind::Control, true);
+        assert!(q.has_held());
+        q.push_data(b"rest", false, false);
+        q.release_held();
+        q.push_data(b"NEXT", true, true);
+        assert_eq!(drain(&mut q), b"DRrestPNEXT");
+    }
+
+    #[test]
+    fn one_pong_waits_at_a_time() {
+        let mut q = OutQueue::default();
+        q.push_control(Bytes::from_static(b"p1"), SegKind::Pong, false);
+        q.push_control(Bytes::from_static(b"p22"), SegKind::Pong, false);
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.messages(), 1);
+        assert_eq!(drain(&mut q), b"p22");
+    }
+
+    #[test]
+    fn vectored_and_write_to() {
+        let mut q = OutQueue::default();
+        q.push_data(b"ab", true, true);
+        q.push_segment(Bytes::from_static(b"cdef"), true, true);
+        q.push_data(b"gh", true, true);
+        let mut slices = [IoSlice::new(&[]); 8];
+        assert_eq!(q.chunks_vectored(&mut slices), 3);
+        let mut out = [0u8; 5];
+        assert_eq!(q.write_to(&mut out), 5);
+        assert_eq!(&out, b"abcde");
+        assert_eq!(q.messages(), 2);
+        let mut out = [0u8; 8];
+        assert_eq!(q.write_to(&mut out), 3);
+        assert_eq!(&out[..3], b"fgh");
+        assert!(q.is_empty());
+        assert_eq!(q.messages(), 0);
+    }
+}

@@ -1,0 +1,313 @@
+//! The receive side: frame headers checked, payloads unmasked and validated as they arrive,
+//! events produced at the configured level.
+
+use super::{Connection, InMessage, PayloadState, RecvState, IDLE_BUFFER_KEEP};
+use crate::close::CloseFrame;
+use crate::config::{RecvLevel, Role};
+use crate::error::{Error, ProtocolError};
+use crate::frame::{FrameHeader, OpCode};
+use crate::mask::apply_mask;
+use crate::message::{Event, Message, MessageKind};
+use crate::utf8::{Utf8Bytes, Utf8Validator};
+use bytes::{Buf, Bytes, BytesMut};
+
+/// The most the read buffer is grown by in one [`Connection::read_buf`] call while a large
+/// frame is being buffered (it grows further, amortised, as needed).
+const MAX_RESERVE: u64 = 1 << 20;
+
+impl Connection {
+    /// Copies received bytes in. Events are produced by [`poll_event`](Self::poll_event).
+    ///
+    /// Bytes received after the peer's close frame or a failure are ignored.
+    pub fn receive(&mut self, data: &[u8]) {
+        if self.want_read() {
+            self.rbuf.extend_from_slice(data);
+        }
+    }
+
+    /// Lends the engine's read buffer so the transport can read straight into its spare
+    /// capacity (no copy and no zero-filling: `tokio_util::io::poll_read_buf` and
+    /// `BufMut::chunk_mut` work on it directly). At least `read_buffer_size` bytes of spare
+    /// capacity are reserved, more while a large frame is being buffered. Append only; the
+    /// bytes already in it belong to the engine.
+    pub fn read_buf(&mut self) -> &mut BytesMut {
+        let mut want = self.config.read_buffer_size as u64;
+        if let RecvState::Payload(p) = &self.recv {
+            if self.config.recv_level != RecvLevel::Chunk || p.header.opcode.is_control() {
+                let missing = p.remaining.saturating_sub(self.rbuf.len() as u64);
+                want = want.max(missing.min(MAX_RESERVE));
+            }
+        }
+        self.rbuf.reserve(want as usize);
+        &mut self.rbuf
+    }
+
+    /// Bytes received and not yet turned into events.
+    pub fn buffered(&self) -> usize {
+        self.rbuf.len()
+    }
+
+    /// The next event, from the bytes received so far.
+    ///
+    /// `Ok(None)`: more bytes are needed (not an error). `Err(Error::Protocol(e))`: the peer
+    /// broke the protocol; a close frame with `e.close_code()` is queued, and every later
+    /// call returns the same error.
+    pub fn poll_event(&mut self) -> Result<Option<Event>, Error> {
+        if let Some(e) = self.pending.pop_front() {
+            return Ok(Some(e));
+        }
+        if let Some(e) = &self.failed {
+            return Err(Error::Protocol(e.clone()));
+        }
+        if self.close_received.is_some() {
+            return Ok(None);
+        }
+        match self.step() {
+            Ok(Some(e)) => Ok(Some(e)),
+            Ok(None) => {
+                if self.rbuf.is_empty() && self.rbuf.capacity() > IDLE_BUFFER_KEEP {
+                    self.rbuf = BytesMut::new();
+                }
+                Ok(None)
+            }
+            Err(p) => Err(self.fail(p)),
+        }
+    }
+
+    fn step(&mut self) -> Result<Option<Event>, ProtocolError> {
+        loop {
+            let mut p = match self.recv {
+                RecvState::Header => {
+                    let Some((header, n)) = FrameHeader::decode(&self.rbuf)? else {
+                        return Ok(None);
+                    };
+                    self.check_header(&header)?;
+                    self.rbuf.advance(n);
+                    let p = PayloadState {
+                        header,
+                        remaining: header.payload_len,
+                        mask_pos: 0,
+                        checked: 0,
+                    };
+                    self.recv = RecvState::Payload(p);
+                    if let Some(e) = self.pending.pop_front() {
+                        return Ok(Some(e));
+                    }
+                    p
+                }
+                RecvState::Payload(p) => p,
+            };
+
+            if p.header.opcode.is_control() {
+                // At most 125 bytes: always handed out whole.
+                let len = p.remaining as usize;
+                if self.rbuf.len() < len {
+                    return Ok(None);
+                }
+                let mut payload = self.rbuf.split_to(len);
+                if let Some(key) = p.header.mask {
+                    apply_mask(&mut payload, key, 0);
+                }
+                self.recv = RecvState::Header;
+                return self.on_control(p.header.opcode, payload.freeze()).map(Some);
+            }
+
+            // A data frame: unmask and validate whatever has arrived, as soon as it arrives,
+            // so invalid UTF-8 fails at its first impossible byte.
+            let avail = (self.rbuf.len() as u64).min(p.remaining) as usize;
+            if avail > p.checked {
+                let fresh = &mut self.rbuf[p.checked..avail];
+                if let Some(key) = p.header.mask {
+                    p.mask_pos = apply_mask(fresh, key, p.mask_pos);
+                }
+                if let Some(m) = self.in_msg.as_mut() {
+                    if m.kind == MessageKind::Text {
+                        m.utf8.feed(fresh).map_err(|_| ProtocolError::InvalidUtf8)?;
+                    }
+                }
+                p.checked = avail;
+            }
+            let complete = avail as u64 == p.remaining;
+            let fin = p.header.fin;
+
+            match self.config.recv_level {
+                RecvLevel::Chunk => {
+                    if complete {
+                        self.recv = RecvState::Header;
+                        if fin {
+                            self.finish_message()?;
+                        }
+                        self.pending.push_back(Event::FrameEnd);
+                        if fin {
+                            self.pending.push_back(Event::MessageEnd);
+                        }
+                    } else {
+                        p.remaining -= avail as u64;
+                        p.checked = 0;
+                        self.recv = RecvState::Payload(p);
+                    }
+                    if avail > 0 {
+                        return Ok(Some(Event::FrameData(self.rbuf.split_to(avail).freeze())));
+                    }
+                    return Ok(self.pending.pop_front());
+                }
+                RecvLevel::Frame => {
+                    if !complete {
+                        self.recv = RecvState::Payload(p);
+                        return Ok(None);
+                    }
+                    self.recv = RecvState::Header;
+                    if fin {
+                        self.finish_message()?;
+                        self.pending.push_back(Event::MessageEnd);
+                    }
+                    return Ok(Some(Event::Frame(self.rbuf.split_to(avail).freeze())));
+                }
+                RecvLevel::Message => {
+                    if !complete {
+                        self.recv = RecvState::Payload(p);
+                        return Ok(None);
+                    }
+                    self.recv = RecvState::Header;
+                    if !fin {
+                        self.assembly.extend_from_slice(&self.rbuf[..avail]);
+                        self.rbuf.advance(avail);
+                        continue;
+                    }
+                    let kind = self.finish_message()?;
+                    let payload = if self.assembly.is_empty() {
+                        self.rbuf.split_to(avail).freeze()
+                    } else {
+                        self.assembly.extend_from_slice(&self.rbuf[..avail]);
+                        self.rbuf.advance(avail);
+                        let whole = self.assembly.split().freeze();
+                        if self.assembly.capacity() > IDLE_BUFFER_KEEP {
+                            self.assembly = BytesMut::new();
+                        }
+                        whole
+                    };
+                    let msg = match kind {
+                        MessageKind::Text => Message::Text(Utf8Bytes::from_validated(payload)),
+                        MessageKind::Binary => Message::Binary(payload),
+                    };
+                    return Ok(Some(Event::Message(msg)));
+                }
+            }
+        }
+    }
+
+    /// Closes the open message: its UTF-8 must be complete. Returns its kind.
+    fn finish_message(&mut self) -> Result<MessageKind, ProtocolError> {
+        let Some(mut m) = self.in_msg.take() else {
+            return Err(ProtocolError::UnexpectedContinuation);
+        };
+        if m.kind == MessageKind::Text {
+            m.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        Ok(m.kind)
+    }
+
+    /// Checks a header against RFC 6455 §5 and the limits; opens a message on its first frame
+    /// and queues the start events of the frame and chunk levels.
+    fn check_header(&mut self, h: &FrameHeader) -> Result<(), ProtocolError> {
+        match (self.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        let first_data = matches!(h.opcode, OpCode::Text | OpCode::Binary);
+        let allowed_rsv = if first_data {
+            self.config.extension_rsv
+        } else {
+            0
+        };
+        if h.rsv & !allowed_rsv != 0 {
+            return Err(ProtocolError::ReservedBits(h.rsv));
+        }
+        if h.opcode.is_control() {
+            if !h.fin {
+                return Err(ProtocolError::FragmentedControl);
+            }
+            if h.payload_len > 125 {
+                return Err(ProtocolError::ControlTooLong(h.payload_len));
+            }
+            return Ok(());
+        }
+        if let Some(limit) = self.config.max_frame_size {
+            if h.payload_len > limit {
+                return Err(ProtocolError::FrameTooBig {
+                    len: h.payload_len,
+                    limit,
+                });
+            }
+        }
+        let kind = match (h.opcode, &self.in_msg) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Continuation, Some(m)) => m.kind,
+            (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            (OpCode::Text, None) => MessageKind::Text,
+            _ => MessageKind::Binary,
+        };
+        let size = self.in_msg.as_ref().map_or(0, |m| m.size);
+        let size = size.saturating_add(h.payload_len);
+        if let Some(limit) = self.config.max_message_size {
+            if size > limit {
+                return Err(ProtocolError::MessageTooBig { limit });
+            }
+        }
+        let level = self.config.recv_level;
+        match self.in_msg.as_mut() {
+            Some(m) => m.size = size,
+            None => {
+                self.in_msg = Some(InMessage {
+                    kind,
+                    size,
+                    utf8: Utf8Validator::new(),
+                });
+                if level != RecvLevel::Message {
+                    self.pending
+                        .push_back(Event::MessageStart { kind, rsv: h.rsv });
+                }
+            }
+        }
+        if level == RecvLevel::Chunk {
+            self.pending.push_back(Event::FrameStart(*h));
+        }
+        Ok(())
+    }
+
+    /// Handles a whole control frame.
+    fn on_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<Event, ProtocolError> {
+        match opcode {
+            OpCode::Ping => {
+                if self.config.auto_pong && self.close_sent.is_none() {
+                    self.queue_control(OpCode::Pong, &payload, super::outq::SegKind::Pong);
+                }
+                Ok(Event::Ping(payload))
+            }
+            OpCode::Pong => Ok(Event::Pong(payload)),
+            _ => {
+                let frame = CloseFrame::parse(payload)?;
+                let status = frame.clone().unwrap_or_else(|| {
+                    CloseFrame::new(crate::CloseCode::NO_STATUS, Utf8Bytes::default())
+                });
+                self.close_received = Some(status);
+                if self.config.auto_close && self.close_sent.is_none() && self.out_frame.is_none() {
+                    // Echo the peer's code (RFC 6455 §5.5.1), without a reason.
+                    let reply = match &frame {
+                        Some(f) => CloseFrame::new(f.code, Utf8Bytes::default()),
+                        None => CloseFrame::new(crate::CloseCode::NO_STATUS, Utf8Bytes::default()),
+                    };
+                    self.queue_close(reply);
+                }
+                Ok(Event::Close(frame))
+            }
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Connection>();
+}

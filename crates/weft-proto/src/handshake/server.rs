@@ -1,0 +1,932 @@
+//! The server's side of the opening handshake (RFC 6455 §4.2): parse and
+//! check the client's request incrementally, then build the 101 answer, or
+//! a rejection that says why.
+//!
+//! The caller owns the socket: it appends what it reads to a buffer and
+//! calls [`parse_request`] until it gets a [`Request`] and the length of the
+//! head. Bytes after the head are already WebSocket frames and belong to the
+//! framing layer (REQUIREMENTS H5).
+
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST,
+    ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use http::{Method, StatusCode, Uri, Version};
+
+use super::error::HandshakeError;
+use super::extensions::{parse_extension_headers, to_header_value, ExtensionOffer};
+use super::head::{self, HeaderMapError};
+use super::headers::{headers_contain_token, is_tchar, protocols, split_host_port, trim_ows};
+use super::keys::{accept_key, is_valid_key};
+
+/// Default for [`ServerLimits::max_head_size`]: 8 KiB.
+pub const DEFAULT_MAX_HEAD_SIZE: usize = 8192;
+
+/// Default for [`ServerLimits::max_headers`].
+pub const DEFAULT_MAX_HEADERS: usize = 64;
+
+/// Limits on the client's request head; past them the request is refused
+/// with 431 Request Header Fields Too Large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// The largest request head accepted, in bytes, from the request line to
+    /// the blank line that ends the headers, both included. Default 8192.
+    pub max_head_size: usize,
+    /// The most header lines accepted. Default 64.
+    pub max_headers: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_head_size: DEFAULT_MAX_HEAD_SIZE,
+            max_headers: DEFAULT_MAX_HEADERS,
+        }
+    }
+}
+
+/// A client's handshake request that passed every check of RFC 6455
+/// §4.2.1: the resource, `Host`, key, offered subprotocols and extensions
+/// are there for the application to decide on.
+#[derive(Debug)]
+pub struct Request {
+    inner: http::Request<()>,
+    resource: String,
+    key: String,
+    extensions: Vec<ExtensionOffer>,
+}
+
+/// Parses the client's handshake request from the start of `buf`.
+///
+/// Returns `Ok(None)` while the head is incomplete (read more and call
+/// again with the whole buffer), or `Ok(Some((request, consumed)))` where
+/// `consumed` is the length of the head: any bytes after it are the first
+/// WebSocket frames and belong to the framing layer.
+///
+/// Errors when the head is not an acceptable handshake, with a variant whose
+/// [`status`](HandshakeError::status) is the answer (see
+/// [`rejection_bytes`]): 405 for a method other than GET; 400 for HTTP/1.0,
+/// a missing `Host`, an `Upgrade` without `websocket`, a `Connection`
+/// without `Upgrade`, a `Sec-WebSocket-Key` that is not 16 bytes in base64,
+/// a malformed `Sec-WebSocket-Protocol` or `Sec-WebSocket-Extensions`; 426
+/// when `Sec-WebSocket-Version` is not 13; 431 when the head is larger than
+/// [`ServerLimits::max_head_size`] (even before it is complete) or has more
+/// than [`ServerLimits::max_headers`] lines.
+///
+/// ```
+/// use weft_proto::handshake::{parse_request, ServerLimits};
+/// let buf = b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+///     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+///     Sec-WebSocket-Version: 13\r\n\r\n\x81\x00";
+/// let limits = ServerLimits::default();
+/// assert!(parse_request(&buf[..20], &limits)?.is_none());
+/// let (request, consumed) = parse_request(buf, &limits)?.expect("complete");
+/// assert_eq!(request.resource(), "/chat");
+/// assert_eq!(&buf[consumed..], b"\x81\x00"); // a frame, for the framing layer
+/// # Ok::<(), weft_proto::handshake::HandshakeError>(())
+/// ```
+pub fn parse_request(
+    buf: &[u8],
+    limits: &ServerLimits,
+) -> Result<Option<(Request, usize)>, HandshakeError> {
+    let window = head::window(buf, limits.max_head_size);
+    let mut slots = vec![httparse::EMPTY_HEADER; head::header_slots(window, limits.max_headers)];
+    let mut parsed = httparse::Request::new(&mut slots);
+    let consumed = match parsed.parse(window) {
+        Ok(httparse::Status::Complete(consumed)) => consumed,
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_head_size => {
+            return Err(HandshakeError::HeadTooLarge {
+                limit: limits.max_head_size,
+            })
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HandshakeError::TooManyHeaders {
+                limit: head::effective_header_limit(limits.max_headers),
+            })
+        }
+        Err(err) => {
+            return Err(HandshakeError::MalformedRequest {
+                reason: head::httparse_reason(err),
+            })
+        }
+    };
+    let malformed = |reason| HandshakeError::MalformedRequest { reason };
+
+    // The request line. httparse fills all three in a complete parse.
+    let method = parsed.method.ok_or(malformed("no method"))?;
+    if method != "GET" {
+        let method =
+            Method::from_bytes(method.as_bytes()).map_err(|_| malformed("invalid method"))?;
+        return Err(HandshakeError::MethodNotAllowed { method });
+    }
+    match parsed.version {
+        Some(1) => {}
+        Some(0) => return Err(HandshakeError::UnsupportedHttpVersion),
+        _ => return Err(malformed("unknown HTTP version")),
+    }
+    let target = parsed.path.ok_or(malformed("no request target"))?;
+    let uri: Uri = target
+        .parse()
+        .map_err(|_| HandshakeError::InvalidRequestTarget)?;
+    if !uri.path().starts_with('/') {
+        // The asterisk form (`*`) and the authority form (`host:port`).
+        return Err(HandshakeError::InvalidRequestTarget);
+    }
+    let resource = match uri.query() {
+        Some(query) => format!("{}?{}", uri.path(), query),
+        None => uri.path().to_owned(),
+    };
+
+    let headers = head::to_header_map(parsed.headers).map_err(|err| match err {
+        HeaderMapError::Invalid(reason) => malformed(reason),
+        HeaderMapError::TooMany => HandshakeError::TooManyHeaders {
+            limit: head::effective_header_limit(limits.max_headers),
+        },
+    })?;
+
+    let key = check_headers(&headers)?;
+    let extensions =
+        parse_extension_headers(&headers).map_err(HandshakeError::MalformedExtensions)?;
+
+    let mut inner = http::Request::new(());
+    *inner.method_mut() = Method::GET;
+    *inner.uri_mut() = uri;
+    *inner.version_mut() = Version::HTTP_11;
+    *inner.headers_mut() = headers;
+    Ok(Some((
+        Request {
+            inner,
+            resource,
+            key,
+            extensions,
+        },
+        consumed,
+    )))
+}
+
+/// The only one value of `name`, or `Err(count)` when absent or repeated.
+fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a HeaderValue, usize> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => Ok(value),
+        (None, _) => Err(0),
+        (Some(_), Some(_)) => Err(2),
+    }
+}
+
+/// The header checks of RFC 6455 §4.2.1, in the order a client most needs
+/// to hear about them. Returns the key.
+fn check_headers(headers: &HeaderMap) -> Result<String, HandshakeError> {
+    let host = single(headers, &HOST).map_err(|count| match count {
+        0 => HandshakeError::MissingHost,
+        _ => HandshakeError::InvalidHost,
+    })?;
+    let host =
+        std::str::from_utf8(trim_ows(host.as_bytes())).map_err(|_| HandshakeError::InvalidHost)?;
+    if split_host_port(host).is_none() {
+        return Err(HandshakeError::InvalidHost);
+    }
+
+    if !headers.contains_key(UPGRADE) {
+        return Err(HandshakeError::MissingUpgrade);
+    }
+    if !headers_contain_token(headers, &UPGRADE, "websocket") {
+        return Err(HandshakeError::InvalidUpgrade);
+    }
+    if !headers.contains_key(CONNECTION) {
+        return Err(HandshakeError::MissingConnection);
+    }
+    if !headers_contain_token(headers, &CONNECTION, "upgrade") {
+        return Err(HandshakeError::InvalidConnection);
+    }
+
+    // §4.4: an unsupported version gets 426 with the versions we speak.
+    match single(headers, &SEC_WEBSOCKET_VERSION) {
+        Err(0) => return Err(HandshakeError::MissingVersion),
+        Ok(version) if trim_ows(version.as_bytes()) == b"13" => {}
+        _ => return Err(HandshakeError::UnsupportedVersion),
+    }
+
+    let key = single(headers, &SEC_WEBSOCKET_KEY).map_err(|count| match count {
+        0 => HandshakeError::MissingKey,
+        _ => HandshakeError::InvalidKey,
+    })?;
+    let key = trim_ows(key.as_bytes());
+    if !is_valid_key(key) {
+        return Err(HandshakeError::InvalidKey);
+    }
+    // A valid key is base64, hence ASCII.
+    let key = std::str::from_utf8(key).map_err(|_| HandshakeError::InvalidKey)?;
+
+    let protocols_ok = headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter().all(|value| {
+        value.as_bytes().split(|&c| c == b',').all(|element| {
+            let element = trim_ows(element);
+            element.iter().all(|&c| is_tchar(c))
+        })
+    });
+    if !protocols_ok {
+        return Err(HandshakeError::InvalidProtocols);
+    }
+    Ok(key.to_owned())
+}
+
+impl Request {
+    /// The resource the client asked for: path and query, e.g.
+    /// `/chat?room=1` (an absolute-form target is reduced to these).
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// The `Host` header (`host[:port]`), without surrounding whitespace.
+    /// Always present in a request that passed [`parse_request`].
+    pub fn host(&self) -> Option<&str> {
+        self.header_str(&HOST)
+    }
+
+    /// The `Origin` header, which browsers send and which a server may check
+    /// (and reject with 403, see [`reject_bytes`]).
+    pub fn origin(&self) -> Option<&str> {
+        self.header_str(&ORIGIN)
+    }
+
+    /// The client's `Sec-WebSocket-Key`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The subprotocols the client offers, in its order of preference.
+    pub fn protocols(&self) -> Vec<&str> {
+        protocols(self.inner.headers())
+    }
+
+    /// The extensions the client offers, in its order of preference.
+    /// `parse_request` already refused a malformed header, so this cannot fail.
+    pub fn extensions(&self) -> &[ExtensionOffer] {
+        &self.extensions
+    }
+
+    /// All the request's headers.
+    pub fn headers(&self) -> &HeaderMap {
+        self.inner.headers()
+    }
+
+    /// The request as an `http::Request` (method, URI, version, headers).
+    pub fn as_http(&self) -> &http::Request<()> {
+        &self.inner
+    }
+
+    /// The request as an `http::Request`, taken apart.
+    pub fn into_http(self) -> http::Request<()> {
+        self.inner
+    }
+
+    /// Starts the 101 Switching Protocols answer to this request.
+    ///
+    /// ```
+    /// # use weft_proto::handshake::*;
+    /// # let buf = b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    /// #     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+    /// #     Sec-WebSocket-Protocol: chat, superchat\r\n\r\n";
+    /// # let (request, _) = parse_request(buf, &ServerLimits::default())?.unwrap();
+    /// let chosen = select_protocol(&request.protocols(), &["superchat"]);
+    /// let mut answer = request.accept();
+    /// if let Some(protocol) = chosen {
+    ///     answer = answer.protocol(protocol);
+    /// }
+    /// let response = answer.header("Server", "weft").build()?;
+    /// let mut out = Vec::new();
+    /// write_response(&response, &mut out);
+    /// assert!(out.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+    /// # Ok::<(), HandshakeError>(())
+    /// ```
+    pub fn accept(&self) -> AcceptBuilder<'_> {
+        AcceptBuilder {
+            request: self,
+            protocol: None,
+            extensions: None,
+            headers: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn header_str(&self, name: &HeaderName) -> Option<&str> {
+        let value = self.inner.headers().get(name)?;
+        let value = std::str::from_utf8(trim_ows(value.as_bytes())).ok()?;
+        Some(value)
+    }
+}
+
+/// Builds the 101 answer to a [`Request`]; see [`Request::accept`].
+///
+/// Each setter records the first mistake; [`build`](AcceptBuilder::build)
+/// reports it.
+#[derive(Debug)]
+pub struct AcceptBuilder<'a> {
+    request: &'a Request,
+    protocol: Option<String>,
+    extensions: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    error: Option<HandshakeError>,
+}
+
+/// Response headers that the handshake sets itself.
+const RESERVED_RESPONSE_HEADERS: [HeaderName; 5] = [
+    UPGRADE,
+    CONNECTION,
+    SEC_WEBSOCKET_ACCEPT,
+    SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_EXTENSIONS,
+];
+
+impl AcceptBuilder<'_> {
+    /// Selects the subprotocol to speak; it must be one the client offered
+    /// (else [`HandshakeError::ProtocolNotOffered`]). See [`select_protocol`].
+    pub fn protocol(mut self, protocol: &str) -> Self {
+        if self.request.protocols().contains(&protocol) {
+            self.protocol = Some(protocol.to_owned());
+        } else {
+            self.fail(HandshakeError::ProtocolNotOffered {
+                protocol: protocol.to_owned(),
+            });
+        }
+        self
+    }
+
+    /// Accepts extensions, with the parameters the server answers with;
+    /// each must be one the client offered (else
+    /// [`HandshakeError::ExtensionNotOffered`]). An empty list sends no
+    /// `Sec-WebSocket-Extensions` header.
+    pub fn extensions(mut self, accepted: &[ExtensionOffer]) -> Self {
+        let offered = self.request.extensions();
+        if let Some(extra) = accepted
+            .iter()
+            .find(|a| !offered.iter().any(|o| o.name.eq_ignore_ascii_case(&a.name)))
+        {
+            self.fail(HandshakeError::ExtensionNotOffered {
+                name: extra.name.clone(),
+            });
+        } else if accepted.is_empty() {
+            self.extensions = None;
+        } else {
+            self.extensions = Some(to_header_value(accepted));
+        }
+        self
+    }
+
+    /// Adds a header to the answer (`Set-Cookie`, `Server`...). The headers
+    /// the handshake sets itself (`Upgrade`, `Connection`,
+    /// `Sec-WebSocket-Accept`, `-Protocol`, `-Extensions`) are refused with
+    /// [`HandshakeError::InvalidHeader`]; use the dedicated setters.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        match checked_header(name, value, &RESERVED_RESPONSE_HEADERS) {
+            Ok(header) => self.headers.push(header),
+            Err(err) => self.fail(err),
+        }
+        self
+    }
+
+    /// The answer: `101 Switching Protocols` with `Upgrade: websocket`,
+    /// `Connection: Upgrade`, `Sec-WebSocket-Accept`, the selected
+    /// subprotocol and extensions, then the added headers. Write it with
+    /// [`write_response`].
+    pub fn build(self) -> Result<http::Response<()>, HandshakeError> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        let mut response = http::Response::new(());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *response.version_mut() = Version::HTTP_11;
+        let headers = response.headers_mut();
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        let accept =
+            HeaderValue::try_from(accept_key(self.request.key().as_bytes())).map_err(|_| {
+                HandshakeError::InvalidHeader {
+                    name: SEC_WEBSOCKET_ACCEPT.as_str().to_owned(),
+                    reason: "not a valid header value",
+                }
+            })?;
+        headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+        if let Some(protocol) = self.protocol {
+            let value = HeaderValue::try_from(protocol.as_str()).map_err(|_| {
+                HandshakeError::InvalidHeader {
+                    name: SEC_WEBSOCKET_PROTOCOL.as_str().to_owned(),
+                    reason: "not a valid header value",
+                }
+            })?;
+            headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        if let Some(extensions) = self.extensions {
+            let value = HeaderValue::try_from(extensions.as_str()).map_err(|_| {
+                HandshakeError::InvalidHeader {
+                    name: SEC_WEBSOCKET_EXTENSIONS.as_str().to_owned(),
+                    reason: "the extension parameters make an invalid header value",
+                }
+            })?;
+            headers.insert(SEC_WEBSOCKET_EXTENSIONS, value);
+        }
+        for (name, value) in self.headers {
+            headers.append(name, value);
+        }
+        Ok(response)
+    }
+
+    /// Builds the answer and appends its bytes to `out`, in one step.
+    pub fn write(self, out: &mut Vec<u8>) -> Result<(), HandshakeError> {
+        let response = self.build()?;
+        write_response(&response, out);
+        Ok(())
+    }
+
+    fn fail(&mut self, err: HandshakeError) {
+        if self.error.is_none() {
+            self.error = Some(err);
+        }
+    }
+}
+
+/// A header from the application, checked: a valid name that is not
+/// `reserved`, and a value without control characters.
+pub(crate) fn checked_header(
+    name: &str,
+    value: &str,
+    reserved: &[HeaderName],
+) -> Result<(HeaderName, HeaderValue), HandshakeError> {
+    let invalid = |reason| HandshakeError::InvalidHeader {
+        name: name.to_owned(),
+        reason,
+    };
+    let header_name =
+        HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid("not a valid header name"))?;
+    if reserved.contains(&header_name) {
+        return Err(invalid("set by the handshake itself"));
+    }
+    let header_value = HeaderValue::from_str(value)
+        .map_err(|_| invalid("the value has control or non-ASCII characters"))?;
+    Ok((header_name, header_value))
+}
+
+/// The subprotocol to speak: the first of `supported`, in the server's
+/// order of preference, that the client offered. `None` when there is none
+/// in common (the handshake then goes on without a subprotocol, or the
+/// application refuses it).
+///
+/// ```
+/// use weft_proto::handshake::select_protocol;
+/// assert_eq!(select_protocol(&["a", "b", "c"], &["c", "b"]), Some("c"));
+/// assert_eq!(select_protocol(&["a"], &["b"]), None);
+/// ```
+pub fn select_protocol<'a>(offered: &[&'a str], supported: &[&str]) -> Option<&'a str> {
+    supported
+        .iter()
+        .find_map(|s| offered.iter().find(|o| *o == s).copied())
+}
+
+/// Appends a response head to `out`: the status line (always `HTTP/1.1`),
+/// every header, and the blank line. After a 101, what follows on the
+/// connection is WebSocket frames.
+pub fn write_response(response: &http::Response<()>, out: &mut Vec<u8>) {
+    head::write_head(response.status(), response.headers(), out);
+}
+
+/// A complete refusal of a handshake, for applications that answer through
+/// an HTTP library: `status`, `Content-Type: text/plain; charset=utf-8`,
+/// `Connection: close`, `Content-Length`, `reason` as the body; plus
+/// `Sec-WebSocket-Version: 13` for 426 (RFC 6455 §4.4) and `Allow: GET` for
+/// 405. Close the connection after sending it.
+pub fn reject(status: StatusCode, reason: &str) -> http::Response<String> {
+    let mut response = http::Response::new(reason.to_owned());
+    *response.status_mut() = status;
+    *response.version_mut() = Version::HTTP_11;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(reason.len()));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    if status == StatusCode::UPGRADE_REQUIRED {
+        headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    }
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(ALLOW, HeaderValue::from_static("GET"));
+    }
+    response
+}
+
+/// The bytes of [`reject`]`(status, reason)`: head and body, ready to send
+/// before closing. For refusals of the application's own, such as 403 for
+/// an `Origin` it does not serve.
+///
+/// ```
+/// use http::StatusCode;
+/// use weft_proto::handshake::reject_bytes;
+/// let bytes = reject_bytes(StatusCode::FORBIDDEN, "origin not allowed");
+/// assert!(bytes.starts_with(b"HTTP/1.1 403 Forbidden\r\n"));
+/// assert!(bytes.ends_with(b"\r\n\r\norigin not allowed"));
+/// ```
+pub fn reject_bytes(status: StatusCode, reason: &str) -> Vec<u8> {
+    let response = reject(status, reason);
+    let mut out = Vec::with_capacity(160 + reason.len());
+    head::write_head(response.status(), response.headers(), &mut out);
+    out.extend_from_slice(response.body().as_bytes());
+    out
+}
+
+/// The refusal for a request that [`parse_request`] turned down: the
+/// error's [`status`](HandshakeError::status) with its message as the body
+/// (see [`reject_bytes`]). A 426 carries `Sec-WebSocket-Version: 13`.
+///
+/// ```
+/// use weft_proto::handshake::{parse_request, rejection_bytes, ServerLimits};
+/// let err = parse_request(b"POST / HTTP/1.1\r\n\r\n", &ServerLimits::default()).unwrap_err();
+/// assert!(rejection_bytes(&err).starts_with(b"HTTP/1.1 405 Method Not Allowed\r\n"));
+/// ```
+pub fn rejection_bytes(err: &HandshakeError) -> Vec<u8> {
+    reject_bytes(err.status(), &err.to_string())
+}
+
+/// [`reject`] for a [`HandshakeError`], for applications that answer
+/// through an HTTP library.
+pub fn rejection(err: &HandshakeError) -> http::Response<String> {
+    reject(err.status(), &err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    /// A valid request with `extra` header lines added before the blank line.
+    fn request_with(extra: &str) -> Vec<u8> {
+        format!(
+            "GET /chat?room=1 HTTP/1.1\r\nHost: example.com:8080\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\
+             {extra}\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HandshakeError> {
+        parse_request(buf, &ServerLimits::default())
+    }
+
+    fn parse_complete(buf: &[u8]) -> Request {
+        match parse(buf) {
+            Ok(Some((request, consumed))) => {
+                assert_eq!(consumed, buf.len());
+                request
+            }
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accessors() {
+        let request = parse_complete(&request_with(
+            "Origin: http://example.com\r\nSec-WebSocket-Protocol: a, b\r\n\
+             Sec-WebSocket-Protocol: c\r\nSec-WebSocket-Extensions: permessage-deflate; \
+             client_max_window_bits\r\nX-Custom: 1\r\n",
+        ));
+        assert_eq!(request.resource(), "/chat?room=1");
+        assert_eq!(request.host(), Some("example.com:8080"));
+        assert_eq!(request.origin(), Some("http://example.com"));
+        assert_eq!(request.key(), KEY);
+        assert_eq!(request.protocols(), ["a", "b", "c"]);
+        assert_eq!(request.extensions().len(), 1);
+        assert_eq!(request.extensions()[0].name, "permessage-deflate");
+        assert_eq!(request.headers()["x-custom"], "1");
+        assert_eq!(request.as_http().method(), Method::GET);
+        assert_eq!(request.as_http().uri().path(), "/chat");
+        let http = request.into_http();
+        assert_eq!(http.version(), Version::HTTP_11);
+        assert_eq!(http.uri().query(), Some("room=1"));
+    }
+
+    #[test]
+    fn absolute_form_target_gives_path_and_query() {
+        let buf = request_with("");
+        let text = String::from_utf8(buf).unwrap().replacen(
+            "/chat?room=1",
+            "ws://example.com:8080/chat?room=1",
+            1,
+        );
+        assert_eq!(parse_complete(text.as_bytes()).resource(), "/chat?room=1");
+        let text = text.replacen("ws://example.com:8080/chat?room=1", "http://h", 1);
+        assert_eq!(parse_complete(text.as_bytes()).resource(), "/");
+    }
+
+    #[test]
+    fn asterisk_and_authority_targets_are_refused() {
+        for target in ["*", "example.com:80"] {
+            let text =
+                String::from_utf8(request_with(""))
+                    .unwrap()
+                    .replacen("/chat?room=1", target, 1);
+            let err = parse(text.as_bytes()).unwrap_err();
+            assert!(
+                matches!(err, HandshakeError::InvalidRequestTarget),
+                "{target}: {err:?}"
+            );
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn host_rules() {
+        let without_host = String::from_utf8(request_with("")).unwrap().replacen(
+            "Host: example.com:8080\r\n",
+            "",
+            1,
+        );
+        assert!(matches!(
+            parse(without_host.as_bytes()),
+            Err(HandshakeError::MissingHost)
+        ));
+        assert!(matches!(
+            parse(&request_with("Host: other\r\n")),
+            Err(HandshakeError::InvalidHost)
+        ));
+        let bad_host =
+            String::from_utf8(request_with(""))
+                .unwrap()
+                .replacen("example.com:8080", "a@b", 1);
+        assert!(matches!(
+            parse(bad_host.as_bytes()),
+            Err(HandshakeError::InvalidHost)
+        ));
+    }
+
+    #[test]
+    fn repeated_key_or_version_is_refused() {
+        let err = parse(&request_with(&format!("Sec-WebSocket-Key: {KEY}\r\n"))).unwrap_err();
+        assert!(matches!(err, HandshakeError::InvalidKey), "{err:?}");
+        let err = parse(&request_with("Sec-WebSocket-Version: 13\r\n")).unwrap_err();
+        assert!(matches!(err, HandshakeError::UnsupportedVersion), "{err:?}");
+    }
+
+    #[test]
+    fn key_and_version_tolerate_whitespace() {
+        let text = String::from_utf8(request_with(""))
+            .unwrap()
+            .replacen(&format!(": {KEY}"), &format!(":\t {KEY} \t"), 1)
+            .replacen("Version: 13", "Version:   13  ", 1);
+        assert_eq!(parse_complete(text.as_bytes()).key(), KEY);
+    }
+
+    #[test]
+    fn protocol_list_must_be_tokens() {
+        assert!(matches!(
+            parse(&request_with("Sec-WebSocket-Protocol: a b\r\n")),
+            Err(HandshakeError::InvalidProtocols)
+        ));
+        assert!(matches!(
+            parse(&request_with("Sec-WebSocket-Protocol: \"a\"\r\n")),
+            Err(HandshakeError::InvalidProtocols)
+        ));
+        // Empty elements are allowed by the list syntax.
+        let request = parse_complete(&request_with("Sec-WebSocket-Protocol: a,,b,\r\n"));
+        assert_eq!(request.protocols(), ["a", "b"]);
+    }
+
+    #[test]
+    fn head_size_limit_is_exact() {
+        let buf = request_with("");
+        let at = |max_head_size| {
+            parse_request(
+                &buf,
+                &ServerLimits {
+                    max_head_size,
+                    ..ServerLimits::default()
+                },
+            )
+        };
+        assert!(matches!(at(buf.len()), Ok(Some(_))));
+        assert!(matches!(at(buf.len() + 1), Ok(Some(_))));
+        assert!(matches!(
+            at(buf.len() - 1),
+            Err(HandshakeError::HeadTooLarge { limit }) if limit == buf.len() - 1
+        ));
+        // Incomplete but not over the limit: wait for more.
+        let limits = ServerLimits {
+            max_head_size: buf.len() - 1,
+            ..ServerLimits::default()
+        };
+        assert!(matches!(
+            parse_request(&buf[..buf.len() - 1], &limits),
+            Ok(None)
+        ));
+    }
+
+    #[test]
+    fn header_count_limit_is_exact() {
+        let buf = request_with("");
+        let count = 5; // the headers request_with writes
+        let with = |max_headers| {
+            parse_request(
+                &buf,
+                &ServerLimits {
+                    max_headers,
+                    ..ServerLimits::default()
+                },
+            )
+        };
+        assert!(matches!(with(count), Ok(Some(_))));
+        let err = with(count - 1).unwrap_err();
+        assert!(
+            matches!(err, HandshakeError::TooManyHeaders { limit: 4 }),
+            "{err:?}"
+        );
+        assert_eq!(err.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    #[test]
+    fn huge_limits_do_not_allocate_up_front() {
+        let limits = ServerLimits {
+            max_head_size: usize::MAX,
+            max_headers: usize::MAX,
+        };
+        assert!(matches!(
+            parse_request(&request_with(""), &limits),
+            Ok(Some(_))
+        ));
+    }
+
+    #[test]
+    fn accept_builds_the_101() {
+        let request = parse_complete(&request_with(
+            "Sec-WebSocket-Protocol: chat, superchat\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate, x-other\r\n",
+        ));
+        let response = request
+            .accept()
+            .protocol("superchat")
+            .extensions(&[ExtensionOffer::new("permessage-deflate")
+                .with_param("server_no_context_takeover", None)])
+            .header("Set-Cookie", "a=1")
+            .header("Set-Cookie", "b=2")
+            .build()
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let headers = response.headers();
+        assert_eq!(headers[UPGRADE], "websocket");
+        assert_eq!(headers[CONNECTION], "Upgrade");
+        assert_eq!(
+            headers[SEC_WEBSOCKET_ACCEPT],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(headers[SEC_WEBSOCKET_PROTOCOL], "superchat");
+        assert_eq!(
+            headers[SEC_WEBSOCKET_EXTENSIONS],
+            "permessage-deflate; server_no_context_takeover"
+        );
+        assert_eq!(headers.get_all("set-cookie").iter().count(), 2);
+
+        let mut out = Vec::new();
+        write_response(&response, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(
+            text.contains("\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("\r\n\r\n"));
+
+        // write() is build() + write_response().
+        let mut direct = Vec::new();
+        request
+            .accept()
+            .protocol("chat")
+            .write(&mut direct)
+            .unwrap();
+        assert!(String::from_utf8(direct)
+            .unwrap()
+            .contains("Sec-WebSocket-Protocol: chat\r\n"));
+    }
+
+    #[test]
+    fn accept_without_choices_sends_no_protocol_or_extensions() {
+        let request = parse_complete(&request_with("Sec-WebSocket-Protocol: chat\r\n"));
+        let response = request.accept().extensions(&[]).build().unwrap();
+        assert!(!response.headers().contains_key(SEC_WEBSOCKET_PROTOCOL));
+        assert!(!response.headers().contains_key(SEC_WEBSOCKET_EXTENSIONS));
+    }
+
+    #[test]
+    fn accept_refuses_what_was_not_offered() {
+        let request = parse_complete(&request_with(
+            "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: a\r\n",
+        ));
+        let err = request.accept().protocol("Chat").build().unwrap_err();
+        assert!(
+            matches!(&err, HandshakeError::ProtocolNotOffered { protocol } if protocol == "Chat"),
+            "{err:?}"
+        );
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let err = request
+            .accept()
+            .extensions(&[ExtensionOffer::new("b")])
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, HandshakeError::ExtensionNotOffered { name } if name == "b"),
+            "{err:?}"
+        );
+        // The first mistake is the one reported.
+        let err = request
+            .accept()
+            .protocol("nope")
+            .header("Upgrade", "h2c")
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, HandshakeError::ProtocolNotOffered { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn accept_refuses_bad_and_reserved_headers() {
+        let request = parse_complete(&request_with(""));
+        for (name, value, reason) in [
+            ("Sec-WebSocket-Accept", "x", "set by the handshake itself"),
+            ("connection", "close", "set by the handshake itself"),
+            (
+                "X-Bad",
+                "a\r\nInjected: 1",
+                "the value has control or non-ASCII characters",
+            ),
+            ("Bad Name", "x", "not a valid header name"),
+        ] {
+            let err = request.accept().header(name, value).build().unwrap_err();
+            match err {
+                HandshakeError::InvalidHeader { name: n, reason: r } => {
+                    assert_eq!((n.as_str(), r), (name, reason));
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        // An extension value that cannot be a header value.
+        let request = parse_complete(&request_with("Sec-WebSocket-Extensions: a\r\n"));
+        let err = request
+            .accept()
+            .extensions(&[ExtensionOffer::new("a").with_param("p", Some("\n"))])
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, HandshakeError::InvalidHeader { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn protocol_selection_follows_server_order() {
+        assert_eq!(select_protocol(&["a", "b"], &["b", "a"]), Some("b"));
+        assert_eq!(select_protocol(&["a", "b"], &["x", "a"]), Some("a"));
+        assert_eq!(select_protocol(&["a"], &["A"]), None);
+        assert_eq!(select_protocol(&[], &["a"]), None);
+        assert_eq!(select_protocol(&["a"], &[]), None);
+    }
+
+    #[test]
+    fn rejections_carry_their_headers() {
+        let text = |status, reason| String::from_utf8(reject_bytes(status, reason)).unwrap();
+        let upgrade = text(StatusCode::UPGRADE_REQUIRED, "version");
+        assert!(
+            upgrade.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+            "{upgrade}"
+        );
+        assert!(
+            upgrade.contains("\r\nSec-WebSocket-Version: 13\r\n"),
+            "{upgrade}"
+        );
+        let method = text(StatusCode::METHOD_NOT_ALLOWED, "GET only");
+        assert!(method.contains("\r\nAllow: GET\r\n"), "{method}");
+        assert!(!method.contains("Sec-WebSocket-Version"), "{method}");
+        let forbidden = text(StatusCode::FORBIDDEN, "héllo");
+        assert!(
+            forbidden.contains("\r\nContent-Length: 6\r\n"),
+            "{forbidden}"
+        );
+        assert!(
+            forbidden.contains("\r\nConnection: close\r\n"),
+            "{forbidden}"
+        );
+        assert!(forbidden.contains("\r\nContent-Type: text/plain; charset=utf-8\r\n"));
+        assert!(forbidden.ends_with("\r\n\r\nhéllo"), "{forbidden}");
+
+        let response = rejection(&HandshakeError::MissingKey);
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            response.body(),
+            "the request has no Sec-WebSocket-Key header"
+        );
+    }
+}

@@ -1,0 +1,40 @@
+//! # weft-proto: a sans-IO WebSocket (RFC 6455) protocol engine
+//!
+//! Bytes in, events out; messages in, bytes out. Nothing here does I/O, uses an async
+//! runtime, or reads a clock: the caller moves bytes between a transport and a
+//! [`Connection`], and drives timers itself. The `weft` crate is two such drivers (tokio and
+//! blocking); any event loop can be a third, using [`Connection::want_read`] and
+//! [`Connection::want_write`].
+//!
+//! - [`frame`]: the frame header codec; [`mask`]: payload masking; [`utf8`]: incremental
+//!   UTF-8 validation and zero-copy text.
+//! - [`handshake`]: the opening handshake for both roles.
+//! - [`Connection`]: the state machine, with three ways to send (whole message; begin /
+//!   frame x N / end; a frame of declared length fed in chunks) and three levels to receive
+//!   ([`RecvLevel`]: whole messages, frames, or chunks of frames).
+//!
+//! See the [`connection`] module for an example.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod close;
+mod config;
+pub mod connection;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+mod message;
+pub mod utf8;
+
+pub use close::{CloseCode, CloseFrame};
+pub use config::{Config, RecvLevel, Role};
+pub use connection::{Connection, MaskSource, MessageAssembler, OutQueue, RandomMask};
+pub use error::{Error, ProtocolError};
+pub use message::{Event, Message, MessageKind};
+pub use utf8::Utf8Bytes;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,555 @@
+//! The engine's behaviour between two connections: send styles, receive levels, control
+//! frames between fragments, auto-pong, the close handshake, queue accounting, and the
+//! errors for send calls made out of order (REQUIREMENTS R4-R6, S1-S3, S5-S7, V1-V4, V7).
+
+mod common;
+use bytes::{Buf, Bytes};
+use common::*;
+use weft_proto::frame::OpCode;
+use weft_proto::{
+    CloseCode, Config, Connection, Error, Event, Message, MessageAssembler, MessageKind, RecvLevel,
+    Role,
+};
+
+fn level(l: RecvLevel) -> Config {
+    let mut c = Config::default();
+    c.recv_level = l;
+    c
+}
+
+#[test]
+fn whole_messages_both_directions() {
+    let (mut client, mut server) = pair(Config::default());
+    client.send(Message::from("hello")).unwrap();
+    client.send_binary(vec![1, 2, 3]).unwrap();
+    pump(&mut client, &mut server);
+    assert_eq!(
+        drain(&mut server).unwrap(),
+        vec![
+            Event::Message(Message::from("hello")),
+            Event::Message(Message::Binary(Bytes::from_static(&[1, 2, 3])))
+        ]
+    );
+    server.send_text("back").unwrap();
+    pump(&mut server, &mut client);
+    assert_eq!(
+        drain(&mut client).unwrap(),
+        vec![Event::Message(Message::from("back"))]
+    );
+}
+
+#[test]
+fn client_frames_are_masked_server_frames_are_not() {
+    let (mut client, mut server) = pair(Config::default());
+    client.send_text("abc").unwrap();
+    server.send_text("abc").unwrap();
+    let c = parse_frames(&take_out(&mut client));
+    let s = parse_frames(&take_out(&mut server));
+    assert!(c[0].0.mask.is_some());
+    assert!(s[0].0.mask.is_none());
+    assert_eq!(c[0].1, b"abc");
+}
+
+#[test]
+fn pluggable_mask_source_gives_fresh_keys() {
+    let mut client = Connection::new(Role::Client, Config::default());
+    let mut n = 0u8;
+    client.set_mask_source(move || {
+        n += 1;
+        [n, n, n, n]
+    });
+    client.send_text("a").unwrap();
+    client.send_text("b").unwrap();
+    let frames = parse_frames(&take_out(&mut client));
+    assert_eq!(frames[0].0.mask, Some([1; 4]));
+    assert_eq!(frames[1].0.mask, Some([2; 4]));
+}
+
+#[test]
+fn fragment_size_splits_messages() {
+    let mut config = Config::default();
+    config.fragment_size = Some(4);
+    let mut server = Connection::new(Role::Server, config);
+    server.send_text("héllo wörld").unwrap(); // 13 bytes; code points cut at edges
+    let frames = parse_frames(&take_out(&mut server));
+    assert_eq!(frames.len(), 4);
+    assert_eq!(frames[0].0.opcode, OpCode::Text);
+    assert!(frames[1..]
+        .iter()
+        .all(|f| f.0.opcode == OpCode::Continuation));
+    assert!(frames[..3].iter().all(|f| !f.0.fin));
+    assert!(frames[3].0.fin);
+    let mut client = Connection::new(Role::Client, Config::default());
+    let wire: Vec<u8> = frames
+        .iter()
+        .flat_map(|(h, p)| {
+            let mut hb = [0u8; 14];
+            let n = h.encode(&mut hb);
+            let mut v = hb[..n].to_vec();
+            v.extend_from_slice(p);
+            v
+        })
+        .collect();
+    client.receive(&wire);
+    assert_eq!(
+        drain(&mut client).unwrap(),
+        vec![Event::Message(Message::from("héllo wörld"))]
+    );
+}
+
+#[test]
+fn frame_by_frame_sending() {
+    let (mut client, mut server) = pair(level(RecvLevel::Frame));
+    client.begin_message(MessageKind::Text).unwrap();
+    client.send_frame("he", false).unwrap();
+    client
+        .send_frame(Bytes::from_static(&[b'l', 0xc3]), false)
+        .unwrap(); // cut é
+    client
+        .send_frame(Bytes::from_static(&[0xa9]), false)
+        .unwrap();
+    client.end_message().unwrap();
+    pump(&mut client, &mut server);
+    let ev = drain(&mut server).unwrap();
+    assert_eq!(
+        ev,
+        vec![
+            Event::MessageStart {
+                kind: MessageKind::Text,
+                rsv: 0
+            },
+            Event::Frame(Bytes::from_static(b"he")),
+            Event::Frame(Bytes::from_static(&[b'l', 0xc3])),
+            Event::Frame(Bytes::from_static(&[0xa9])),
+            Event::Frame(Bytes::new()),
+            Event::MessageEnd,
+        ]
+    );
+    let mut asm = MessageAssembler::new(None);
+    let msgs: Vec<_> = ev.iter().filter_map(|e| asm.push(e).unwrap()).collect();
+    assert_eq!(msgs, vec![Message::from("helé")]);
+}
+
+#[test]
+fn streamed_frame_of_declared_length() {
+    let (mut client, mut server) = pair(level(RecvLevel::Chunk));
+    client.begin_message(MessageKind::Binary).unwrap();
+    client.begin_frame(10, false).unwrap();
+    client.send_frame_data(&b"0123"[..]).unwrap();
+    pump(&mut client, &mut server);
+    let ev = drain(&mut server).unwrap();
+    assert!(matches!(
+        ev[0],
+        Event::MessageStart {
+            kind: MessageKind::Binary,
+            ..
+        }
+    ));
+    assert!(matches!(ev[1], Event::FrameStart(h) if h.payload_len == 10 && !h.fin));
+    assert_eq!(ev[2], Event::FrameData(Bytes::from_static(b"0123")));
+    assert_eq!(ev.len(), 3);
+    // More than declared is refused, and changes nothing.
+    assert!(matches!(
+        client.send_frame_data(vec![0u8; 7]),
+        Err(Error::InvalidArgument(_))
+    ));
+    client.send_frame_data(&b"456789"[..]).unwrap();
+    // A second streamed frame in the same message, final.
+    client.begin_frame(3, true).unwrap();
+    client.send_frame_data(&b"abc"[..]).unwrap();
+    pump(&mut client, &mut server);
+    let ev = drain(&mut server).unwrap();
+    assert_eq!(
+        ev,
+        vec![
+            Event::FrameData(Bytes::from_static(b"456789")),
+            Event::FrameEnd,
+            Event::FrameStart(weft_proto::frame::FrameHeader {
+                fin: true,
+                rsv: 0,
+                opcode: OpCode::Continuation,
+                mask: ev.get(2).and_then(|e| match e {
+                    Event::FrameStart(h) => h.mask,
+                    _ => None,
+                }),
+                payload_len: 3
+            }),
+            Event::FrameData(Bytes::from_static(b"abc")),
+            Event::FrameEnd,
+            Event::MessageEnd,
+        ]
+    );
+}
+
+#[test]
+fn send_calls_out_of_order_are_errors() {
+    let mut c = Connection::new(Role::Server, Config::default());
+    assert!(matches!(
+        c.send_frame("x", true),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(c.end_message(), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        c.begin_frame(3, true),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        c.send_frame_data("x"),
+        Err(Error::InvalidArgument(_))
+    ));
+    c.begin_message(MessageKind::Binary).unwrap();
+    assert!(matches!(
+        c.begin_message(MessageKind::Text),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        c.send(Message::from("x")),
+        Err(Error::InvalidArgument(_))
+    ));
+    c.begin_frame(2, true).unwrap();
+    assert!(matches!(
+        c.send_frame("x", true),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        c.begin_frame(1, true),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        c.close(CloseCode::NORMAL, ""),
+        Err(Error::InvalidArgument(_))
+    ));
+    c.send_frame_data("ab").unwrap();
+    // The message ended with the final frame: whole messages work again.
+    c.send(Message::from("y")).unwrap();
+    assert!(matches!(c.ping(&[0; 126]), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        c.close(CloseCode(1005), ""),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        c.close(CloseCode(1006), ""),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        c.close(CloseCode(999), ""),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        c.close(CloseCode::NORMAL, &"x".repeat(124)),
+        Err(Error::InvalidArgument(_))
+    ));
+    c.close(CloseCode::NORMAL, &"x".repeat(123)).unwrap();
+    // Queueing after close is an error (S7).
+    assert!(matches!(c.send(Message::from("z")), Err(Error::Closed)));
+    assert!(matches!(c.ping(b""), Err(Error::Closed)));
+    assert!(matches!(c.close(CloseCode::NORMAL, ""), Err(Error::Closed)));
+}
+
+#[test]
+fn invalid_text_is_refused_on_send() {
+    let mut c = Connection::new(Role::Server, Config::default());
+    c.begin_message(MessageKind::Text).unwrap();
+    assert!(matches!(
+        c.send_frame(Bytes::from_static(&[0xff]), false),
+        Err(Error::InvalidUtf8)
+    ));
+    c.send_frame(Bytes::from_static(&[0xe2, 0x82]), false)
+        .unwrap();
+    // Ending with a cut code point is refused; completing it works.
+    assert!(matches!(c.end_message(), Err(Error::InvalidUtf8)));
+    c.send_frame(Bytes::from_static(&[0xac]), true).unwrap();
+    let frames = parse_frames(&take_out(&mut c));
+    assert_eq!(frames.len(), 2);
+    assert!(matches!(
+        c.send_vectored(
+            MessageKind::Text,
+            &[Bytes::from_static(&[0xe2]), Bytes::from_static(&[0x82])]
+        ),
+        Err(Error::InvalidUtf8)
+    ));
+}
+
+#[test]
+fn vectored_message_is_one_frame_without_copy() {
+    let mut c = Connection::new(Role::Server, Config::default());
+    let big = Bytes::from(vec![7u8; 4096]);
+    c.send_vectored(
+        MessageKind::Binary,
+        &[Bytes::from_static(b"head"), big.clone()],
+    )
+    .unwrap();
+    let q = c.outgoing();
+    let mut slices = [std::io::IoSlice::new(&[]); 8];
+    let n = q.chunks_vectored(&mut slices);
+    // The large part is handed out as the caller's own memory.
+    assert!(slices[..n].iter().any(|s| s.as_ptr() == big.as_ptr()));
+    let frames = parse_frames(&take_out(&mut c));
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].1.len(), 4100);
+}
+
+#[test]
+fn control_frames_between_fragments_both_directions() {
+    let (mut client, mut server) = pair(Config::default());
+    // The client sends a fragmented message with a ping in the middle.
+    client.begin_message(MessageKind::Text).unwrap();
+    client.send_frame("ab", false).unwrap();
+    pump(&mut client, &mut server);
+    client.ping(b"p1").unwrap();
+    client.send_frame("cd", true).unwrap();
+    pump(&mut client, &mut server);
+    assert_eq!(
+        drain(&mut server).unwrap(),
+        vec![
+            Event::Ping(Bytes::from_static(b"p1")),
+            Event::Message(Message::from("abcd"))
+        ]
+    );
+    // The server's automatic pong came back.
+    pump(&mut server, &mut client);
+    assert_eq!(
+        drain(&mut client).unwrap(),
+        vec![Event::Pong(Bytes::from_static(b"p1"))]
+    );
+}
+
+#[test]
+fn queued_control_frames_go_first_at_a_frame_boundary() {
+    let mut c = Connection::new(Role::Server, Config::default());
+    c.send_binary(vec![1u8; 5000]).unwrap();
+    c.send_binary(vec![2u8; 10]).unwrap();
+    // Write part of the first frame; then queue a ping.
+    c.outgoing().advance(100);
+    c.ping(b"now").unwrap();
+    let rest = take_out(&mut c);
+    // The rest of the 5000-byte frame, then the ping, then the second message.
+    let ping_at = 5004 - 100;
+    assert_eq!(&rest[ping_at..ping_at + 5], &[0x89, 3, b'n', b'o', b'w']);
+    let frames = parse_frames(&rest[ping_at..]);
+    assert_eq!(frames.len(), 2);
+    assert_eq!(frames[1].1, vec![2u8; 10]);
+}
+
+#[test]
+fn control_frame_waits_for_an_open_streamed_frame() {
+    let mut c = Connection::new(Role::Server, Config::default());
+    c.begin_message(MessageKind::Binary).unwrap();
+    c.begin_frame(4, true).unwrap();
+    c.send_frame_data("ab").unwrap();
+    c.outgoing().advance(1);
+    c.ping(b"").unwrap();
+    c.send_frame_data("cd").unwrap();
+    let rest = take_out(&mut c);
+    assert_eq!(&rest[..], &[4, b'a', b'b', b'c', b'd', 0x89, 0]);
+}
+
+#[test]
+fn auto_pong_can_be_turned_off() {
+    let mut config = Config::default();
+    config.auto_pong = false;
+    let mut s = Connection::new(Role::Server, config);
+    s.receive(&cframe(true, PING, b"x"));
+    assert_eq!(
+        drain(&mut s).unwrap(),
+        vec![Event::Ping(Bytes::from_static(b"x"))]
+    );
+    assert!(!s.want_write());
+    s.pong(b"x").unwrap();
+    assert!(s.want_write());
+}
+
+#[test]
+fn ping_flood_keeps_one_pong() {
+    let mut s = Connection::new(Role::Server, Config::default());
+    for i in 0..1000u32 {
+        s.receive(&cframe(true, PING, &i.to_be_bytes()));
+    }
+    assert_eq!(drain(&mut s).unwrap().len(), 1000);
+    assert_eq!(s.queued_messages(), 1);
+    let frames = parse_frames(&take_out(&mut s));
+    assert_eq!(frames[0].1, 999u32.to_be_bytes());
+}
+
+#[test]
+fn close_handshake_initiated_by_client() {
+    let (mut client, mut server) = pair(Config::default());
+    client.send_text("last").unwrap();
+    client.close(CloseCode::GOING_AWAY, "bye").unwrap();
+    assert_eq!(
+        client.close_sent().map(|f| f.code),
+        Some(CloseCode::GOING_AWAY)
+    );
+    assert!(!client.is_closed());
+    assert!(client.want_read()); // half-closed: it still receives
+    pump(&mut client, &mut server);
+    let ev = drain(&mut server).unwrap();
+    assert_eq!(ev[0], Event::Message(Message::from("last")));
+    match &ev[1] {
+        Event::Close(Some(f)) => {
+            assert_eq!(f.code, CloseCode::GOING_AWAY);
+            assert_eq!(f.reason, "bye");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server.close_status(), CloseCode::GOING_AWAY);
+    assert!(server.is_closed());
+    assert!(!server.is_done()); // the reply is still queued
+    assert!(matches!(server.send_text("no"), Err(Error::Closed)));
+    pump(&mut server, &mut client);
+    assert!(server.is_done());
+    assert!(matches!(
+        drain(&mut client).unwrap()[..],
+        [Event::Close(Some(_))]
+    ));
+    assert!(client.is_done());
+    assert_eq!(client.close_status(), CloseCode::GOING_AWAY);
+}
+
+#[test]
+fn close_without_status_reads_1005_and_no_close_reads_1006() {
+    let mut s = Connection::new(Role::Server, Config::default());
+    assert_eq!(s.close_status(), CloseCode::ABNORMAL);
+    s.receive(&cframe(true, CLOSE, b""));
+    assert_eq!(drain(&mut s).unwrap(), vec![Event::Close(None)]);
+    assert_eq!(s.close_status(), CloseCode::NO_STATUS);
+    // The reply carries no status either.
+    let out = take_out(&mut s);
+    assert_eq!(out.as_ref(), &[0x88, 0]);
+}
+
+#[test]
+fn auto_close_can_be_turned_off() {
+    let mut config = Config::default();
+    config.auto_close = false;
+    let mut s = Connection::new(Role::Server, config);
+    s.receive(&cframe(true, CLOSE, &1000u16.to_be_bytes()));
+    drain(&mut s).unwrap();
+    assert!(!s.want_write());
+    assert!(!s.is_closed());
+    s.close(CloseCode(4001), "mine").unwrap();
+    assert!(s.is_closed());
+}
+
+#[test]
+fn queue_counts_messages_and_bytes() {
+    let mut c = Connection::new(Role::Server, Config::default());
+    assert_eq!((c.queued_messages(), c.queued_bytes()), (0, 0));
+    c.send_text("abc").unwrap(); // 5 bytes
+    c.send_binary(vec![0u8; 2000]).unwrap(); // 4 + 2000
+    c.ping(b"").unwrap(); // 2
+    assert_eq!(c.queued_messages(), 3);
+    assert_eq!(c.queued_bytes(), 5 + 2004 + 2);
+    // The ping goes first, then "abc" and the next header (coalesced in one buffer).
+    c.outgoing().advance(2 + 5 + 4);
+    assert_eq!(c.queued_messages(), 1);
+    c.outgoing().advance(2000);
+    assert_eq!((c.queued_messages(), c.queued_bytes()), (0, 0));
+    assert!(!c.want_write());
+}
+
+#[test]
+fn small_frames_are_coalesced_into_one_buffer() {
+    let mut c = Connection::new(Role::Server, Config::default());
+    for i in 0..100u8 {
+        c.send_binary(vec![i; 16]).unwrap();
+    }
+    let q = c.outgoing();
+    assert_eq!(q.chunk().len(), 100 * 18);
+}
+
+#[test]
+fn write_into_caller_buffer_in_small_pieces() {
+    let (mut client, mut server) = pair(Config::default());
+    client
+        .send_text("a longer message that is written out in tiny pieces")
+        .unwrap();
+    let mut piece = [0u8; 3];
+    loop {
+        let n = client.outgoing().write_to(&mut piece);
+        if n == 0 {
+            break;
+        }
+        server.receive(&piece[..n]);
+    }
+    assert_eq!(
+        drain(&mut server).unwrap(),
+        vec![Event::Message(Message::from(
+            "a longer message that is written out in tiny pieces"
+        ))]
+    );
+}
+
+#[test]
+fn read_buf_lends_the_engine_buffer() {
+    let mut s = Connection::new(Role::Server, Config::default());
+    let wire = cframe(true, TEXT, b"direct");
+    let buf = s.read_buf();
+    assert!(buf.capacity() - buf.len() >= 4096);
+    buf.extend_from_slice(&wire);
+    assert_eq!(
+        s.poll_event().unwrap(),
+        Some(Event::Message(Message::from("direct")))
+    );
+}
+
+#[test]
+fn chunk_level_streams_without_limits_when_asked() {
+    let mut config = level(RecvLevel::Chunk);
+    config.max_frame_size = None;
+    config.max_message_size = None;
+    let mut s = Connection::new(Role::Server, config);
+    // A frame declaring 1 GiB; deliver 3 MiB in pieces and check memory stays with the pieces.
+    let mut wire = vec![0x82, 0xff];
+    wire.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    wire.extend_from_slice(&[0; 4]);
+    s.receive(&wire);
+    let mut total = 0;
+    for _ in 0..48 {
+        s.receive(&[0u8; 65536]);
+        for e in drain(&mut s).unwrap() {
+            if let Event::FrameData(d) = e {
+                total += d.len();
+            }
+        }
+        assert_eq!(s.buffered(), 0);
+    }
+    assert_eq!(total, 48 * 65536);
+}
+
+#[test]
+fn set_recv_level_between_messages() {
+    let mut s = Connection::new(Role::Server, Config::default());
+    s.receive(&cframe(false, TEXT, b"a"));
+    s.receive(&cframe(true, CONT, b"b"));
+    s.receive(&cframe(true, BIN, b"c"));
+    assert_eq!(
+        s.poll_event().unwrap(),
+        Some(Event::Message(Message::from("ab")))
+    );
+    s.set_recv_level(RecvLevel::Frame).unwrap();
+    assert_eq!(
+        drain(&mut s).unwrap(),
+        vec![
+            Event::MessageStart {
+                kind: MessageKind::Binary,
+                rsv: 0
+            },
+            Event::Frame(Bytes::from_static(b"c")),
+            Event::MessageEnd
+        ]
+    );
+    s.receive(&cframe(false, BIN, b"d"));
+    drain(&mut s).unwrap();
+    assert!(s.set_recv_level(RecvLevel::Message).is_err());
+}
+
+#[test]
+fn bytes_after_close_are_left_for_detach() {
+    let mut s = Connection::new(Role::Server, Config::default());
+    let mut wire = cframe(true, CLOSE, b"");
+    wire.extend_from_slice(b"OTHER PROTOCOL");
+    s.receive(&wire);
+    drain(&mut s).unwrap();
+    assert_eq!(&s.take_read_buffer()[..], b"OTHER PROTOCOL");
+}
