@@ -21,6 +21,7 @@ impl Connection {
     /// Bytes received after the peer's close frame or a failure are ignored.
     pub fn receive(&mut self, data: &[u8]) {
         if self.want_read() {
+            self.reserve_read(data.len() as u64);
             self.rbuf.extend_from_slice(data);
         }
     }
@@ -31,7 +32,15 @@ impl Connection {
     /// capacity are reserved, more while a large frame is being buffered. Append only; the
     /// bytes already in it belong to the engine.
     pub fn read_buf(&mut self) -> &mut BytesMut {
-        let mut want = self.config.read_buffer_size as u64;
+        self.reserve_read(self.config.read_buffer_size as u64);
+        &mut self.rbuf
+    }
+
+    /// Makes room for at least `at_least` more bytes, and while a frame that must be
+    /// buffered whole is arriving, for the rest of it (up to `MAX_RESERVE` at a time), so
+    /// that a large frame is not copied again and again as the buffer doubles.
+    fn reserve_read(&mut self, at_least: u64) {
+        let mut want = at_least;
         if let RecvState::Payload(p) = &self.recv {
             if self.config.recv_level != RecvLevel::Chunk || p.header.opcode.is_control() {
                 let missing = p.remaining.saturating_sub(self.rbuf.len() as u64);
@@ -39,7 +48,6 @@ impl Connection {
             }
         }
         self.rbuf.reserve(want as usize);
-        &mut self.rbuf
     }
 
     /// Bytes received and not yet turned into events.
