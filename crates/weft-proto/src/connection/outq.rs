@@ -10,6 +10,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
+/// The most automatic pongs that wait unsent before newer pings replace the newest.
+pub(crate) const MAX_WAITING_PONGS: usize = 32;
+
 /// A coalescing buffer larger than this is released when the queue falls empty.
 const IDLE_TAIL_KEEP: usize = 64 * 1024;
 
@@ -117,14 +120,17 @@ impl OutQueue {
     /// incomplete, so the end of the queue is not a boundary.
     pub(crate) fn push_control(&mut self, frame: Bytes, kind: SegKind, frame_open: bool) {
         if kind == SegKind::Pong {
-            // Keep at most one automatic pong waiting: answer only the latest ping (§5.5.3).
-            if let Some(s) = self
+            // One pong per ping, but a peer that pings faster than it reads must not grow the
+            // queue: past MAX_WAITING_PONGS unsent pongs, the newest one is replaced, which
+            // answers only the latest ping (RFC 6455 §5.5.3 allows that).
+            let mut waiting = self
                 .segs
                 .iter_mut()
-                .find(|s| s.kind == SegKind::Pong && !s.started)
-            {
-                self.bytes = self.bytes - s.data.len() + frame.len();
-                s.data = frame;
+                .filter(|s| s.kind == SegKind::Pong && !s.started);
+            if let Some(last) = waiting.by_ref().nth(MAX_WAITING_PONGS - 1) {
+                let newest = waiting.last().unwrap_or(last);
+                self.bytes = self.bytes - newest.data.len() + frame.len();
+                newest.data = frame;
                 return;
             }
         }
@@ -336,13 +342,24 @@ mod tests {
     }
 
     #[test]
-    fn one_pong_waits_at_a_time() {
+    fn pongs_are_bounded() {
         let mut q = OutQueue::default();
-        q.push_control(Bytes::from_static(b"p1"), SegKind::Pong, false);
-        q.push_control(Bytes::from_static(b"p22"), SegKind::Pong, false);
-        assert_eq!(q.len(), 3);
-        assert_eq!(q.messages(), 1);
-        assert_eq!(drain(&mut q), b"p22");
+        for i in 0..MAX_WAITING_PONGS + 3 {
+            q.push_control(Bytes::from(vec![b'a' + i as u8]), SegKind::Pong, false);
+        }
+        assert_eq!(q.messages(), MAX_WAITING_PONGS);
+        let out = drain(&mut q);
+        assert_eq!(out.len(), MAX_WAITING_PONGS);
+        // The first ones in order, the last slot answers the latest ping.
+        assert_eq!(out[0], b'a');
+        assert_eq!(
+            out[MAX_WAITING_PONGS - 2],
+            b'a' + MAX_WAITING_PONGS as u8 - 2
+        );
+        assert_eq!(
+            out[MAX_WAITING_PONGS - 1],
+            b'a' + MAX_WAITING_PONGS as u8 + 2
+        );
     }
 
     #[test]
