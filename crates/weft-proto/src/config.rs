@@ -51,7 +51,7 @@ pub struct Config {
     /// Answer the peer's close frame with a close frame. Default true.
     pub auto_close: bool,
     /// Split outgoing whole messages into frames of at most this many payload bytes
-    /// (`None`: one frame per message). Default `None`.
+    /// (`None` or `Some(0)`: one frame per message). Default `None`.
     pub fragment_size: Option<usize>,
     /// The level of received events. Default [`RecvLevel::Message`].
     pub recv_level: RecvLevel,

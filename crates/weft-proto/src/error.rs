@@ -46,8 +46,6 @@ pub enum ProtocolError {
         /// The limit.
         limit: u64,
     },
-    /// A data frame arrived after the peer's close frame.
-    DataAfterClose,
 }
 
 impl ProtocolError {
@@ -83,7 +81,6 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 => "text not UTF-8",
             ProtocolError::FrameTooBig { .. } => "frame too big",
             ProtocolError::MessageTooBig { .. } => "message too big",
-            ProtocolError::DataAfterClose => "data after close",
         }
     }
 }

@@ -94,7 +94,12 @@ enum RecvState {
 struct InMessage {
     kind: MessageKind,
     size: u64,
-    utf8: Utf8Validator,
+    /// Validated as it arrives; `None` when an extension transforms the payload (RSV bits on
+    /// its first frame), so the text can only be checked after the extension decodes it.
+    utf8: Option<Utf8Validator>,
+    /// Its checked bytes were exposed through `read_buf`, so they are validated again
+    /// before they become `Utf8Bytes`.
+    recheck: bool,
 }
 
 /// An outgoing message begun with `begin_message`.
@@ -130,7 +135,11 @@ pub struct Connection {
     mask_source: Box<dyn MaskSource>,
     close_sent: Option<CloseFrame>,
     close_received: Option<CloseFrame>,
+    /// A close reply that waits for the open streamed frame to be completed.
+    close_reply: Option<CloseFrame>,
     failed: Option<ProtocolError>,
+    /// The read buffer was taken: nothing more is received.
+    detached: bool,
 }
 
 impl fmt::Debug for Connection {
@@ -166,7 +175,9 @@ impl Connection {
             mask_source: Box::new(RandomMask),
             close_sent: None,
             close_received: None,
+            close_reply: None,
             failed: None,
+            detached: false,
         }
     }
 
@@ -201,7 +212,7 @@ impl Connection {
     /// Whether the engine can use more received bytes: false once the peer's close frame
     /// arrived or the connection failed.
     pub fn want_read(&self) -> bool {
-        self.failed.is_none() && self.close_received.is_none()
+        self.failed.is_none() && self.close_received.is_none() && !self.detached
     }
 
     /// Whether framed bytes wait in [`outgoing`](Self::outgoing).
@@ -257,14 +268,21 @@ impl Connection {
     }
 
     /// Whether the transport can be shut: the connection is closed and every queued byte has
-    /// been written. (RFC 6455 §7.1.1: the server closes the TCP connection first.)
+    /// been written. RFC 6455 §7.1.1: a server closes the TCP connection now; a client should
+    /// wait (with a timeout) for the server to close it, then close its end.
     pub fn is_done(&self) -> bool {
         self.is_closed() && self.out.is_empty()
     }
 
-    /// Takes the received bytes that have not been processed (for example after the close
-    /// handshake, to hand the stream and its pending bytes back to another protocol).
+    /// Takes the received bytes that have not been processed, for example after the close
+    /// handshake, to hand the stream and what followed the close frame back to another
+    /// protocol (detach). The connection receives nothing more afterwards: `want_read` is
+    /// false and `poll_event` reports no further events (sending is unaffected).
     pub fn take_read_buffer(&mut self) -> BytesMut {
+        self.detached = true;
+        self.pending.clear();
+        self.in_msg = None;
+        self.assembly = BytesMut::new();
         std::mem::take(&mut self.rbuf)
     }
 
@@ -278,7 +296,8 @@ impl Connection {
         }
         self.failed = Some(err.clone());
         self.pending.clear();
-        self.rbuf.clear();
+        self.rbuf = BytesMut::new();
+        self.assembly = BytesMut::new();
         self.in_msg = None;
         Error::Protocol(err)
     }

@@ -4,7 +4,10 @@
 //! leave in one write; a large payload is queued as its own `Bytes` segment, never copied.
 //! Control frames jump ahead of queued data frames, but only at a frame boundary
 //! (REQUIREMENTS R4): never inside a frame that has started to go out, nor inside a
-//! streamed frame whose declared length has not been supplied yet.
+//! streamed frame whose declared length has not been supplied yet. The boundaries it can use
+//! are segment starts: the coalescing buffer is cut every `TAIL_CAP` bytes and before each
+//! large frame, so a control frame waits behind at most 8 KiB of small frames or the rest of
+//! the one large frame being written.
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -12,6 +15,12 @@ use std::io::IoSlice;
 
 /// The most automatic pongs that wait unsent before newer pings replace the newest.
 pub(crate) const MAX_WAITING_PONGS: usize = 32;
+
+/// The coalescing buffer is cut into a segment of its own once it holds this many bytes. A
+/// control frame waits at most for the rest of the segment being written, so this bounds how
+/// long a ping or pong can be held behind coalesced small frames; a vectored write still
+/// sends many segments at once.
+const TAIL_CAP: usize = 8 * 1024;
 
 /// A coalescing buffer larger than this is released when the queue falls empty.
 const IDLE_TAIL_KEEP: usize = 64 * 1024;
@@ -51,7 +60,7 @@ pub struct OutQueue {
     tail_started: bool,
     tail_msg_ends: u32,
     /// Control frames waiting for an open streamed frame to be completed.
-    held: Vec<Bytes>,
+    held: Vec<(Bytes, SegKind)>,
     bytes: usize,
     messages: usize,
 }
@@ -87,6 +96,9 @@ impl OutQueue {
     /// The tail buffer, for callers that write into it directly (masking while copying).
     /// `frame_start` as in [`push_data`](Self::push_data); call [`tail_written`] after.
     pub(crate) fn tail_mut(&mut self, frame_start: bool) -> &mut BytesMut {
+        if self.tail.len() >= TAIL_CAP {
+            self.freeze_tail();
+        }
         if self.tail.is_empty() {
             self.tail_frame_start = frame_start;
             self.tail_started = false;
@@ -149,7 +161,7 @@ impl OutQueue {
                 self.segs.len()
             }
             None => {
-                self.held.push(frame);
+                self.hold(frame, kind);
                 return;
             }
         };
@@ -182,13 +194,29 @@ impl OutQueue {
         });
     }
 
+    /// Keeps a control frame until the open streamed frame is complete. Counted as a queued
+    /// message (not as bytes: it cannot be written yet). Waiting pongs are capped as in
+    /// [`push_control`](Self::push_control).
+    fn hold(&mut self, frame: Bytes, kind: SegKind) {
+        if kind == SegKind::Pong {
+            let mut waiting = self.held.iter_mut().filter(|(_, k)| *k == SegKind::Pong);
+            if let Some(last) = waiting.by_ref().nth(MAX_WAITING_PONGS - 1) {
+                waiting.last().unwrap_or(last).0 = frame;
+                return;
+            }
+        }
+        self.messages += 1;
+        self.held.push((frame, kind));
+    }
+
     /// A streamed frame was completed: control frames held for it go out now.
     pub(crate) fn release_held(&mut self) {
         if self.held.is_empty() {
             return;
         }
-        for f in std::mem::take(&mut self.held) {
-            self.push_control(f, SegKind::Control, false);
+        for (frame, kind) in std::mem::take(&mut self.held) {
+            self.messages -= 1;
+            self.push_control(frame, kind, false);
         }
     }
 
@@ -199,6 +227,9 @@ impl OutQueue {
     }
 
     fn append_tail(&mut self, data: &[u8], frame_start: bool) {
+        if self.tail.len() >= TAIL_CAP {
+            self.freeze_tail();
+        }
         if self.tail.is_empty() {
             self.tail_frame_start = frame_start;
             self.tail_started = false;
@@ -207,7 +238,9 @@ impl OutQueue {
         self.bytes += data.len();
     }
 
-    fn freeze_tail(&mut self) {
+    /// Ends the coalescing buffer: what follows starts a new segment (used before the header
+    /// of a large frame, so that the header is a frame boundary of its own).
+    pub(crate) fn freeze_tail(&mut self) {
         if self.tail.is_empty() {
             return;
         }

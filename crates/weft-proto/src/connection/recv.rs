@@ -18,9 +18,11 @@ const MAX_RESERVE: u64 = 1 << 20;
 impl Connection {
     /// Copies received bytes in. Events are produced by [`poll_event`](Self::poll_event).
     ///
-    /// Bytes received after the peer's close frame or a failure are ignored.
+    /// Bytes that follow the peer's close frame are kept unprocessed (see
+    /// [`take_read_buffer`](Self::take_read_buffer)); after a failure or a detach they are
+    /// ignored.
     pub fn receive(&mut self, data: &[u8]) {
-        if self.want_read() {
+        if self.failed.is_none() && !self.detached {
             self.reserve_read(data.len() as u64);
             self.rbuf.extend_from_slice(data);
         }
@@ -32,6 +34,10 @@ impl Connection {
     /// capacity are reserved, more while a large frame is being buffered. Append only; the
     /// bytes already in it belong to the engine.
     pub fn read_buf(&mut self) -> &mut BytesMut {
+        if let (RecvState::Payload(p), Some(m)) = (&self.recv, self.in_msg.as_mut()) {
+            // The caller could change bytes that were already validated.
+            m.recheck |= p.checked > 0 && m.kind == MessageKind::Text;
+        }
         self.reserve_read(self.config.read_buffer_size as u64);
         &mut self.rbuf
     }
@@ -67,7 +73,7 @@ impl Connection {
         if let Some(e) = &self.failed {
             return Err(Error::Protocol(e.clone()));
         }
-        if self.close_received.is_some() {
+        if self.close_received.is_some() || self.detached {
             return Ok(None);
         }
         match self.step() {
@@ -128,10 +134,8 @@ impl Connection {
                 if let Some(key) = p.header.mask {
                     p.mask_pos = apply_mask(fresh, key, p.mask_pos);
                 }
-                if let Some(m) = self.in_msg.as_mut() {
-                    if m.kind == MessageKind::Text {
-                        m.utf8.feed(fresh).map_err(|_| ProtocolError::InvalidUtf8)?;
-                    }
+                if let Some(utf8) = self.in_msg.as_mut().and_then(|m| m.utf8.as_mut()) {
+                    utf8.feed(fresh).map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
                 p.checked = avail;
             }
@@ -182,7 +186,7 @@ impl Connection {
                         self.rbuf.advance(avail);
                         continue;
                     }
-                    let kind = self.finish_message()?;
+                    let (kind, recheck) = self.finish_message()?;
                     let payload = if self.assembly.is_empty() {
                         self.rbuf.split_to(avail).freeze()
                     } else {
@@ -194,9 +198,14 @@ impl Connection {
                         }
                         whole
                     };
-                    let msg = match kind {
-                        MessageKind::Text => Message::Text(Utf8Bytes::from_validated(payload)),
-                        MessageKind::Binary => Message::Binary(payload),
+                    let msg = match (kind, recheck) {
+                        (MessageKind::Text, false) => {
+                            Message::Text(Utf8Bytes::from_validated(payload))
+                        }
+                        (MessageKind::Text, true) => Message::Text(
+                            Utf8Bytes::try_from(payload).map_err(|_| ProtocolError::InvalidUtf8)?,
+                        ),
+                        (MessageKind::Binary, _) => Message::Binary(payload),
                     };
                     return Ok(Some(Event::Message(msg)));
                 }
@@ -204,15 +213,21 @@ impl Connection {
         }
     }
 
-    /// Closes the open message: its UTF-8 must be complete. Returns its kind.
-    fn finish_message(&mut self) -> Result<MessageKind, ProtocolError> {
-        let Some(mut m) = self.in_msg.take() else {
+    /// Closes the open message: its UTF-8 must be complete. Returns its kind, and whether
+    /// its text must be validated again as a whole (it was exposed, or an extension's RSV
+    /// bits kept it from being validated as it arrived).
+    fn finish_message(&mut self) -> Result<(MessageKind, bool), ProtocolError> {
+        let Some(m) = self.in_msg.take() else {
             return Err(ProtocolError::UnexpectedContinuation);
         };
-        if m.kind == MessageKind::Text {
-            m.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-        }
-        Ok(m.kind)
+        let recheck = match m.utf8 {
+            Some(mut utf8) => {
+                utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                m.recheck
+            }
+            None => m.kind == MessageKind::Text,
+        };
+        Ok((m.kind, recheck))
     }
 
     /// Checks a header against RFC 6455 §5 and the limits; opens a message on its first frame
@@ -267,10 +282,12 @@ impl Connection {
         match self.in_msg.as_mut() {
             Some(m) => m.size = size,
             None => {
+                let transformed = h.rsv & self.config.extension_rsv != 0;
                 self.in_msg = Some(InMessage {
                     kind,
                     size,
-                    utf8: Utf8Validator::new(),
+                    utf8: (kind == MessageKind::Text && !transformed).then(Utf8Validator::new),
+                    recheck: false,
                 });
                 if level != RecvLevel::Message {
                     self.pending
@@ -300,13 +317,20 @@ impl Connection {
                     CloseFrame::new(crate::CloseCode::NO_STATUS, Utf8Bytes::default())
                 });
                 self.close_received = Some(status);
-                if self.config.auto_close && self.close_sent.is_none() && self.out_frame.is_none() {
+                self.in_msg = None;
+                self.assembly = BytesMut::new();
+                if self.config.auto_close && self.close_sent.is_none() {
                     // Echo the peer's code (RFC 6455 §5.5.1), without a reason.
-                    let reply = match &frame {
-                        Some(f) => CloseFrame::new(f.code, Utf8Bytes::default()),
-                        None => CloseFrame::new(crate::CloseCode::NO_STATUS, Utf8Bytes::default()),
-                    };
-                    self.queue_close(reply);
+                    let code = frame
+                        .as_ref()
+                        .map_or(crate::CloseCode::NO_STATUS, |f| f.code);
+                    let reply = CloseFrame::new(code, Utf8Bytes::default());
+                    if self.out_frame.is_some() {
+                        // Not inside our streamed frame: after it (see send_frame_data).
+                        self.close_reply = Some(reply);
+                    } else {
+                        self.queue_close(reply);
+                    }
                 }
                 Ok(Event::Close(frame))
             }
@@ -314,8 +338,8 @@ impl Connection {
     }
 }
 
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<Connection>();
-}
+/// A connection can move between threads.
+const _: () = {
+    const fn is_send<T: Send>() {}
+    is_send::<Connection>()
+};

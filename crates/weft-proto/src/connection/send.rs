@@ -71,6 +71,10 @@ impl Connection {
     /// Queues one binary or text message made of several buffers, as one frame, without
     /// copying them (REQUIREMENTS S5). Text must be valid UTF-8 as a whole.
     pub fn send_vectored(&mut self, kind: MessageKind, parts: &[Bytes]) -> Result<(), Error> {
+        self.check_can_send()?;
+        if self.out_msg.is_some() {
+            return Err(Error::InvalidArgument("a message is already open"));
+        }
         let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
         if kind == MessageKind::Text {
             let mut v = Utf8Validator::new();
@@ -81,7 +85,7 @@ impl Connection {
         }
         self.begin_message(kind)?;
         self.begin_frame(len, true)?;
-        for p in parts {
+        for p in parts.iter().filter(|p| !p.is_empty()) {
             self.send_frame_data(p.clone())?;
         }
         Ok(())
@@ -172,6 +176,10 @@ impl Connection {
         let mut hb = [0u8; MAX_HEADER_LEN];
         let n = header.encode(&mut hb);
         let done = len == 0;
+        if !done {
+            // The header of a frame that streams: a segment boundary of its own.
+            self.out.freeze_tail();
+        }
         self.out.push_data(&hb[..n], true, done && fin);
         if done {
             if fin {
@@ -247,6 +255,9 @@ impl Connection {
                 self.out_msg = None;
             }
             self.out.release_held();
+            if let Some(reply) = self.close_reply.take() {
+                self.queue_close(reply);
+            }
         } else {
             self.out_frame = Some(f);
         }
@@ -387,6 +398,7 @@ impl Connection {
             }
             self.out.tail_written(n + payload.len(), msg_end);
         } else {
+            self.out.freeze_tail();
             self.out.push_data(&hb[..n], true, false);
             let payload = match mask {
                 Some(key) => mask_owned(payload, key, 0),
