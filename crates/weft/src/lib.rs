@@ -1,14 +1,27 @@
 //! # weft: WebSocket connections over any byte stream
 //!
-//! This crate will hold the I/O drivers of the [`weft_proto`] engine: async (tokio) and
-//! blocking connections, client connect and server accept, TLS, and an HTTP server that
-//! upgrades connections. It moves bytes only; every protocol decision is made by
-//! `weft-proto`, re-exported here as [`proto`].
+//! Drivers of the [`weft_proto`] engine (re-exported as [`proto`]): they move bytes between
+//! a transport and the engine, which makes every protocol decision.
 //!
-//! Status: the drivers are the subject of the next issue; today this crate re-exports the
-//! engine so that dependants can already name its types.
+//! - [`tokio`]: async, over any `AsyncRead + AsyncWrite` (TCP, TLS, Unix sockets, pipes).
+//! - [`blocking`]: std `Read + Write`, with a deadline per call.
+//!
+//! Both offer `accept` (server handshake, with a callback that sees the request and may
+//! pick a subprotocol or reject), `connect` (client), attach without a handshake
+//! (`from_raw`), and detach (`into_inner`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod accept;
+mod error;
+mod options;
+pub mod tokio;
+
+pub use accept::{Accept, Decision, Reject};
+pub use error::{Error, Result};
+pub use options::Options;
 pub use weft_proto as proto;
-pub use weft_proto::{CloseCode, CloseFrame, Config, Message, MessageKind, Role};
+pub use weft_proto::handshake::{ClientRequest, Request, Response};
+pub use weft_proto::{
+    CloseCode, CloseFrame, Config, Event, Message, MessageKind, RecvLevel, Role, Utf8Bytes,
+};

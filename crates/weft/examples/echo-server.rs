@@ -1,0 +1,101 @@
+//! An echo server: every message comes back with its kind; protocol errors are answered
+//! with the right close code (the engine does that).
+//!
+//! ```text
+//! cargo run --release -p weft --example echo-server -- --addr 127.0.0.1:9001 --threads 1
+//! ```
+//! Flags: `--addr HOST:PORT` (default 127.0.0.1:9001), `--threads N` (default 1: a
+//! current-thread runtime), `--max-message-size BYTES` (default 64 MiB).
+
+use std::net::SocketAddr;
+use tokio::net::{TcpListener, TcpStream};
+use weft::Options;
+
+struct Args {
+    addr: SocketAddr,
+    threads: usize,
+    options: Options,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        addr: "127.0.0.1:9001".parse().map_err(|e| format!("{e}"))?,
+        threads: 1,
+        options: Options::default(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--addr" => args.addr = value()?.parse().map_err(|e| format!("--addr: {e}"))?,
+            "--threads" => {
+                args.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?
+            }
+            "--max-message-size" => {
+                let n: u64 = value()?
+                    .parse()
+                    .map_err(|e| format!("--max-message-size: {e}"))?;
+                args.options.config.max_message_size = Some(n);
+                args.options.config.max_frame_size = Some(n);
+            }
+            "-h" | "--help" => {
+                return Err("flags: --addr HOST:PORT --threads N --max-message-size BYTES".into())
+            }
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("echo-server: {e}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(args.threads);
+        b
+    }
+    .enable_all()
+    .build();
+    let result = runtime.and_then(|rt| rt.block_on(serve(args)));
+    if let Err(e) = result {
+        eprintln!("echo-server: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve(args: Args) -> std::io::Result<()> {
+    let listener = TcpListener::bind(args.addr).await?;
+    eprintln!("echo-server listening on ws://{}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let options = args.options.clone();
+        tokio::spawn(async move {
+            if let Err(e) = echo(stream, options).await {
+                eprintln!("connection: {e}");
+            }
+        });
+    }
+}
+
+async fn echo(stream: TcpStream, options: Options) -> weft::Result<()> {
+    stream.set_nodelay(true)?;
+    let (mut ws, _request) =
+        weft::tokio::accept_with(stream, options, |_| Ok(weft::Accept::new())).await?;
+    // Cork: echo every message that has already arrived, then write them all at once.
+    while let Some(msg) = ws.recv().await? {
+        ws.feed(msg).await?;
+        while let Some(next) = ws.try_recv()? {
+            ws.feed(next).await?;
+        }
+        ws.flush().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! Settings of a connection that the engine does not know about: timers and buffer bounds.
+
+use std::time::Duration;
+use weft_proto::handshake::ServerLimits;
+use weft_proto::Config;
+
+/// Settings for a connection: the engine's [`Config`] plus the timers and bounds that a
+/// driver enforces (REQUIREMENTS I4).
+///
+/// ```
+/// use std::time::Duration;
+/// let mut options = weft::Options::default();
+/// options.config.max_message_size = Some(1 << 20);
+/// options.ping_interval = Some(Duration::from_secs(30));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// The protocol engine's settings (limits, receive level, fragment size...).
+    pub config: Config,
+    /// How long the opening handshake may take, from the first byte. Default 10 s.
+    pub handshake_timeout: Option<Duration>,
+    /// Send a ping after this long without receiving anything (keepalive). Default off.
+    pub ping_interval: Option<Duration>,
+    /// With `ping_interval`: fail with [`Error::Timeout`](crate::Error::Timeout) when nothing
+    /// arrives this long after a keepalive ping. Default 20 s.
+    pub pong_timeout: Duration,
+    /// After sending a close frame, how long to wait for the peer's before shutting the
+    /// transport. Default 5 s.
+    pub close_timeout: Duration,
+    /// `feed` writes out queued frames once more than this many bytes wait; `send` waits
+    /// until the queue is below it. This bounds memory when the peer does not read.
+    /// Default 128 KiB.
+    pub write_buffer_limit: usize,
+    /// Limits on a client's request head (server side).
+    pub server_limits: ServerLimits,
+    /// The largest response head accepted (client side). Default 8 KiB.
+    pub max_response_head: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            config: Config::default(),
+            handshake_timeout: Some(Duration::from_secs(10)),
+            ping_interval: None,
+            pong_timeout: Duration::from_secs(20),
+            close_timeout: Duration::from_secs(5),
+            write_buffer_limit: 128 * 1024,
+            server_limits: ServerLimits::default(),
+            max_response_head: weft_proto::handshake::DEFAULT_MAX_HEAD_SIZE,
+        }
+    }
+}
+
+impl From<Config> for Options {
+    fn from(config: Config) -> Self {
+        Options {
+            config,
+            ..Options::default()
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The async driver: a WebSocket over any tokio `AsyncRead + AsyncWrite`.
+//!
+//! [`WebSocket`] moves bytes between the transport and a [`weft_proto::Connection`]; every
+//! protocol decision is the engine's. It is a `Stream` of messages and a `Sink` for them,
+//! with plain `recv()` / `send()` too. `feed` queues without writing (corking); `flush`
+//! writes everything queued in vectored writes.
+
+mod handshake;
+
+pub use handshake::{accept, accept_with, connect, connect_with};
+
+use crate::error::{Error, Result};
+use crate::options::Options;
+use ::tokio::io::{AsyncRead, AsyncWrite};
+use ::tokio::time::{sleep_until, Instant, Sleep};
+use bytes::{Buf, BytesMut};
+use futures_core::Stream;
+use futures_sink::Sink;
+use std::future::{poll_fn, Future};
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use weft_proto::{CloseCode, Connection, Event, Message, MessageAssembler, RecvLevel, Role};
+
+/// How many buffers one vectored write gathers.
+const MAX_IOVECS: usize = 64;
+
+/// A WebSocket connection over the async transport `S`.
+///
+/// ```no_run
+/// # async fn run() -> weft::Result<()> {
+/// let stream = tokio::net::TcpStream::connect("127.0.0.1:9001").await?;
+/// let (mut ws, _response) = weft::tokio::connect("ws://127.0.0.1:9001/", stream).await?;
+/// ws.send("hello").await?;
+/// while let Some(msg) = ws.recv().await? {
+///     println!("{msg:?}");
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct WebSocket<S> {
+    io: S,
+    conn: Connection,
+    options: Options,
+    assembler: MessageAssembler,
+    /// An error that waits for the close frame to be written before it is returned.
+    stashed: Option<Error>,
+    /// The transport reached end of file.
+    eof: bool,
+    /// The transport was shut down.
+    shut: bool,
+    /// Whether `Stream::poll_next` already returned `None` or an error.
+    stream_done: bool,
+    timer: Option<Pin<Box<Sleep>>>,
+    timer_kind: TimerKind,
+    last_read: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerKind {
+    None,
+    /// Keepalive: fires `ping_interval` after the last read.
+    Idle,
+    /// A keepalive ping was sent; fires when the pong is late.
+    Pong,
+    /// Our close was sent; fires when the peer's is late (or, for a client, the server's
+    /// end of file).
+    Close,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Attaches to a transport that is already upgraded: no handshake (REQUIREMENTS H4).
+    pub fn from_raw(io: S, role: Role, options: Options) -> Self {
+        Self::from_parts(io, Connection::new(role, options.config.clone()), options)
+    }
+
+    /// Attaches with an engine that may already hold bytes (those that followed the
+    /// handshake head).
+    pub fn from_parts(io: S, conn: Connection, options: Options) -> Self {
+        let assembler = MessageAssembler::new(options.config.max_message_size);
+        WebSocket {
+            io,
+            conn,
+            assembler,
+            options,
+            stashed: None,
+            eof: false,
+            shut: false,
+            stream_done: false,
+            timer: None,
+            timer_kind: TimerKind::None,
+            last_read: Instant::now(),
+        }
+    }
+
+    /// The protocol engine: status (close codes, queue sizes) and low-level sends
+    /// (`begin_message`, `begin_frame`, `ping`...; call [`flush`](Self::flush) after).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The protocol engine, mutable. Whatever it queues is written by the next `flush`,
+    /// `send` or receive.
+    pub fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// The transport.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Detaches: the transport and the bytes received after the close frame that were not
+    /// processed (REQUIREMENTS I5). Call it after the close handshake (or on a stream whose
+    /// protocol changes).
+    pub fn into_inner(mut self) -> (S, BytesMut) {
+        let rest = self.conn.take_read_buffer();
+        (self.io, rest)
+    }
+
+    /// The next data message; `Ok(None)` once the close handshake is over (see
+    /// [`Connection::close_status`]). Pings are answered and the peer's close replied to on
+    /// the way. At the frame and chunk receive levels the message is assembled here.
+    pub async fn recv(&mut self) -> Result<Option<Message>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// A message that has already arrived, without waiting or doing I/O; `Ok(None)` when
+    /// none is buffered. Use it to batch replies (`feed` each, then one `flush`). At the
+    /// message receive level only. A protocol error found here is reported by the next
+    /// `recv`, after the close frame is written.
+    pub fn try_recv(&mut self) -> Result<Option<Message>> {
+        if self.stashed.is_some() {
+            return Ok(None);
+        }
+        loop {
+            match self.conn.poll_event() {
+                Ok(Some(Event::Message(m))) => return Ok(Some(m)),
+                Ok(Some(Event::Ping(_) | Event::Pong(_) | Event::Close(_))) => continue,
+                Ok(Some(other)) => {
+                    if let Some(m) = self.assembler.push(&other)? {
+                        return Ok(Some(m));
+                    }
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    self.stashed = Some(e.into());
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// The next event of any kind, at the connection's receive level (messages, frames or
+    /// chunks; pings, pongs, close). `Ok(None)` once the connection is closed.
+    pub async fn next_event(&mut self) -> Result<Option<Event>> {
+        poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// Queues a message and writes everything queued.
+    pub async fn send(&mut self, msg: impl Into<Message>) -> Result<()> {
+        self.conn.send(msg.into())?;
+        self.flush().await
+    }
+
+    /// Queues a message without writing it (corking), unless more than
+    /// `write_buffer_limit` bytes wait: then it writes until they fit, so memory stays
+    /// bounded when the peer does not read. A message queued by `feed` is never lost: the
+    /// next `flush`, `send`, `recv` or `close` writes it.
+    pub async fn feed(&mut self, msg: impl Into<Message>) -> Result<()> {
+        self.conn.send(msg.into())?;
+        if self.conn.queued_bytes() > self.options.write_buffer_limit {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> Result<()> {
+        poll_fn(|cx| self.poll_write_out(cx)).await
+    }
+
+    /// Sends a ping (payload at most 125 bytes) and writes it.
+    pub async fn ping(&mut self, payload: &[u8]) -> Result<()> {
+        self.conn.ping(payload)?;
+        self.flush().await
+    }
+
+    /// The close handshake: sends a close frame, then reads (dropping data messages) until
+    /// the peer's close arrives or `close_timeout` passes, then shuts the transport.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        if self.conn.close_sent().is_none() {
+            self.conn.close(code, reason)?;
+        }
+        loop {
+            match self.next_event().await {
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Polls for the next whole message (see [`recv`](Self::recv)).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Message>>> {
+        loop {
+            let Some(event) = ready!(self.poll_event(cx))? else {
+                return Poll::Ready(Ok(None));
+            };
+            match event {
+                Event::Message(m) => return Poll::Ready(Ok(Some(m))),
+                Event::Ping(_) | Event::Pong(_) | Event::Close(_) => continue,
+                other => {
+                    if self.conn.config().recv_level == RecvLevel::Message {
+                        continue;
+                    }
+                    if let Some(m) = self.assembler.push(&other)? {
+                        return Poll::Ready(Ok(Some(m)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Polls for the next event (see [`next_event`](Self::next_event)). It also writes
+    /// what the engine queued (pongs, the close reply) and runs the timers.
+    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>>> {
+        loop {
+            if self.stashed.is_none() {
+                match self.conn.poll_event() {
+                    Ok(Some(event)) => return Poll::Ready(Ok(Some(event))),
+                    Ok(None) => {}
+                    Err(e) => self.stashed = Some(e.into()),
+                }
+            }
+            if self.conn.want_write() {
+                match self.poll_write_out(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    // Keep reading while the peer drains our writes, unless we are ending.
+                    Poll::Pending if self.stashed.is_some() || !self.conn.want_read() => {
+                        return Poll::Pending
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if self.stashed.is_some() {
+                if !self.conn.want_write() {
+                    ready!(self.poll_shutdown(cx));
+                }
+                if let Some(e) = self.stashed.take() {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            if self.conn.is_done() {
+                // Close handshake over: a server shuts the transport at once; a client
+                // waits for the server to do it (RFC 6455 §7.1.1), bounded by the timer.
+                if self.conn.role() == Role::Server || self.eof {
+                    ready!(self.poll_shutdown(cx));
+                    return Poll::Ready(Ok(None));
+                }
+            } else if !self.conn.want_read() && !self.conn.want_write() {
+                // The peer closed and the application answers (auto_close off).
+                return Poll::Ready(Ok(None));
+            }
+            if let Some(result) = self.poll_timers(cx) {
+                return Poll::Ready(result);
+            }
+            if self.eof {
+                return Poll::Ready(Err(Error::ConnectionReset));
+            }
+            let buf = self.conn.read_buf();
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf) {
+                Poll::Ready(Ok(0)) => {
+                    self.eof = true;
+                    if self.conn.is_done() {
+                        continue;
+                    }
+                    return Poll::Ready(Err(Error::ConnectionReset));
+                }
+                Poll::Ready(Ok(_)) => {
+                    self.last_read = Instant::now();
+                    if self.timer_kind == TimerKind::Pong {
+                        self.timer_kind = TimerKind::None;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Arms and checks the keepalive, pong and close timers. `Some` ends the poll.
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> Option<Result<Option<Event>>> {
+        let now = Instant::now();
+        let closing = self.conn.close_sent().is_some();
+        let (kind, deadline) = if closing {
+            let deadline = match self.timer_kind {
+                TimerKind::Close => self.timer.as_ref().map(|t| t.deadline()),
+                _ => None,
+            };
+            (
+                TimerKind::Close,
+                deadline.unwrap_or(now + self.options.close_timeout),
+            )
+        } else if self.timer_kind == TimerKind::Pong {
+            let deadline = self.timer.as_ref().map(|t| t.deadline());
+            (TimerKind::Pong, deadline.unwrap_or(now))
+        } else if let Some(interval) = self.options.ping_interval {
+            (TimerKind::Idle, self.last_read + interval)
+        } else {
+            return None;
+        };
+        if kind != self.timer_kind || self.timer.as_ref().map(|t| t.deadline()) != Some(deadline) {
+            match &mut self.timer {
+                Some(t) => t.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(sleep_until(deadline))),
+            }
+            self.timer_kind = kind;
+        }
+        let timer = self.timer.as_mut()?;
+        if timer.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        match kind {
+            TimerKind::Idle => {
+                // Idle too long: ping, and expect something back within pong_timeout.
+                if self.conn.ping(b"weft-keepalive").is_ok() {
+                    self.timer_kind = TimerKind::Pong;
+                    let deadline = Instant::now() + self.options.pong_timeout;
+                    timer.as_mut().reset(deadline);
+                    cx.waker().wake_by_ref();
+                }
+                None
+            }
+            TimerKind::Pong | TimerKind::Close => {
+                self.timer_kind = TimerKind::None;
+                self.timer = None;
+                // The transport is dropped with the connection; nothing more is read.
+                self.shut = true;
+                self.eof = true;
+                if self.conn.is_done() {
+                    // The handshake completed; only the server's end of file was late.
+                    return Some(Ok(None));
+                }
+                Some(Err(Error::Timeout))
+            }
+            TimerKind::None => None,
+        }
+    }
+
+    /// Writes everything the engine queued, in vectored writes, then flushes the transport.
+    pub fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        while self.conn.want_write() {
+            let out = self.conn.outgoing();
+            let written = if self.io.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let n = out.chunks_vectored(&mut slices);
+                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?
+            } else {
+                ready!(Pin::new(&mut self.io).poll_write(cx, out.chunk()))?
+            };
+            if written == 0 {
+                return Poll::Ready(Err(Error::Io(std::io::ErrorKind::WriteZero.into())));
+            }
+            self.conn.outgoing().advance(written);
+        }
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.shut {
+            // Errors here change nothing for the caller: the connection is over either way.
+            let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+            self.shut = true;
+        }
+        Poll::Ready(())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
+    type Item = Result<Message>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.stream_done {
+            return Poll::Ready(None);
+        }
+        match ready!(this.poll_recv(cx)) {
+            Ok(Some(m)) => Poll::Ready(Some(Ok(m))),
+            Ok(None) => {
+                this.stream_done = true;
+                Poll::Ready(None)
+            }
+            Err(e) => {
+                this.stream_done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        if this.conn.queued_bytes() > this.options.write_buffer_limit {
+            ready!(this.poll_write_out(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<()> {
+        self.get_mut().conn.send(item)?;
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_write_out(cx)
+    }
+
+    /// Sends a close frame (1000) if none was sent, and writes everything queued. Receive
+    /// until `None` to complete the close handshake.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        if this.conn.close_sent().is_none() && !this.conn.is_closed() {
+            this.conn.close(CloseCode::NORMAL, "")?;
+        }
+        this.poll_write_out(cx)
+    }
+}
+
+/// Waits at most `limit` for `fut` (no limit: `None`).
+pub(crate) async fn with_timeout<T>(
+    limit: Option<Duration>,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match limit {
+        Some(d) => ::tokio::time::timeout(d, fut)
+            .await
+            .map_err(|_| Error::Timeout)?,
+        None => fut.await,
+    }
+}
