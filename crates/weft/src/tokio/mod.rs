@@ -52,6 +52,8 @@ pub struct WebSocket<S> {
     shut: bool,
     /// Whether `Stream::poll_next` already returned `None` or an error.
     stream_done: bool,
+    /// Closing to detach: the transport is not shut down after the close handshake.
+    detaching: bool,
     timer: Option<Pin<Box<Sleep>>>,
     timer_kind: TimerKind,
     last_read: Instant,
@@ -88,6 +90,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             eof: false,
             shut: false,
             stream_done: false,
+            detaching: false,
             timer: None,
             timer_kind: TimerKind::None,
             last_read: Instant::now(),
@@ -111,12 +114,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         &self.io
     }
 
-    /// Detaches: the transport and the bytes received after the close frame that were not
-    /// processed (REQUIREMENTS I5). Call it after the close handshake (or on a stream whose
-    /// protocol changes).
+    /// Gives the transport back as it is, with the received bytes that were not processed
+    /// (no close handshake: for a stream whose protocol changes under the application).
     pub fn into_inner(mut self) -> (S, BytesMut) {
         let rest = self.conn.take_read_buffer();
         (self.io, rest)
+    }
+
+    /// The close handshake without shutting the transport, then the transport back with the
+    /// bytes that followed the peer's close frame (REQUIREMENTS I5: detach). Data messages
+    /// that arrive meanwhile are dropped.
+    pub async fn detach(mut self, code: CloseCode, reason: &str) -> Result<(S, BytesMut)> {
+        self.detaching = true;
+        if self.conn.close_sent().is_none() {
+            self.conn.close(code, reason)?;
+        }
+        while !self.conn.is_done() {
+            if self.next_event().await?.is_none() {
+                break;
+            }
+        }
+        self.flush().await?;
+        Ok(self.into_inner())
     }
 
     /// The next data message; `Ok(None)` once the close handshake is over (see
@@ -254,6 +273,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
             }
             if self.conn.is_done() {
+                if self.detaching {
+                    return Poll::Ready(Ok(None));
+                }
                 // Close handshake over: a server shuts the transport at once; a client
                 // waits for the server to do it (RFC 6455 §7.1.1), bounded by the timer.
                 if self.conn.role() == Role::Server || self.eof {
