@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod accept;
+pub mod blocking;
 mod error;
 mod options;
 pub mod tokio;

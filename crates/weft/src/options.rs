@@ -18,6 +18,9 @@ use weft_proto::Config;
 pub struct Options {
     /// The protocol engine's settings (limits, receive level, fragment size...).
     pub config: Config,
+    /// How long a client's TCP connect may take (for the `connect` calls that open the
+    /// socket themselves). Default 10 s.
+    pub connect_timeout: Option<Duration>,
     /// How long the opening handshake may take, from the first byte. Default 10 s.
     pub handshake_timeout: Option<Duration>,
     /// Send a ping after this long without receiving anything (keepalive). Default off.
@@ -42,6 +45,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             config: Config::default(),
+            connect_timeout: Some(Duration::from_secs(10)),
             handshake_timeout: Some(Duration::from_secs(10)),
             ping_interval: None,
             pong_timeout: Duration::from_secs(20),

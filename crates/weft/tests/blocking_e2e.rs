@@ -1,0 +1,238 @@
+//! End-to-end tests of the blocking driver over real sockets on 127.0.0.1: handshake,
+//! messages, typed and caller-buffer receives, deadlines (now, expiry, resumption), the
+//! close handshake and its timeout, keepalive, broken connections, attach and detach.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::thread;
+use std::time::{Duration, Instant};
+use weft::blocking::{self, NoDeadlines, WebSocket};
+use weft::{Accept, CloseCode, Error, Message, MessageKind, Options, Role};
+
+fn soon(ms: u64) -> Option<Instant> {
+    Some(Instant::now() + Duration::from_millis(ms))
+}
+
+/// A server thread that accepts one connection and runs `f` on it.
+fn serve<T: Send + 'static>(
+    options: Options,
+    f: impl FnOnce(WebSocket<TcpStream>) -> T + Send + 'static,
+) -> (String, thread::JoinHandle<T>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", l.local_addr().unwrap());
+    let h = thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let (ws, _) = blocking::accept_with(s, options, |_| Ok(Accept::new())).unwrap();
+        f(ws)
+    });
+    (url, h)
+}
+
+fn echo(mut ws: WebSocket<TcpStream>) -> CloseCode {
+    while let Some(m) = ws.recv(soon(10_000)).unwrap() {
+        ws.send(m, soon(10_000)).unwrap();
+    }
+    ws.connection().close_status()
+}
+
+#[test]
+fn echo_and_close() {
+    let (url, server) = serve(Options::default(), echo);
+    let (mut ws, _) = blocking::connect(&url, Options::default()).unwrap();
+    ws.send("text", None).unwrap();
+    ws.send(vec![1u8, 2, 3], None).unwrap();
+    ws.send(vec![9u8; 200_000], None).unwrap();
+    assert_eq!(ws.recv(soon(5000)).unwrap(), Some(Message::from("text")));
+    assert_eq!(
+        ws.recv(soon(5000)).unwrap(),
+        Some(Message::from(vec![1u8, 2, 3]))
+    );
+    assert_eq!(
+        ws.recv(soon(5000)).unwrap(),
+        Some(Message::from(vec![9u8; 200_000]))
+    );
+    ws.close(CloseCode::NORMAL, "bye", soon(5000)).unwrap();
+    assert_eq!(ws.connection().close_status(), CloseCode::NORMAL);
+    assert_eq!(server.join().unwrap(), CloseCode::NORMAL);
+    // Nothing can be sent after the close.
+    assert!(matches!(ws.send("late", None), Err(Error::Closed)));
+}
+
+#[test]
+fn typed_send_and_receive() {
+    let (url, server) = serve(Options::default(), echo);
+    let (mut ws, _) = blocking::connect(&url, Options::default()).unwrap();
+    ws.set_default_kind(MessageKind::Text);
+    ws.send_typed(&b"typed text"[..], None).unwrap();
+    assert_eq!(
+        ws.recv_typed(soon(5000)).unwrap().unwrap(),
+        &b"typed text"[..]
+    );
+    assert!(matches!(
+        ws.send_typed(&[0xffu8][..], None),
+        Err(Error::InvalidUtf8)
+    ));
+    // A binary message where text is expected is an error, and is consumed.
+    ws.send(vec![1u8], None).unwrap();
+    ws.send("next", None).unwrap();
+    assert!(matches!(ws.recv_typed(soon(5000)), Err(Error::WrongKind)));
+    assert_eq!(ws.recv_typed(soon(5000)).unwrap().unwrap(), &b"next"[..]);
+    ws.close(CloseCode::NORMAL, "", soon(5000)).unwrap();
+    server.join().unwrap();
+}
+
+#[test]
+fn receive_into_caller_buffers() {
+    let (url, server) = serve(Options::default(), echo);
+    let (mut ws, _) = blocking::connect(&url, Options::default()).unwrap();
+    ws.send("fits", None).unwrap();
+    ws.send(vec![0u8; 100], None).unwrap();
+    ws.send("after", None).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        ws.recv_into(&mut buf, soon(5000)).unwrap(),
+        Some((MessageKind::Text, 4))
+    );
+    assert_eq!(&buf[..4], b"fits");
+    assert!(matches!(
+        ws.recv_into(&mut buf, soon(5000)),
+        Err(Error::BufferTooSmall { needed: 100 })
+    ));
+    assert_eq!(
+        ws.recv_into(&mut buf, soon(5000)).unwrap(),
+        Some((MessageKind::Text, 5))
+    );
+    ws.close(CloseCode::NORMAL, "", soon(5000)).unwrap();
+    server.join().unwrap();
+}
+
+#[test]
+fn deadlines_now_and_expiry_and_resumption() {
+    // The server sends half a frame, waits, then the rest.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let ws = blocking::accept(s).unwrap();
+        let (mut raw, _) = ws.into_inner();
+        let frame = [0x81u8, 5, b'h', b'e', b'l', b'l', b'o'];
+        raw.write_all(&frame[..4]).unwrap();
+        go_rx.recv().unwrap();
+        raw.write_all(&frame[4..]).unwrap();
+        let mut rest = Vec::new();
+        let _ = raw.read_to_end(&mut rest);
+    });
+    let (mut ws, _) = blocking::connect(&format!("ws://{addr}/"), Options::default()).unwrap();
+    // "now": try once.
+    let t = Instant::now();
+    let r = ws.recv(Some(Instant::now()));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(t.elapsed() < Duration::from_millis(500));
+    // A deadline that expires.
+    let t = Instant::now();
+    assert!(matches!(ws.recv(soon(200)), Err(Error::Timeout)));
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(190), "{waited:?}");
+    // The half frame was kept: the next call completes it.
+    go_tx.send(()).unwrap();
+    assert_eq!(ws.recv(soon(5000)).unwrap(), Some(Message::from("hello")));
+    drop(ws);
+    server.join().unwrap();
+}
+
+#[test]
+fn close_timeout_and_keepalive() {
+    // A peer that never answers anything.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let client = thread::spawn(move || {
+        let (ws, _) = blocking::connect(&format!("ws://{addr}/"), Options::default()).unwrap();
+        let (mut raw, _) = ws.into_inner();
+        let mut sink = Vec::new();
+        let _ = raw.read_to_end(&mut sink);
+        sink
+    });
+    let (s, _) = l.accept().unwrap();
+    let mut options = Options::default();
+    options.ping_interval = Some(Duration::from_millis(100));
+    options.pong_timeout = Duration::from_millis(150);
+    let (mut ws, _) = blocking::accept_with(s, options, |_| Ok(Accept::new())).unwrap();
+    let t = Instant::now();
+    let r = ws.recv(None);
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(t.elapsed() >= Duration::from_millis(240));
+    // The keepalive failure broke the connection, and it says so.
+    assert!(matches!(ws.send("x", None), Err(Error::Broken)));
+    drop(ws);
+    let seen = client.join().unwrap();
+    assert_eq!(seen.first(), Some(&0x89), "a keepalive ping was sent");
+
+    // The close timeout.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let client = thread::spawn(move || {
+        let (ws, _) = blocking::connect(&format!("ws://{addr}/"), Options::default()).unwrap();
+        let (mut raw, _) = ws.into_inner();
+        let mut sink = Vec::new();
+        let _ = raw.read_to_end(&mut sink);
+    });
+    let (s, _) = l.accept().unwrap();
+    let mut options = Options::default();
+    options.close_timeout = Duration::from_millis(200);
+    let (mut ws, _) = blocking::accept_with(s, options, |_| Ok(Accept::new())).unwrap();
+    let t = Instant::now();
+    assert!(matches!(
+        ws.close(CloseCode::NORMAL, "", None),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(190));
+    drop(ws);
+    client.join().unwrap();
+}
+
+#[test]
+fn peer_vanishing_mid_message_is_reported() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let ws = blocking::accept(s).unwrap();
+        let (mut raw, _) = ws.into_inner();
+        raw.write_all(&[0x82, 10, 1, 2]).unwrap(); // 2 of 10 bytes, then gone
+    });
+    let (mut ws, _) = blocking::connect(&format!("ws://{addr}/"), Options::default()).unwrap();
+    server.join().unwrap();
+    assert!(matches!(ws.recv(soon(5000)), Err(Error::ConnectionReset)));
+    assert_eq!(ws.connection().close_status(), CloseCode::ABNORMAL);
+}
+
+#[test]
+fn attach_over_a_unix_socket_and_a_pipe_like_stream_then_detach() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let server = thread::spawn(move || {
+        let mut ws = WebSocket::from_raw(b, Role::Server, Options::default());
+        let m = ws.recv(soon(5000)).unwrap().unwrap();
+        ws.send(m, None).unwrap();
+        // The client detaches: we answer its close and detach too.
+        assert_eq!(ws.recv(soon(5000)).unwrap(), None);
+        let (mut raw, rest) = ws.detach(CloseCode::NORMAL, "", soon(5000)).unwrap();
+        let mut got = rest.to_vec();
+        while got.len() < 5 {
+            let mut more = [0u8; 5];
+            let n = raw.read(&mut more).unwrap();
+            got.extend_from_slice(&more[..n]);
+        }
+        got
+    });
+    // NoDeadlines: a stream with no timeouts, used with no deadline.
+    let mut ws = WebSocket::from_raw(NoDeadlines(a), Role::Client, Options::default());
+    ws.send("ping-pong", None).unwrap();
+    assert_eq!(ws.recv(None).unwrap(), Some(Message::from("ping-pong")));
+    // A deadline on a stream that cannot time out is refused, and changes nothing.
+    assert!(matches!(ws.recv(soon(10)), Err(Error::InvalidArgument(_))));
+    let (mut raw, _) = ws.detach(CloseCode::NORMAL, "bye", None).unwrap();
+    raw.0.write_all(b"after").unwrap();
+    assert_eq!(server.join().unwrap(), b"after");
+}
