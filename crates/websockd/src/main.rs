@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     eprintln!(
-        "websockd {}: not implemented yet; see crates/weft-proto/examples/echo-server.rs for a working server",
+        "websockd {}: not implemented yet; see crates/weft/examples/echo-server.rs for a working server",
         env!("CARGO_PKG_VERSION")
     );
     ExitCode::from(2)

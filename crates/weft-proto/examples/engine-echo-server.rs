@@ -5,7 +5,7 @@
 //! provide ready-made drivers; this example is what one looks like by hand.
 //!
 //! ```text
-//! cargo run --release -p weft-proto --example echo-server -- --addr 127.0.0.1:9001
+//! cargo run --release -p weft-proto --example engine-echo-server -- --addr 127.0.0.1:9001
 //! ```
 //! Flags: `--addr HOST:PORT` (default 127.0.0.1:9001), `--max-message-size BYTES`.
 
