@@ -5,16 +5,22 @@
 //! cargo run --release -p weft --example echo-server -- --addr 127.0.0.1:9001 --threads 1
 //! ```
 //! Flags: `--addr HOST:PORT` (default 127.0.0.1:9001), `--threads N` (default 1: a
-//! current-thread runtime), `--max-message-size BYTES` (default 64 MiB).
+//! current-thread runtime), `--max-message-size BYTES` (default 64 MiB), `--tls CERT KEY`
+//! (PEM files: serve wss:// instead of ws://).
 
 use std::net::SocketAddr;
-use tokio::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use weft::tls::rustls::ServerConfig;
+use weft::tls::tokio_rustls::TlsAcceptor;
 use weft::Options;
 
 struct Args {
     addr: SocketAddr,
     threads: usize,
     options: Options,
+    tls: Option<Arc<ServerConfig>>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -22,6 +28,7 @@ fn parse_args() -> Result<Args, String> {
         addr: "127.0.0.1:9001".parse().map_err(|e| format!("{e}"))?,
         threads: 1,
         options: Options::default(),
+        tls: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -38,8 +45,19 @@ fn parse_args() -> Result<Args, String> {
                 args.options.config.max_message_size = Some(n);
                 args.options.config.max_frame_size = Some(n);
             }
+            "--tls" => {
+                let cert = value()?;
+                let key = it.next().ok_or("--tls needs CERT and KEY")?;
+                args.tls = Some(
+                    weft::tls::server_config_from_files(&cert, &key)
+                        .map_err(|e| format!("--tls: {e}"))?,
+                );
+            }
             "-h" | "--help" => {
-                return Err("flags: --addr HOST:PORT --threads N --max-message-size BYTES".into())
+                return Err(
+                    "flags: --addr HOST:PORT --threads N --max-message-size BYTES --tls CERT KEY"
+                        .into(),
+                )
             }
             other => return Err(format!("unknown flag {other}")),
         }
@@ -73,20 +91,34 @@ fn main() {
 
 async fn serve(args: Args) -> std::io::Result<()> {
     let listener = TcpListener::bind(args.addr).await?;
-    eprintln!("echo-server listening on ws://{}", listener.local_addr()?);
+    let scheme = if args.tls.is_some() { "wss" } else { "ws" };
+    eprintln!(
+        "echo-server listening on {scheme}://{}",
+        listener.local_addr()?
+    );
+    let acceptor = args.tls.map(TlsAcceptor::from);
     loop {
         let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
         let options = args.options.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            if let Err(e) = echo(stream, options).await {
+            let result = match acceptor {
+                // The same handler over TLS: only the stream differs.
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls) => echo(tls, options).await,
+                    Err(e) => Err(e.into()),
+                },
+                None => echo(stream, options).await,
+            };
+            if let Err(e) = result {
                 eprintln!("connection: {e}");
             }
         });
     }
 }
 
-async fn echo(stream: TcpStream, options: Options) -> weft::Result<()> {
-    stream.set_nodelay(true)?;
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S, options: Options) -> weft::Result<()> {
     let (mut ws, _request) =
         weft::tokio::accept_with(stream, options, |_| Ok(weft::Accept::new())).await?;
     // Cork: echo every message that has already arrived, then write them all at once.

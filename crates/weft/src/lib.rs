@@ -16,6 +16,8 @@ mod accept;
 pub mod blocking;
 mod error;
 mod options;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod tokio;
 
 pub use accept::{Accept, Decision, Reject};

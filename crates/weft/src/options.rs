@@ -39,6 +39,10 @@ pub struct Options {
     pub server_limits: ServerLimits,
     /// The largest response head accepted (client side). Default 8 KiB.
     pub max_response_head: usize,
+    /// The TLS configuration for `wss://` URLs opened by the `connect` calls that open the
+    /// socket themselves (`None`: the Mozilla roots of `webpki-roots`).
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for Options {
@@ -53,6 +57,8 @@ impl Default for Options {
             write_buffer_limit: 128 * 1024,
             server_limits: ServerLimits::default(),
             max_response_head: weft_proto::handshake::DEFAULT_MAX_HEAD_SIZE,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

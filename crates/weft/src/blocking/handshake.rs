@@ -1,7 +1,7 @@
 //! The opening handshake over a blocking transport, within `handshake_timeout`: the bytes
 //! move here, the checks are the engine's (`weft_proto::handshake`).
 
-use super::{Transport, Wait, WebSocket};
+use super::{MaybeTlsStream, Transport, Wait, WebSocket};
 use crate::accept::{respond, Accept, Decision};
 use crate::error::{Error, Result};
 use crate::options::Options;
@@ -99,17 +99,41 @@ where
     Ok((WebSocket::from_parts(io, conn, options), request))
 }
 
-/// Connects to a `ws://` URL: resolves the host, opens TCP within `connect_timeout`, and
-/// does the handshake within `handshake_timeout`.
-pub fn connect(url: &str, options: Options) -> Result<(WebSocket<TcpStream>, Response)> {
+/// Connects to a `ws://` or `wss://` URL: resolves the host, opens TCP within
+/// `connect_timeout`, TLS for `wss://` (with [`Options::tls`](crate::Options)), and does
+/// the handshake within `handshake_timeout`.
+pub fn connect(url: &str, options: Options) -> Result<(WebSocket<MaybeTlsStream>, Response)> {
     let request = ClientRequest::new(url)?;
-    if request.is_tls() {
-        return Err(Error::InvalidArgument(
-            "wss:// needs TLS: connect a TLS stream and use connect_with",
-        ));
-    }
-    let stream = open_tcp(&request, &options)?;
-    connect_with(&request, stream, options)
+    connect_request(&request, options)
+}
+
+/// [`connect`] with a request built by [`ClientRequest::builder`].
+pub fn connect_request(
+    request: &ClientRequest,
+    options: Options,
+) -> Result<(WebSocket<MaybeTlsStream>, Response)> {
+    let tcp = open_tcp(request, &options)?;
+    let stream = if request.is_tls() {
+        #[cfg(feature = "tls")]
+        {
+            let config = options
+                .tls
+                .clone()
+                .unwrap_or_else(crate::tls::default_client_config);
+            let name = crate::tls::server_name(request.host())?;
+            let conn = rustls::ClientConnection::new(config, name)
+                .map_err(|e| Error::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+            // The TLS handshake runs inside the first writes and reads of the handshake.
+            MaybeTlsStream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            return Err(Error::InvalidArgument("wss:// needs the `tls` feature"));
+        }
+    } else {
+        MaybeTlsStream::Plain(tcp)
+    };
+    connect_with(request, stream, options)
 }
 
 /// Opens the TCP connection for `request` within `connect_timeout`.

@@ -7,9 +7,11 @@
 //! breaks the connection, and every later call says so ([`Error::Broken`]).
 
 mod handshake;
+mod maybe_tls;
 mod transport;
 
-pub use handshake::{accept, accept_with, connect, connect_stream, connect_with};
+pub use handshake::{accept, accept_with, connect, connect_request, connect_stream, connect_with};
+pub use maybe_tls::MaybeTlsStream;
 pub use transport::{NoDeadlines, Transport, Wait};
 
 use crate::error::{Error, Result};

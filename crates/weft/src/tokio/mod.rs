@@ -6,8 +6,10 @@
 //! writes everything queued in vectored writes.
 
 mod handshake;
+mod maybe_tls;
 
 pub use handshake::{accept, accept_with, connect, connect_with};
+pub use maybe_tls::{connect_request, connect_url, MaybeTlsStream};
 
 use crate::error::{Error, Result};
 use crate::options::Options;
