@@ -254,6 +254,26 @@ impl OutQueue {
         });
     }
 
+    /// Takes the next contiguous piece of the queue whole (a payload segment or the
+    /// coalescing buffer), without copying, as if it had been written. For a writer that
+    /// must write outside a lock on the connection: take pieces under the lock, write them
+    /// after, in the order taken.
+    pub fn pop_chunk(&mut self) -> Option<Bytes> {
+        let data = match self.segs.pop_front() {
+            Some(seg) => {
+                self.messages -= seg.msg_ends as usize;
+                seg.data
+            }
+            None if !self.tail.is_empty() => {
+                self.messages -= std::mem::take(&mut self.tail_msg_ends) as usize;
+                self.tail.split().freeze()
+            }
+            None => return None,
+        };
+        self.bytes -= data.len();
+        Some(data)
+    }
+
     /// Copies as much as fits into `dst` and drops it from the queue; returns the count.
     /// This is the way to encode into caller-owned memory with no I/O at all.
     pub fn write_to(&mut self, dst: &mut [u8]) -> usize {
@@ -393,6 +413,21 @@ mod tests {
             out[MAX_WAITING_PONGS - 1],
             b'a' + MAX_WAITING_PONGS as u8 + 2
         );
+    }
+
+    #[test]
+    fn pop_chunk_takes_pieces_in_order() {
+        let mut q = OutQueue::default();
+        q.push_data(b"ab", true, true);
+        q.push_segment(Bytes::from_static(b"cdef"), true, true);
+        q.push_data(b"gh", true, true);
+        q.advance(1);
+        let mut all = Vec::new();
+        while let Some(c) = q.pop_chunk() {
+            all.extend_from_slice(&c);
+        }
+        assert_eq!(all, b"bcdefgh");
+        assert_eq!((q.len(), q.messages()), (0, 0));
     }
 
     #[test]

@@ -7,9 +7,11 @@
 
 mod handshake;
 mod maybe_tls;
+mod split;
 
 pub use handshake::{accept, accept_with, connect, connect_with};
 pub use maybe_tls::{connect_request, connect_url, MaybeTlsStream};
+pub use split::{WsReader, WsWriter};
 
 use crate::error::{Error, Result};
 use crate::options::Options;

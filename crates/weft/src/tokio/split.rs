@@ -1,0 +1,278 @@
+//! A connection split into a read half and a write half that can live in different tasks.
+//!
+//! Both halves share the engine (behind a short-held `std` mutex) and the transport's write
+//! side (behind an async mutex). Whoever holds the write side writes everything queued,
+//! whichever half queued it: so the pong for a ping, and the reply to the peer's close, go
+//! out from the read half even while the write half sits idle (the trap of a split that
+//! leaves control replies to the writer).
+
+use super::WebSocket;
+use crate::error::{Error, Result};
+use crate::options::Options;
+use ::tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use ::tokio::time::timeout;
+use bytes::{Buf, Bytes, BytesMut};
+use std::io::IoSlice;
+use std::sync::{Arc, Mutex, MutexGuard};
+use weft_proto::{CloseCode, Connection, Event, Message, MessageAssembler, RecvLevel, Role};
+
+struct Shared<S> {
+    conn: Mutex<Connection>,
+    writer: ::tokio::sync::Mutex<WriteHalf<S>>,
+    options: Options,
+}
+
+impl<S> Shared<S> {
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave the engine half-updated in a way that
+        // matters more than the panic itself; keep going with its state.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> Shared<S> {
+    /// Writes everything queued, by either half, in the order it was queued.
+    async fn flush(&self) -> Result<()> {
+        let mut writer = self.writer.lock().await;
+        loop {
+            let mut chunks: Vec<Bytes> = Vec::new();
+            {
+                let mut conn = self.conn();
+                while chunks.len() < 64 {
+                    match conn.outgoing().pop_chunk() {
+                        Some(c) => chunks.push(c),
+                        None => break,
+                    }
+                }
+            }
+            if chunks.is_empty() {
+                break;
+            }
+            write_all_vectored(&mut *writer, &mut chunks).await?;
+        }
+        writer.flush().await?;
+        Ok(())
+    }
+}
+
+async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, chunks: &mut [Bytes]) -> Result<()> {
+    let mut first = 0;
+    while first < chunks.len() {
+        let slices: Vec<IoSlice<'_>> = chunks[first..].iter().map(|c| IoSlice::new(c)).collect();
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
+        }
+        while n > 0 && first < chunks.len() {
+            let take = n.min(chunks[first].len());
+            chunks[first].advance(take);
+            n -= take;
+            if chunks[first].is_empty() {
+                first += 1;
+            }
+        }
+        while first < chunks.len() && chunks[first].is_empty() {
+            first += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The read half of a split connection.
+pub struct WsReader<S> {
+    shared: Arc<Shared<S>>,
+    read: ReadHalf<S>,
+    buf: BytesMut,
+    assembler: MessageAssembler,
+    eof: bool,
+}
+
+/// The write half of a split connection.
+pub struct WsWriter<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> std::fmt::Debug for WsReader<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsReader").finish_non_exhaustive()
+    }
+}
+
+impl<S> std::fmt::Debug for WsWriter<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsWriter").finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Splits the connection into a read half and a write half for two tasks. Pings are
+    /// answered and the close handshake completed by the read half on its own.
+    pub fn split(self) -> (WsReader<S>, WsWriter<S>) {
+        let WebSocket {
+            io, conn, options, ..
+        } = self;
+        let (read, write) = ::tokio::io::split(io);
+        let assembler = MessageAssembler::new(options.config.max_message_size);
+        let shared = Arc::new(Shared {
+            conn: Mutex::new(conn),
+            writer: ::tokio::sync::Mutex::new(write),
+            options,
+        });
+        (
+            WsReader {
+                shared: Arc::clone(&shared),
+                read,
+                buf: BytesMut::new(),
+                assembler,
+                eof: false,
+            },
+            WsWriter { shared },
+        )
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> WsReader<S> {
+    /// The next data message; `Ok(None)` once the close handshake is over.
+    pub async fn recv(&mut self) -> Result<Option<Message>> {
+        loop {
+            let Some(event) = self.next_event().await? else {
+                return Ok(None);
+            };
+            match event {
+                Event::Message(m) => return Ok(Some(m)),
+                Event::Ping(_) | Event::Pong(_) | Event::Close(_) => {}
+                other => {
+                    if self.shared.conn().config().recv_level != RecvLevel::Message {
+                        if let Some(m) = self.assembler.push(&other)? {
+                            return Ok(Some(m));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next event of any kind; `Ok(None)` once the connection is closed.
+    pub async fn next_event(&mut self) -> Result<Option<Event>> {
+        let options = &self.shared.options;
+        loop {
+            let (event, want_write, done, want_read, closing, role) = {
+                let mut conn = self.shared.conn();
+                let event = conn.poll_event();
+                (
+                    event,
+                    conn.want_write(),
+                    conn.is_done(),
+                    conn.want_read(),
+                    conn.close_sent().is_some(),
+                    conn.role(),
+                )
+            };
+            if want_write {
+                self.shared.flush().await?;
+            }
+            match event {
+                Ok(Some(e)) => return Ok(Some(e)),
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = self.shared.writer.lock().await.shutdown().await;
+                    return Err(e.into());
+                }
+            }
+            let done = done && !self.shared.conn().want_write();
+            if done && (role == Role::Server || self.eof) {
+                let _ = self.shared.writer.lock().await.shutdown().await;
+                return Ok(None);
+            }
+            if !done && !want_read && !want_write {
+                return Ok(None);
+            }
+            if self.eof {
+                return if done {
+                    Ok(None)
+                } else {
+                    Err(Error::ConnectionReset)
+                };
+            }
+            // Read, within the close timeout once closing, else the keepalive interval.
+            let limit = if closing || done {
+                Some(options.close_timeout)
+            } else {
+                options.ping_interval
+            };
+            self.buf.reserve(options.config.read_buffer_size);
+            let n = match limit {
+                None => self.read.read_buf(&mut self.buf).await?,
+                Some(limit) => match timeout(limit, self.read.read_buf(&mut self.buf)).await {
+                    Ok(n) => n?,
+                    Err(_) if closing || done => {
+                        let _ = self.shared.writer.lock().await.shutdown().await;
+                        return if done { Ok(None) } else { Err(Error::Timeout) };
+                    }
+                    Err(_) => {
+                        // Idle: ping, and expect something within pong_timeout.
+                        self.shared.conn().ping(b"weft-keepalive")?;
+                        self.shared.flush().await?;
+                        match timeout(options.pong_timeout, self.read.read_buf(&mut self.buf)).await
+                        {
+                            Ok(n) => n?,
+                            Err(_) => return Err(Error::Timeout),
+                        }
+                    }
+                },
+            };
+            if n == 0 {
+                self.eof = true;
+                continue;
+            }
+            self.shared.conn().receive(&self.buf);
+            self.buf.clear();
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
+    /// Queues a message and writes everything queued.
+    pub async fn send(&self, msg: impl Into<Message>) -> Result<()> {
+        self.shared.conn().send(msg.into())?;
+        self.shared.flush().await
+    }
+
+    /// Queues a message without writing it, unless more than `write_buffer_limit` bytes wait.
+    pub async fn feed(&self, msg: impl Into<Message>) -> Result<()> {
+        let over = {
+            let mut conn = self.shared.conn();
+            conn.send(msg.into())?;
+            conn.queued_bytes() > self.shared.options.write_buffer_limit
+        };
+        if over {
+            self.shared.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&self) -> Result<()> {
+        self.shared.flush().await
+    }
+
+    /// Sends a ping.
+    pub async fn ping(&self, payload: &[u8]) -> Result<()> {
+        self.shared.conn().ping(payload)?;
+        self.shared.flush().await
+    }
+
+    /// Sends a close frame; the read half completes the handshake (it returns `None` when
+    /// the peer's close arrives).
+    pub async fn close(&self, code: CloseCode, reason: &str) -> Result<()> {
+        self.shared.conn().close(code, reason)?;
+        self.shared.flush().await
+    }
+
+    /// Runs `f` on the engine (status, or low-level sends followed by [`flush`](Self::flush)).
+    pub fn with_connection<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
+        f(&mut self.shared.conn())
+    }
+}

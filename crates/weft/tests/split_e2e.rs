@@ -1,0 +1,100 @@
+//! A connection split into read and write halves in different tasks: messages both ways,
+//! pings answered while the writer is idle (fastwebsockets#76/#87), and the close
+//! handshake started by either side.
+
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use weft::{CloseCode, Event, Message};
+
+async fn pair() -> (
+    weft::tokio::WebSocket<TcpStream>,
+    weft::tokio::WebSocket<TcpStream>,
+) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let url = format!("ws://{addr}/");
+    let accept = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        weft::tokio::accept(s).await.unwrap()
+    });
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (client, _) = weft::tokio::connect(&url, s).await.unwrap();
+    (client, accept.await.unwrap())
+}
+
+#[tokio::test]
+async fn halves_in_two_tasks_answer_pings_while_the_writer_is_idle() {
+    let run = async {
+        let (mut client, server) = pair().await;
+        let (mut reader, writer) = server.split();
+        // The read half runs in its own task and only reads.
+        let reading = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(m) = reader.recv().await.unwrap() {
+                got.push(m);
+            }
+            got
+        });
+        // The writer task is idle; the client pings and must still get its pong.
+        client.ping(b"are you there").await.unwrap();
+        let pong = loop {
+            match client.next_event().await.unwrap() {
+                Some(Event::Pong(p)) => break p,
+                Some(_) => continue,
+                None => panic!("closed"),
+            }
+        };
+        assert_eq!(&pong[..], b"are you there");
+        // Messages both ways, the writer in yet another task.
+        let writing = tokio::spawn(async move {
+            for i in 0..10 {
+                writer.send(Message::from(format!("w{i}"))).await.unwrap();
+            }
+            writer
+        });
+        for i in 0..5 {
+            client.send(Message::from(format!("c{i}"))).await.unwrap();
+        }
+        for i in 0..10 {
+            assert_eq!(
+                client.recv().await.unwrap(),
+                Some(Message::from(format!("w{i}")))
+            );
+        }
+        let writer = writing.await.unwrap();
+        // The client closes: the read half answers on its own and ends.
+        client.close(CloseCode::NORMAL, "").await.unwrap();
+        let got = reading.await.unwrap();
+        assert_eq!(got.len(), 5);
+        assert_eq!(
+            writer.with_connection(|c| c.close_status()),
+            CloseCode::NORMAL
+        );
+        assert!(writer.send("late").await.is_err());
+    };
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_write_half_starts_the_close_handshake() {
+    let run = async {
+        let (mut client, server) = pair().await;
+        let (mut reader, writer) = server.split();
+        let reading = tokio::spawn(async move { reader.recv().await });
+        writer
+            .close(CloseCode::GOING_AWAY, "restart")
+            .await
+            .unwrap();
+        // The client sees the close and replies (its recv ends).
+        assert_eq!(client.recv().await.unwrap(), None);
+        assert_eq!(client.connection().close_status(), CloseCode::GOING_AWAY);
+        // The read half gets the reply and ends too.
+        assert_eq!(reading.await.unwrap().unwrap(), None);
+        assert!(writer.with_connection(|c| c.is_closed()));
+    };
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap();
+}
