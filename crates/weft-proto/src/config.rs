@@ -21,11 +21,13 @@ pub enum RecvLevel {
     #[default]
     Message,
     /// The frames of a message as they complete: `MessageStart`, `Frame` x N, `MessageEnd`.
-    /// Each frame is buffered whole, up to `max_frame_size`; the message is not.
+    /// Each frame is buffered whole, up to `max_frame_size`; the message is not (nor
+    /// limited by `max_message_size`).
     Frame,
     /// The chunks of each frame as bytes arrive: `MessageStart`, then per frame `FrameStart`
     /// (with the header), `FrameData` x N, `FrameEnd`, and `MessageEnd`. Nothing is buffered
-    /// beyond what the transport delivered, so messages of any size stream through.
+    /// beyond what the transport delivered, so messages of any size stream through (no size
+    /// limit applies).
     Chunk,
 }
 
@@ -40,11 +42,19 @@ pub enum RecvLevel {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// The largest frame payload accepted, at every receive level (`None`: no limit; the
-    /// chunk level streams any size). Over it: close 1009. Default 16 MiB.
+    /// The largest frame payload accepted at the message and frame levels, where the engine
+    /// buffers whole frames (`None`: no limit). Checked at each frame header, before any of
+    /// the payload is buffered. Over it: close 1009. Default 16 MiB. The chunk level
+    /// buffers nothing and streams frames of any size.
     pub max_frame_size: Option<u64>,
-    /// The largest message accepted (`None`: no limit). Checked at each frame header, before
-    /// any of the frame is buffered. Over it: close 1009. Default 64 MiB.
+    /// The largest message accepted at the message level, where the engine assembles
+    /// messages (`None`: no limit). Checked at each frame header, before any of the frame
+    /// is buffered. Over it: close 1009. Default 64 MiB. At the frame and chunk levels the
+    /// application holds the message, and bounds it itself (a [`MessageAssembler`] has its
+    /// own limit; [`Connection::fail`] closes with the code of its error).
+    ///
+    /// [`MessageAssembler`]: crate::MessageAssembler
+    /// [`Connection::fail`]: crate::Connection::fail
     pub max_message_size: Option<u64>,
     /// Answer each ping with a pong of the same payload. Default true.
     pub auto_pong: bool,

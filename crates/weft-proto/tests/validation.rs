@@ -8,7 +8,18 @@ use weft_proto::{CloseCode, Config, Connection, Error, Event, Message, RecvLevel
 /// Feeds `wire` to a fresh server (or client) and expects a protocol error with `code`;
 /// checks the close frame queued for it and that the connection stays failed.
 fn expect_failure(role: Role, config: Config, wire: &[u8], code: u16) {
-    for level in [RecvLevel::Message, RecvLevel::Frame, RecvLevel::Chunk] {
+    expect_failure_at(
+        &[RecvLevel::Message, RecvLevel::Frame, RecvLevel::Chunk],
+        role,
+        config,
+        wire,
+        code,
+    )
+}
+
+/// Like [`expect_failure`], at the given receive levels only.
+fn expect_failure_at(levels: &[RecvLevel], role: Role, config: Config, wire: &[u8], code: u16) {
+    for &level in levels {
         let mut config = config.clone();
         config.recv_level = level;
         let mut c = Connection::new(role, config);
@@ -193,11 +204,29 @@ fn invalid_utf8_fails_before_the_frame_is_complete() {
     }
 }
 
+/// Streams `wire` at the chunk level and returns the payload bytes that came through.
+fn streamed_bytes(config: Config, wire: &[u8]) -> usize {
+    let mut config = config;
+    config.recv_level = RecvLevel::Chunk;
+    let mut c = Connection::new(Role::Server, config);
+    c.receive(wire);
+    let mut n = 0;
+    while let Some(e) = c.poll_event().unwrap() {
+        if let Event::FrameData(d) = e {
+            n += d.len();
+        }
+    }
+    n
+}
+
 #[test]
 fn frame_over_the_size_limit() {
+    // Where the engine buffers whole frames (message and frame levels).
+    let both = [RecvLevel::Message, RecvLevel::Frame];
     let mut config = Config::default();
     config.max_frame_size = Some(100);
-    expect_failure(
+    expect_failure_at(
+        &both,
         Role::Server,
         config.clone(),
         &cframe(true, BIN, &[0; 101]),
@@ -205,10 +234,12 @@ fn frame_over_the_size_limit() {
     );
     // The check is on the header: no payload needs to arrive.
     let wire = cframe(true, BIN, &[0; 1000]);
-    expect_failure(Role::Server, config.clone(), &wire[..8], 1009);
-    let mut c = Connection::new(Role::Server, config);
+    expect_failure_at(&both, Role::Server, config.clone(), &wire[..8], 1009);
+    let mut c = Connection::new(Role::Server, config.clone());
     c.receive(&cframe(true, BIN, &[0; 100]));
     assert!(matches!(c.poll_event(), Ok(Some(Event::Message(m))) if m.len() == 100));
+    // The chunk level buffers nothing: the frame streams through.
+    assert_eq!(streamed_bytes(config, &wire), 1000);
 }
 
 #[test]
@@ -217,7 +248,15 @@ fn message_over_the_size_limit() {
     config.max_message_size = Some(100);
     let mut wire = cframe(false, BIN, &[0; 60]);
     wire.extend(cframe(true, CONT, &[0; 41]));
-    expect_failure(Role::Server, config.clone(), &wire, 1009);
+    expect_failure_at(
+        &[RecvLevel::Message],
+        Role::Server,
+        config.clone(),
+        &wire,
+        1009,
+    );
+    // Not assembled by the engine at the frame and chunk levels: it passes.
+    assert_eq!(streamed_bytes(config.clone(), &wire), 101);
     let mut wire = cframe(false, BIN, &[0; 60]);
     wire.extend(cframe(true, CONT, &[0; 40]));
     let mut c = Connection::new(Role::Server, config);

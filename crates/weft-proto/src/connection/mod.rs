@@ -209,6 +209,11 @@ impl Connection {
         Ok(())
     }
 
+    /// Whether an outgoing message begun with `begin_message` is open.
+    pub fn is_sending_message(&self) -> bool {
+        self.out_msg.is_some()
+    }
+
     /// Whether the engine can use more received bytes: false once the peer's close frame
     /// arrived or the connection failed.
     pub fn want_read(&self) -> bool {
@@ -286,10 +291,11 @@ impl Connection {
         std::mem::take(&mut self.rbuf)
     }
 
-    /// Marks the connection failed with `err`: queues a close frame with its code (unless a
-    /// close was already sent or a streamed frame is open) and stops reading and writing
-    /// data.
-    fn fail(&mut self, err: ProtocolError) -> Error {
+    /// Fails the connection for a violation the application found (its own size limit, a
+    /// message it cannot accept...): queues a close frame with `err`'s code (unless a close
+    /// was already sent or a streamed frame is open), and from then on reads and writes
+    /// nothing more, as for a violation the engine found. Returns the error to report.
+    pub fn fail(&mut self, err: ProtocolError) -> Error {
         if self.close_sent.is_none() && self.out_frame.is_none() {
             let frame = CloseFrame::new(err.close_code(), err.reason());
             self.queue_close(frame);

@@ -256,7 +256,14 @@ impl Connection {
             }
             return Ok(());
         }
-        if let Some(limit) = self.config.max_frame_size {
+        // The limits bound what the engine buffers: whole frames at the frame and message
+        // levels, whole messages at the message level. The chunk level buffers nothing.
+        let level = self.config.recv_level;
+        let frame_limit = match level {
+            RecvLevel::Chunk => None,
+            _ => self.config.max_frame_size,
+        };
+        if let Some(limit) = frame_limit {
             if h.payload_len > limit {
                 return Err(ProtocolError::FrameTooBig {
                     len: h.payload_len,
@@ -273,12 +280,15 @@ impl Connection {
         };
         let size = self.in_msg.as_ref().map_or(0, |m| m.size);
         let size = size.saturating_add(h.payload_len);
-        if let Some(limit) = self.config.max_message_size {
+        let message_limit = match level {
+            RecvLevel::Message => self.config.max_message_size,
+            _ => None,
+        };
+        if let Some(limit) = message_limit {
             if size > limit {
                 return Err(ProtocolError::MessageTooBig { limit });
             }
         }
-        let level = self.config.recv_level;
         match self.in_msg.as_mut() {
             Some(m) => m.size = size,
             None => {

@@ -140,10 +140,20 @@ impl<S: Transport> WebSocket<S> {
                 Event::Message(m) => return Ok(Some(m)),
                 Event::Ping(_) | Event::Pong(_) | Event::Close(_) => {}
                 other => {
-                    if self.conn.config().recv_level != RecvLevel::Message {
-                        if let Some(m) = self.assembler.push(&other)? {
-                            return Ok(Some(m));
+                    if self.conn.config().recv_level == RecvLevel::Message {
+                        continue;
+                    }
+                    match self.assembler.push(&other) {
+                        Ok(Some(m)) => return Ok(Some(m)),
+                        Ok(None) => {}
+                        // Over the message size limit: close with its code (1009).
+                        Err(weft_proto::Error::Protocol(p)) => {
+                            let err = self.conn.fail(p);
+                            let _ = self.flush(deadline);
+                            self.shutdown();
+                            return Err(err.into());
                         }
+                        Err(e) => return Err(e.into()),
                     }
                 }
             }

@@ -8,10 +8,12 @@
 mod handshake;
 mod maybe_tls;
 mod split;
+mod streaming;
 
 pub use handshake::{accept, accept_with, connect, connect_with};
 pub use maybe_tls::{connect_request, connect_url, MaybeTlsStream};
 pub use split::{WsReader, WsWriter};
+pub use streaming::{MessageSink, MessageStream};
 
 use crate::error::{Error, Result};
 use crate::options::Options;
@@ -238,8 +240,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     if self.conn.config().recv_level == RecvLevel::Message {
                         continue;
                     }
-                    if let Some(m) = self.assembler.push(&other)? {
-                        return Poll::Ready(Ok(Some(m)));
+                    match self.assembler.push(&other) {
+                        Ok(Some(m)) => return Poll::Ready(Ok(Some(m))),
+                        Ok(None) => {}
+                        // Over the message size limit: close with its code (1009).
+                        Err(weft_proto::Error::Protocol(p)) => {
+                            self.stashed = Some(self.conn.fail(p).into())
+                        }
+                        Err(e) => return Poll::Ready(Err(e.into())),
                     }
                 }
             }

@@ -144,10 +144,19 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
                 Event::Message(m) => return Ok(Some(m)),
                 Event::Ping(_) | Event::Pong(_) | Event::Close(_) => {}
                 other => {
-                    if self.shared.conn().config().recv_level != RecvLevel::Message {
-                        if let Some(m) = self.assembler.push(&other)? {
-                            return Ok(Some(m));
+                    if self.shared.conn().config().recv_level == RecvLevel::Message {
+                        continue;
+                    }
+                    match self.assembler.push(&other) {
+                        Ok(Some(m)) => return Ok(Some(m)),
+                        Ok(None) => {}
+                        // Over the message size limit: close with its code (1009).
+                        Err(weft_proto::Error::Protocol(p)) => {
+                            let err = self.shared.conn().fail(p);
+                            let _ = self.shared.flush().await;
+                            return Err(err.into());
                         }
+                        Err(e) => return Err(e.into()),
                     }
                 }
             }
