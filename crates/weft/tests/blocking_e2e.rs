@@ -236,3 +236,62 @@ fn attach_over_a_unix_socket_and_a_pipe_like_stream_then_detach() {
     raw.0.write_all(b"after").unwrap();
     assert_eq!(server.join().unwrap(), b"after");
 }
+
+#[test]
+fn streaming_a_message_larger_than_the_limit() {
+    const BIG: usize = 24 << 20;
+    let mut options = Options::default();
+    options.config.recv_level = weft::RecvLevel::Chunk;
+    options.config.max_message_size = Some(1 << 20);
+    let pattern = |i: usize| (i % 251) as u8;
+    let (url, server) = serve(options.clone(), move |mut ws| {
+        // Receive as a Read, checking every byte; the engine never holds much.
+        let mut reader = ws.recv_stream(soon(60_000)).unwrap().unwrap();
+        assert_eq!(reader.kind(), MessageKind::Binary);
+        let mut buf = vec![0u8; 70_000];
+        let mut total = 0usize;
+        loop {
+            let n = reader.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(buf[..n]
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == pattern(total + i)));
+            total += n;
+        }
+        assert!(ws.connection().buffered() <= 1 << 20);
+        // Send one back through a Write, frame per write.
+        let mut w = ws.send_stream(MessageKind::Binary, soon(60_000)).unwrap();
+        for start in (0..BIG).step_by(65_536) {
+            let chunk: Vec<u8> = (start..(start + 65_536).min(BIG)).map(pattern).collect();
+            w.write_all(&chunk).unwrap();
+        }
+        w.finish().unwrap();
+        ws.close(CloseCode::NORMAL, "", soon(10_000)).unwrap();
+        total
+    });
+    let (mut ws, _) = blocking::connect(&url, options).unwrap();
+    let source = (0..BIG).map(pattern).collect::<Vec<u8>>();
+    ws.send_from_reader(
+        MessageKind::Binary,
+        &source[..],
+        Some(BIG as u64),
+        soon(60_000),
+    )
+    .unwrap();
+    drop(source);
+    let mut reader = ws.recv_stream(soon(60_000)).unwrap().unwrap();
+    let mut got = 0usize;
+    while let Some(chunk) = reader.next_chunk().unwrap() {
+        assert!(chunk
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == pattern(got + i)));
+        got += chunk.len();
+    }
+    assert_eq!(got, BIG);
+    assert_eq!(ws.recv(soon(10_000)).unwrap(), None);
+    assert_eq!(server.join().unwrap(), BIG);
+}

@@ -8,10 +8,12 @@
 
 mod handshake;
 mod maybe_tls;
+mod streaming;
 mod transport;
 
 pub use handshake::{accept, accept_with, connect, connect_request, connect_stream, connect_with};
 pub use maybe_tls::MaybeTlsStream;
+pub use streaming::{MessageReader, MessageWriter};
 pub use transport::{NoDeadlines, Transport, Wait};
 
 use crate::error::{Error, Result};
