@@ -295,3 +295,34 @@ fn streaming_a_message_larger_than_the_limit() {
     assert_eq!(ws.recv(soon(10_000)).unwrap(), None);
     assert_eq!(server.join().unwrap(), BIG);
 }
+
+#[test]
+fn handshake_and_connect_timeouts() {
+    // A client that sends half a request: the server's handshake times out.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let client = thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    });
+    let (s, _) = l.accept().unwrap();
+    let mut options = Options::default();
+    options.handshake_timeout = Some(Duration::from_millis(200));
+    let t = Instant::now();
+    let r = blocking::accept_with(s, options, |_| Ok(Accept::new()));
+    assert!(matches!(r, Err(Error::Timeout)), "{:?}", r.map(|_| ()));
+    assert!(t.elapsed() >= Duration::from_millis(190));
+    drop(r);
+    client.join().unwrap();
+
+    // A server that never answers the request: the client's handshake times out.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut options = Options::default();
+    options.handshake_timeout = Some(Duration::from_millis(200));
+    let r = blocking::connect(&format!("ws://{addr}/"), options);
+    assert!(matches!(r, Err(Error::Timeout)), "{:?}", r.map(|_| ()));
+    drop(l);
+}

@@ -418,3 +418,28 @@ async fn attach_without_handshake_and_detach() {
     })
     .await
 }
+
+/// A listener with a full backlog never completes a TCP connect: the connect timeout ends
+/// it (on 127.0.0.1; a backlog of 0 holds one pending connection).
+async fn full_backlog() -> (tokio::net::TcpListener, TcpStream, std::net::SocketAddr) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = sock.local_addr().unwrap();
+    let l = sock.listen(0).unwrap();
+    let first = TcpStream::connect(addr).await.unwrap();
+    (l, first, addr)
+}
+
+#[tokio::test]
+async fn connect_timeout() {
+    bounded(async {
+        let (_l, _first, addr) = full_backlog().await;
+        let mut options = Options::default();
+        options.connect_timeout = Some(Duration::from_millis(200));
+        let t = std::time::Instant::now();
+        let r = weft::tokio::connect_url(&format!("ws://{addr}/"), options).await;
+        assert!(matches!(r, Err(Error::Timeout)), "{:?}", r.map(|_| ()));
+        assert!(t.elapsed() >= Duration::from_millis(190));
+    })
+    .await
+}
