@@ -33,8 +33,3 @@ pub use connection::{Connection, MaskSource, MessageAssembler, OutQueue, RandomM
 pub use error::{Error, ProtocolError};
 pub use message::{Event, Message, MessageKind};
 pub use utf8::Utf8Bytes;
-
-/// The README's examples, compiled and run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;

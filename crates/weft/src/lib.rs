@@ -28,3 +28,8 @@ pub use weft_proto::handshake::{ClientRequest, Request, Response};
 pub use weft_proto::{
     CloseCode, CloseFrame, Config, Event, Message, MessageKind, RecvLevel, Role, Utf8Bytes,
 };
+
+/// The README's examples, compiled (and run where they can) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
