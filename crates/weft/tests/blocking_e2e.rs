@@ -326,3 +326,41 @@ fn handshake_and_connect_timeouts() {
     assert!(matches!(r, Err(Error::Timeout)), "{:?}", r.map(|_| ()));
     drop(l);
 }
+
+#[test]
+fn a_peer_that_does_not_read_gets_timeouts_and_memory_stays_bounded() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let _ws = blocking::accept(s).unwrap();
+        stop_rx.recv().unwrap(); // never reads until told
+    });
+    let mut options = Options::default();
+    options.write_buffer_limit = 64 * 1024;
+    let (mut ws, _) = blocking::connect(&format!("ws://{addr}/"), options).unwrap();
+    let chunk = vec![3u8; 16 * 1024];
+    let mut timeouts = 0;
+    let mut max_queued = 0;
+    for _ in 0..2000 {
+        match ws.send(chunk.clone(), soon(20)) {
+            Ok(()) => {}
+            Err(Error::Timeout) => timeouts += 1,
+            Err(e) => panic!("{e}"),
+        }
+        max_queued = max_queued.max(ws.connection().queued_bytes());
+        if timeouts >= 5 {
+            break;
+        }
+    }
+    assert!(timeouts >= 5, "sends never timed out");
+    assert!(
+        max_queued <= 64 * 1024 + 16 * 1024 + 64,
+        "queued {max_queued}"
+    );
+    // Still usable: nothing was lost or broken by the timeouts.
+    assert!(ws.connection().error().is_none());
+    stop_tx.send(()).unwrap();
+    server.join().unwrap();
+}

@@ -208,18 +208,28 @@ impl<S: Transport> WebSocket<S> {
         self.next_event_inner(deadline, true)
     }
 
-    /// Queues a message and writes everything queued.
+    /// Queues a message and writes everything queued. If the deadline passes first, what
+    /// is left stays queued for the next call; but while more than `write_buffer_limit`
+    /// bytes wait, a new message is refused with [`Error::Timeout`] before it is queued, so
+    /// memory stays bounded when the peer does not read.
     pub fn send(&mut self, msg: impl Into<Message>, deadline: Deadline) -> Result<()> {
-        self.check_broken()?;
+        self.make_room(deadline)?;
         self.conn.send(msg.into())?;
         self.flush(deadline)
     }
 
     /// Queues a message without writing (corking), unless more than `write_buffer_limit`
-    /// bytes wait: then it writes until the deadline.
+    /// bytes wait: then it first writes until they fit (or the deadline passes, and the
+    /// message is not queued).
     pub fn feed(&mut self, msg: impl Into<Message>, deadline: Deadline) -> Result<()> {
-        self.check_broken()?;
+        self.make_room(deadline)?;
         self.conn.send(msg.into())?;
+        Ok(())
+    }
+
+    /// Writes until no more than `write_buffer_limit` bytes wait.
+    fn make_room(&mut self, deadline: Deadline) -> Result<()> {
+        self.check_broken()?;
         if self.conn.queued_bytes() > self.options.write_buffer_limit {
             self.flush(deadline)?;
         }
