@@ -20,6 +20,7 @@
 pub mod close;
 mod config;
 pub mod connection;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
