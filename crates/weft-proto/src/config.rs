@@ -72,8 +72,12 @@ pub struct Config {
     /// are handed to the writer as they are, without a copy. Default 1024.
     pub coalesce_threshold: usize,
     /// RSV bits (RSV1 = `0b100`) that a negotiated extension uses; frames with other RSV bits
-    /// set are a protocol error (1002). Default 0.
+    /// set are a protocol error (1002). Default 0. (permessage-deflate sets RSV1 itself.)
     pub extension_rsv: u8,
+    /// permessage-deflate, when it was negotiated: messages with RSV1 are inflated as they
+    /// arrive (bounded by the size limits, so a deflate bomb stops with 1009), and outgoing
+    /// messages are compressed. Default `None`.
+    pub deflate: Option<crate::deflate::Deflate>,
 }
 
 impl Default for Config {
@@ -88,6 +92,7 @@ impl Default for Config {
             read_buffer_size: 4096,
             coalesce_threshold: 1024,
             extension_rsv: 0,
+            deflate: None,
         }
     }
 }

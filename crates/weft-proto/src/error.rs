@@ -34,6 +34,8 @@ pub enum ProtocolError {
     InvalidCloseReason,
     /// A text message that is not UTF-8 (checked as it arrives).
     InvalidUtf8,
+    /// A compressed message (permessage-deflate) that is not a valid deflate stream.
+    InvalidCompressedData,
     /// A frame over the configured frame size limit.
     FrameTooBig {
         /// The frame's payload length.
@@ -53,9 +55,9 @@ impl ProtocolError {
     /// 1002 for the rest.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => {
-                CloseCode::INVALID_PAYLOAD
-            }
+            ProtocolError::InvalidUtf8
+            | ProtocolError::InvalidCloseReason
+            | ProtocolError::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             ProtocolError::FrameTooBig { .. } | ProtocolError::MessageTooBig { .. } => {
                 CloseCode::MESSAGE_TOO_BIG
             }
@@ -79,6 +81,7 @@ impl ProtocolError {
             ProtocolError::InvalidCloseCode(_) => "invalid close code",
             ProtocolError::InvalidCloseReason => "close reason not UTF-8",
             ProtocolError::InvalidUtf8 => "text not UTF-8",
+            ProtocolError::InvalidCompressedData => "invalid compressed data",
             ProtocolError::FrameTooBig { .. } => "frame too big",
             ProtocolError::MessageTooBig { .. } => "message too big",
         }

@@ -29,6 +29,8 @@
 //! ```
 
 mod assemble;
+#[cfg(feature = "deflate")]
+mod compress;
 mod outq;
 mod recv;
 mod send;
@@ -100,6 +102,8 @@ struct InMessage {
     /// Its checked bytes were exposed through `read_buf`, so they are validated again
     /// before they become `Utf8Bytes`.
     recheck: bool,
+    /// permessage-deflate: its frames are inflated before anything else sees them.
+    compressed: bool,
 }
 
 /// An outgoing message begun with `begin_message`.
@@ -108,6 +112,8 @@ struct OutMessage {
     kind: MessageKind,
     frames_sent: bool,
     utf8: Utf8Validator,
+    /// Whether its frames are compressed (decided at its first frame).
+    compressed: bool,
 }
 
 /// An outgoing frame begun with `begin_frame`, whose payload is still being supplied.
@@ -140,6 +146,9 @@ pub struct Connection {
     failed: Option<ProtocolError>,
     /// The read buffer was taken: nothing more is received.
     detached: bool,
+    /// permessage-deflate, when negotiated.
+    #[cfg(feature = "deflate")]
+    deflate: Option<Box<compress::DeflateState>>,
 }
 
 impl fmt::Debug for Connection {
@@ -160,7 +169,16 @@ const IDLE_BUFFER_KEEP: usize = 64 * 1024;
 
 impl Connection {
     /// A connection for `role` with `config`, ready for frames.
-    pub fn new(role: Role, config: Config) -> Self {
+    pub fn new(role: Role, mut config: Config) -> Self {
+        #[cfg(feature = "deflate")]
+        let deflate = config
+            .deflate
+            .as_ref()
+            .map(|d| Box::new(compress::DeflateState::new(role, d)));
+        if config.deflate.is_some() {
+            // RSV1 marks a compressed message (RFC 7692 §6).
+            config.extension_rsv |= 0b100;
+        }
         Connection {
             role,
             config,
@@ -178,6 +196,8 @@ impl Connection {
             close_reply: None,
             failed: None,
             detached: false,
+            #[cfg(feature = "deflate")]
+            deflate,
         }
     }
 

@@ -134,10 +134,21 @@ impl Connection {
                 if let Some(key) = p.header.mask {
                     p.mask_pos = apply_mask(fresh, key, p.mask_pos);
                 }
-                if let Some(utf8) = self.in_msg.as_mut().and_then(|m| m.utf8.as_mut()) {
-                    utf8.feed(fresh).map_err(|_| ProtocolError::InvalidUtf8)?;
+                // (Compressed text is validated after it is inflated.)
+                if let Some(m) = self.in_msg.as_mut().filter(|m| !m.compressed) {
+                    if let Some(utf8) = m.utf8.as_mut() {
+                        utf8.feed(fresh).map_err(|_| ProtocolError::InvalidUtf8)?;
+                    }
                 }
                 p.checked = avail;
+            }
+            #[cfg(feature = "deflate")]
+            if self.in_msg.as_ref().is_some_and(|m| m.compressed) {
+                match self.compressed_step(p, avail)? {
+                    super::compress::Step::Event(e) => return Ok(Some(e)),
+                    super::compress::Step::Continue => continue,
+                    super::compress::Step::NeedMore => return Ok(None),
+                }
             }
             let complete = avail as u64 == p.remaining;
             let fin = p.header.fin;
@@ -213,10 +224,18 @@ impl Connection {
         }
     }
 
+    /// Whether permessage-deflate is on.
+    fn is_deflate_on(&self) -> bool {
+        #[cfg(feature = "deflate")]
+        return self.deflate.is_some();
+        #[cfg(not(feature = "deflate"))]
+        return false;
+    }
+
     /// Closes the open message: its UTF-8 must be complete. Returns its kind, and whether
     /// its text must be validated again as a whole (it was exposed, or an extension's RSV
     /// bits kept it from being validated as it arrived).
-    fn finish_message(&mut self) -> Result<(MessageKind, bool), ProtocolError> {
+    pub(super) fn finish_message(&mut self) -> Result<(MessageKind, bool), ProtocolError> {
         let Some(m) = self.in_msg.take() else {
             return Err(ProtocolError::UnexpectedContinuation);
         };
@@ -280,8 +299,13 @@ impl Connection {
         };
         let size = self.in_msg.as_ref().map_or(0, |m| m.size);
         let size = size.saturating_add(h.payload_len);
+        let compressed = match &self.in_msg {
+            Some(m) => m.compressed,
+            None => self.is_deflate_on() && h.rsv & 0b100 != 0,
+        };
+        // A compressed message is limited by its inflated size, as it inflates.
         let message_limit = match level {
-            RecvLevel::Message => self.config.max_message_size,
+            RecvLevel::Message if !compressed => self.config.max_message_size,
             _ => None,
         };
         if let Some(limit) = message_limit {
@@ -292,12 +316,13 @@ impl Connection {
         match self.in_msg.as_mut() {
             Some(m) => m.size = size,
             None => {
-                let transformed = h.rsv & self.config.extension_rsv != 0;
+                let transformed = h.rsv & self.config.extension_rsv != 0 && !compressed;
                 self.in_msg = Some(InMessage {
                     kind,
                     size,
                     utf8: (kind == MessageKind::Text && !transformed).then(Utf8Validator::new),
                     recheck: false,
+                    compressed,
                 });
                 if level != RecvLevel::Message {
                     self.pending

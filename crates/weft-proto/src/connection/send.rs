@@ -38,22 +38,30 @@ impl Connection {
             Message::Binary(b) => (MessageKind::Binary, b),
         };
         let opcode = opcode_of(kind);
+        // permessage-deflate: RSV1 on the first frame marks a compressed message.
+        #[cfg(feature = "deflate")]
+        let (payload, rsv) = match self.compress_message(&payload) {
+            Some(compressed) => (compressed, 0b100),
+            None => (payload, 0),
+        };
+        #[cfg(not(feature = "deflate"))]
+        let rsv = 0;
         match self.config.fragment_size {
             Some(size) if size > 0 && payload.len() > size => {
                 let mut start = 0;
                 while start < payload.len() {
                     let end = (start + size).min(payload.len());
-                    let op = if start == 0 {
-                        opcode
+                    let (op, rsv) = if start == 0 {
+                        (opcode, rsv)
                     } else {
-                        OpCode::Continuation
+                        (OpCode::Continuation, 0)
                     };
                     let last = end == payload.len();
-                    self.write_frame(op, last, payload.slice(start..end), last);
+                    self.write_frame(op, last, rsv, payload.slice(start..end), last);
                     start = end;
                 }
             }
-            _ => self.write_frame(opcode, true, payload, true),
+            _ => self.write_frame(opcode, true, rsv, payload, true),
         }
         Ok(())
     }
@@ -104,6 +112,7 @@ impl Connection {
             kind,
             frames_sent: false,
             utf8: Utf8Validator::new(),
+            compressed: false,
         });
         Ok(())
     }
@@ -127,11 +136,31 @@ impl Connection {
             ));
         };
         m.utf8 = utf8;
+        let first = !m.frames_sent;
         m.frames_sent = true;
+        #[cfg(feature = "deflate")]
+        let (payload, rsv) = {
+            if first {
+                m.compressed = self.deflate.as_ref().is_some_and(|d| d.can_compress);
+            }
+            match (m.compressed, self.deflate.as_deref_mut()) {
+                (true, Some(d)) => {
+                    let mut out = Vec::with_capacity(payload.len() / 2 + 64);
+                    d.deflater.compress(&payload, fin, &mut out);
+                    (Bytes::from(out), if first { 0b100 } else { 0 })
+                }
+                _ => (payload, 0),
+            }
+        };
+        #[cfg(not(feature = "deflate"))]
+        let rsv = {
+            let _ = first;
+            0
+        };
         if fin {
             self.out_msg = None;
         }
-        self.write_frame(opcode, fin, payload, fin);
+        self.write_frame(opcode, fin, rsv, payload, fin);
         Ok(())
     }
 
@@ -163,6 +192,11 @@ impl Connection {
         };
         if fin && len == 0 && m.kind == MessageKind::Text && m.utf8.is_partial() {
             return Err(Error::InvalidUtf8);
+        }
+        if m.compressed {
+            return Err(Error::InvalidArgument(
+                "a compressed message cannot have a frame of declared length",
+            ));
         }
         m.frames_sent = true;
         let mask = self.next_mask();
@@ -376,11 +410,11 @@ impl Connection {
 
     /// Frames and queues one whole data frame: small ones are copied into the coalescing
     /// buffer (masked while copying), large payloads are queued as they are.
-    fn write_frame(&mut self, opcode: OpCode, fin: bool, payload: Bytes, msg_end: bool) {
+    fn write_frame(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes, msg_end: bool) {
         let mask = self.next_mask();
         let header = FrameHeader {
             fin,
-            rsv: 0,
+            rsv,
             opcode,
             mask,
             payload_len: payload.len() as u64,

@@ -1,6 +1,8 @@
-//! permessage-deflate (RFC 7692): negotiation here; compression of messages in the engine
-//! is the next step (see the project's issue on it).
+//! permessage-deflate (RFC 7692): negotiation (`negotiate.rs`) and, with the `deflate`
+//! feature, the compressor and decompressor the engine runs on each message (`codec.rs`).
 
+#[cfg(feature = "deflate")]
+pub(crate) mod codec;
 mod negotiate;
 
-pub use negotiate::{DeflateConfig, DeflateParams, NegotiationError, NAME};
+pub use negotiate::{Deflate, DeflateConfig, DeflateParams, NegotiationError, NAME};

@@ -67,6 +67,29 @@ pub struct DeflateParams {
     pub client_max_window_bits: u8,
 }
 
+/// permessage-deflate as a connection runs it: the negotiated parameters and this end's
+/// compression settings. Put it in [`Config::deflate`](crate::Config) after the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deflate {
+    /// What was negotiated.
+    pub params: DeflateParams,
+    /// The zlib level for outgoing messages (0-9).
+    pub level: u32,
+    /// Outgoing messages smaller than this are sent uncompressed.
+    pub threshold: usize,
+}
+
+impl DeflateConfig {
+    /// The settings a connection runs with, once `params` were negotiated.
+    pub fn with_params(&self, params: DeflateParams) -> Deflate {
+        Deflate {
+            params,
+            level: self.level,
+            threshold: self.threshold,
+        }
+    }
+}
+
 /// Why a server's permessage-deflate response is refused (the client fails the connection).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NegotiationError(pub String);
