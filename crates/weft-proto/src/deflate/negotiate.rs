@@ -18,7 +18,7 @@ pub const NAME: &str = "permessage-deflate";
 /// let server = DeflateConfig::default();
 /// let (params, response) = server.negotiate(&[offer]).expect("accepted");
 /// assert_eq!(params.client_max_window_bits, 15);
-/// assert_eq!(client.accept_response(&response).unwrap(), params);
+/// assert_eq!(client.accept_response(&[response]).unwrap(), Some(params));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeflateConfig {
