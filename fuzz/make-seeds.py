@@ -60,6 +60,7 @@ def frame_decoder_seeds():
     yield "frame-too-big", setup(True, 0, max_frame=3, max_msg=2) + frame(2, bytes(40), mask=m)
     yield "bad-close-code", setup(True, 1, drain=2) + frame(9, b"x" * 125, mask=m) + frame(8, close_payload(1005), mask=m)
     yield "rsv-extension", setup(False, 2, ext_rsv=4) + frame(1, b"compressed?", rsv=4) + frame(2, b"no", rsv=2)
+    yield "transformed-text", setup(False, 2, ext_rsv=4) + frame(1, b"\x8d\xff", rsv=4) + frame(1, b"ok")
     yield "unmasked-to-server", setup(True, 0, auto_close=False) + frame(1, b"plain")
     yield "many-small", setup(True, 0, drain=1, piece=1, seed=9) + b"".join(
         frame(2 if i % 3 else 1, bytes([0x41 + i]) * i, mask=m) for i in range(20))
@@ -74,16 +75,22 @@ def request(extra=b""):
             b"Sec-WebSocket-Version: 13\r\n" + extra + b"\r\n")
 
 
+def request_setup(max_head=0, max_headers=0, piece=2, seed=0):
+    """The 2 setup bytes of the handshake_request target (see its header comment)."""
+    return bytes([max_head | (max_headers << 3) | (piece << 6), seed])
+
+
 def handshake_request_seeds():
-    yield "minimal", request()
-    yield "protocols-extensions", request(
+    yield "minimal", request_setup() + request()
+    yield "protocols-extensions", request_setup(piece=1, seed=5) + request(
         b"Origin: http://example.com\r\n"
         b"Sec-WebSocket-Protocol: chat, superchat\r\n"
         b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits, x-foo; a=\"b c\"\r\n"
         b"Cookie: a=b\r\n")
-    yield "trailing-frame", request() + bytes([0x81, 0x85]) + KEY + b"hello"
-    yield "wrong-version", request().replace(b"Version: 13", b"Version: 8")
-    yield "post", request().replace(b"GET", b"POST")
+    yield "trailing-frame", request_setup(piece=3) + request() + bytes([0x81, 0x85]) + KEY + b"hello"
+    yield "wrong-version", request_setup(max_headers=3) + request().replace(b"Version: 13", b"Version: 8")
+    yield "post", request_setup() + request().replace(b"GET", b"POST")
+    yield "head-too-large", request_setup(max_head=4) + request()
 
 
 def response(extra=b"", accept=b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="):
@@ -93,19 +100,65 @@ def response(extra=b"", accept=b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="):
             b"Sec-WebSocket-Accept: " + accept + b"\r\n" + extra + b"\r\n")
 
 
+def response_setup(max_head=0, protocols=False, extensions=False, piece=2, seed=0):
+    """The 2 setup bytes of the handshake_response target (see its header comment)."""
+    return bytes([max_head | (8 if protocols else 0) | (16 if extensions else 0) | (piece << 6), seed])
+
+
 def handshake_response_seeds():
-    yield "minimal", response()
-    yield "protocol", response(b"Sec-WebSocket-Protocol: chat\r\n")
-    yield "extension", response(b"Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n")
-    yield "trailing-frame", response() + bytes([0x82, 0x03]) + b"abc"
-    yield "wrong-accept", response(accept=b"AAAAAAAAAAAAAAAAAAAAAAAAAAA=")
-    yield "not-101", b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
+    yield "minimal", response_setup() + response()
+    yield "protocol", response_setup(protocols=True, piece=1) + response(b"Sec-WebSocket-Protocol: chat\r\n")
+    yield "extension", response_setup(extensions=True, seed=9) + response(
+        b"Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n")
+    yield "trailing-frame", response_setup(piece=3) + response() + bytes([0x82, 0x03]) + b"abc"
+    yield "wrong-accept", response_setup() + response(accept=b"AAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+    yield "not-101", response_setup() + b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
+
+
+def handshake_extensions_seeds():
+    yield "deflate", b"permessage-deflate; client_max_window_bits; server_max_window_bits=10"
+    yield "two-offers", b"x-webkit-deflate-frame, permessage-deflate; client_no_context_takeover"
+    yield "quoted", b'foo; a="15"; b, bar ; c = d'
+    yield "bad-quoted", b'foo; a="b c"'
+    yield "empty-element", b"foo,, bar;"
+
+
+def send_setup(server=False, fragment=0, coalesce=0, drain=7, key=0x1234):
+    """The 3 setup bytes of the send_roundtrip target (see its header comment)."""
+    return bytes([(1 if server else 0) | (fragment << 1) | (coalesce << 3) | (drain << 5),
+                  key >> 8, key & 0xff])
+
+
+def op(code, arg=0):
+    return bytes([code | (arg << 4)])
+
+
+def pl(data):
+    """A payload: its length byte, then the bytes (short payloads only)."""
+    assert len(data) < 200
+    return bytes([len(data)]) + data
+
+
+def send_roundtrip_seeds():
+    text = "h\u00e9llo \u20ac \U0001f600".encode()
+    yield "messages", send_setup() + op(0) + pl(b"hello") + op(0, 1) + pl(bytes(range(40))) + op(10)
+    yield "fragments", send_setup(server=True, fragment=2, drain=2) + (
+        op(1) + op(2) + pl(text[:8]) + op(6) + pl(b"ping") + op(2, 1) + pl(text[8:]) + op(10)
+        + op(0) + pl(b"x" * 30) + op(10) + op(8, 0) + pl(b"bye") + op(10))
+    yield "streamed", send_setup(coalesce=2, drain=1) + (
+        op(1, 1) + op(4, 1) + bytes([30]) + op(5) + pl(bytes(10)) + op(10) + op(7) + pl(b"hb")
+        + op(10) + op(5) + pl(bytes(20)) + op(10) + op(0) + pl(b"after"))
+    yield "vectored", send_setup(server=True, fragment=1) + op(9, 2) + pl(b"ab") + pl(b"c") + op(9, 1) + pl(b"x")
+    yield "out-of-order", send_setup() + op(2) + pl(b"no") + op(5) + pl(b"no") + op(3) + op(1) + op(1) + op(8, 4) + pl(b"")
+    yield "large", send_setup(coalesce=1) + op(0, 1) + bytes([230]) + bytes(range(256)) * 3 + op(10)
 
 
 TARGETS = {
     "frame_decoder": frame_decoder_seeds,
     "handshake_request": handshake_request_seeds,
     "handshake_response": handshake_response_seeds,
+    "handshake_extensions": handshake_extensions_seeds,
+    "send_roundtrip": send_roundtrip_seeds,
 }
 
 if __name__ == "__main__":

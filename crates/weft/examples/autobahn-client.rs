@@ -5,14 +5,19 @@
 //! scripts/autobahn client -- ./target/release/examples/autobahn-client
 //! ```
 //! Flags: `--url URL` (default `$AUTOBAHN_URL` or ws://127.0.0.1:9002), `--agent NAME`
-//! (default `$AUTOBAHN_AGENT` or weft).
+//! (default `$AUTOBAHN_AGENT` or weft), `--deflate` (offer permessage-deflate).
 
 use tokio::net::TcpStream;
 use weft::proto::handshake::ClientRequest;
 use weft::{Options, RecvLevel};
 
-async fn open(url: &str) -> weft::Result<weft::tokio::WebSocket<TcpStream>> {
-    let request = ClientRequest::new(url)?;
+async fn open(url: &str, deflate: bool) -> weft::Result<weft::tokio::WebSocket<TcpStream>> {
+    let mut builder = ClientRequest::builder(url);
+    let config = weft::proto::deflate::DeflateConfig::default();
+    if deflate {
+        builder = builder.extensions(&[config.offer()]);
+    }
+    let request = builder.build()?;
     let stream = TcpStream::connect((request.host(), request.port())).await?;
     stream.set_nodelay(true)?;
     let mut options = Options::default();
@@ -20,12 +25,19 @@ async fn open(url: &str) -> weft::Result<weft::tokio::WebSocket<TcpStream>> {
     options.config.max_message_size = Some(64 << 20);
     options.config.max_frame_size = Some(64 << 20);
     options.config.recv_level = RecvLevel::Message;
+    if deflate {
+        options.deflate = Some(config);
+    }
     let (ws, _) = weft::tokio::connect_with(&request, stream, options).await?;
     Ok(ws)
 }
 
-async fn run_case(base: &str, case: u32, agent: &str) -> weft::Result<()> {
-    let mut ws = open(&format!("{base}/runCase?case={case}&agent={agent}")).await?;
+async fn run_case(base: &str, case: u32, agent: &str, deflate: bool) -> weft::Result<()> {
+    let mut ws = open(
+        &format!("{base}/runCase?case={case}&agent={agent}"),
+        deflate,
+    )
+    .await?;
     loop {
         match ws.recv().await {
             Ok(Some(msg)) => {
@@ -46,18 +58,29 @@ async fn run_case(base: &str, case: u32, agent: &str) -> weft::Result<()> {
 async fn main() -> weft::Result<()> {
     let mut base = std::env::var("AUTOBAHN_URL").unwrap_or("ws://127.0.0.1:9002".into());
     let mut agent = std::env::var("AUTOBAHN_AGENT").unwrap_or("weft".into());
+    let mut deflate = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        match (flag.as_str(), args.next()) {
-            ("--url", Some(v)) => base = v,
-            ("--agent", Some(v)) => agent = v,
+        match flag.as_str() {
+            "--deflate" => deflate = true,
+            "--url" | "--agent" => {
+                let Some(v) = args.next() else {
+                    eprintln!("{flag} needs a value");
+                    std::process::exit(2);
+                };
+                if flag == "--url" {
+                    base = v;
+                } else {
+                    agent = v;
+                }
+            }
             _ => {
-                eprintln!("usage: autobahn-client [--url URL] [--agent NAME]");
+                eprintln!("usage: autobahn-client [--url URL] [--agent NAME] [--deflate]");
                 std::process::exit(2);
             }
         }
     }
-    let mut ws = open(&format!("{base}/getCaseCount")).await?;
+    let mut ws = open(&format!("{base}/getCaseCount"), false).await?;
     let count: u32 = match ws.recv().await? {
         Some(m) => std::str::from_utf8(m.payload())
             .ok()
@@ -68,11 +91,11 @@ async fn main() -> weft::Result<()> {
     drop(ws);
     eprintln!("autobahn-client: {count} cases");
     for case in 1..=count {
-        if let Err(e) = run_case(&base, case, &agent).await {
+        if let Err(e) = run_case(&base, case, &agent, deflate).await {
             eprintln!("case {case}: {e}");
         }
     }
-    let mut ws = open(&format!("{base}/updateReports?agent={agent}")).await?;
+    let mut ws = open(&format!("{base}/updateReports?agent={agent}"), false).await?;
     // The suite may drop this connection without a close frame once the reports are
     // written: that is not a failure of ours.
     while let Ok(Some(_)) = ws.recv().await {}

@@ -6,7 +6,7 @@
 //! ```
 //! Flags: `--addr HOST:PORT` (default 127.0.0.1:9001), `--threads N` (default 1: a
 //! current-thread runtime), `--max-message-size BYTES` (default 64 MiB), `--tls CERT KEY`
-//! (PEM files: serve wss:// instead of ws://).
+//! (PEM files: serve wss:// instead of ws://), `--deflate` (accept permessage-deflate).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +45,9 @@ fn parse_args() -> Result<Args, String> {
                 args.options.config.max_message_size = Some(n);
                 args.options.config.max_frame_size = Some(n);
             }
+            "--deflate" => {
+                args.options.deflate = Some(weft::proto::deflate::DeflateConfig::default())
+            }
             "--tls" => {
                 let cert = value()?;
                 let key = it.next().ok_or("--tls needs CERT and KEY")?;
@@ -55,7 +58,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "-h" | "--help" => {
                 return Err(
-                    "flags: --addr HOST:PORT --threads N --max-message-size BYTES --tls CERT KEY"
+                    "flags: --addr HOST:PORT --threads N --max-message-size BYTES --tls CERT KEY --deflate"
                         .into(),
                 )
             }

@@ -1,8 +1,10 @@
 //! The server's decision on a handshake request, shared by both drivers: accept (with a
 //! subprotocol and extra headers) or reject with a status.
 
+use crate::options::Options;
 use http::StatusCode;
 use weft_proto::handshake::{reject_bytes, rejection_bytes, Request};
+use weft_proto::Config;
 
 /// Accept the connection, optionally with a subprotocol and extra response headers.
 #[derive(Debug, Clone, Default)]
@@ -50,11 +52,26 @@ impl Reject {
 /// The application's decision on a request. `Ok(Accept::new())` accepts it as it is.
 pub type Decision = Result<Accept, Reject>;
 
-/// The bytes to send for `decision`, and whether the connection goes on (101).
-pub(crate) fn respond(request: &Request, decision: Decision) -> (Vec<u8>, bool) {
+/// The bytes to send for `decision`, whether the connection goes on (101), and the engine
+/// configuration it goes on with (permessage-deflate, if `options` allow it and the client
+/// offered it acceptably).
+pub(crate) fn respond(
+    request: &Request,
+    decision: Decision,
+    options: &Options,
+) -> (Vec<u8>, bool, Config) {
+    let mut config = options.config.clone();
+    let negotiated = options.deflate.as_ref().and_then(|d| {
+        d.negotiate(request.extensions())
+            .map(|(p, r)| (d.with_params(p), r))
+    });
     match decision {
         Ok(accept) => {
             let mut builder = request.accept();
+            if let Some((settings, response)) = negotiated {
+                builder = builder.extensions(&[response]);
+                config.deflate = Some(settings);
+            }
             if let Some(p) = &accept.protocol {
                 builder = builder.protocol(p);
             }
@@ -63,10 +80,10 @@ pub(crate) fn respond(request: &Request, decision: Decision) -> (Vec<u8>, bool) 
             }
             let mut out = Vec::new();
             match builder.write(&mut out) {
-                Ok(()) => (out, true),
-                Err(e) => (rejection_bytes(&e), false),
+                Ok(()) => (out, true, config),
+                Err(e) => (rejection_bytes(&e), false, config),
             }
         }
-        Err(reject) => (reject_bytes(reject.status, &reject.reason), false),
+        Err(reject) => (reject_bytes(reject.status, &reject.reason), false, config),
     }
 }

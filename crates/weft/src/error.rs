@@ -34,6 +34,9 @@ pub enum Error {
     InvalidUtf8,
     /// A typed receive got a message of the other kind (REQUIREMENTS V5).
     WrongKind,
+    /// The server's answer to our extension offer breaks its rules (RFC 7692 for
+    /// permessage-deflate).
+    Negotiation(weft_proto::deflate::NegotiationError),
     /// The message does not fit in the caller's buffer; `needed` bytes are required. The
     /// message is consumed.
     BufferTooSmall {
@@ -70,6 +73,7 @@ impl fmt::Display for Error {
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Error::InvalidUtf8 => f.write_str("text is not valid UTF-8"),
             Error::WrongKind => f.write_str("message of the other kind"),
+            Error::Negotiation(e) => write!(f, "extension negotiation failed: {e}"),
             Error::BufferTooSmall { needed } => {
                 write!(f, "buffer too small: the message needs {needed} bytes")
             }

@@ -14,6 +14,7 @@
 
 mod accept;
 pub mod blocking;
+mod client;
 mod error;
 mod options;
 #[cfg(feature = "tls")]

@@ -39,6 +39,11 @@ pub struct Options {
     pub server_limits: ServerLimits,
     /// The largest response head accepted (client side). Default 8 KiB.
     pub max_response_head: usize,
+    /// permessage-deflate (RFC 7692): as a server, what to accept when a client offers it;
+    /// as a client, what to offer (the `connect` calls that build the request add the
+    /// offer; with `connect_with`, put `deflate.offer()` in the request yourself). `None`:
+    /// no compression. Default `None`.
+    pub deflate: Option<weft_proto::deflate::DeflateConfig>,
     /// The TLS configuration for `wss://` URLs opened by the `connect` calls that open the
     /// socket themselves (`None`: the Mozilla roots of `webpki-roots`).
     #[cfg(feature = "tls")]
@@ -57,6 +62,7 @@ impl Default for Options {
             write_buffer_limit: 128 * 1024,
             server_limits: ServerLimits::default(),
             max_response_head: weft_proto::handshake::DEFAULT_MAX_HEAD_SIZE,
+            deflate: None,
             #[cfg(feature = "tls")]
             tls: None,
         }

@@ -443,3 +443,42 @@ async fn connect_timeout() {
     })
     .await
 }
+
+#[tokio::test]
+async fn permessage_deflate_is_negotiated_and_used() {
+    bounded(async {
+        let (l, url) = listener().await;
+        let mut server_options = Options::default();
+        server_options.deflate = Some(weft::proto::deflate::DeflateConfig {
+            client_no_context_takeover: true,
+            ..Default::default()
+        });
+        let server = tokio::spawn(async move {
+            let (stream, _) = l.accept().await.unwrap();
+            let (mut ws, _) =
+                weft::tokio::accept_with(stream, server_options, |_| Ok(Accept::new()))
+                    .await
+                    .unwrap();
+            let negotiated = ws.connection().config().deflate;
+            while let Some(m) = ws.recv().await.unwrap() {
+                ws.send(m).await.unwrap();
+            }
+            negotiated
+        });
+        let mut options = Options::default();
+        options.deflate = Some(Default::default());
+        let (mut ws, response) = weft::tokio::connect_url(&url, options).await.unwrap();
+        assert!(response
+            .extensions()
+            .iter()
+            .any(|e| e.name == "permessage-deflate"));
+        let params = ws.connection().config().deflate.expect("deflate on").params;
+        assert!(params.client_no_context_takeover, "the server asked for it");
+        let text = "compressible text, over and over. ".repeat(10_000);
+        ws.send(text.as_str()).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), Some(Message::from(text)));
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        assert_eq!(server.await.unwrap().map(|d| d.params), Some(params));
+    })
+    .await
+}

@@ -88,13 +88,13 @@ where
             }
         }
     };
-    let (response, accepted) = respond(&request, decide(&request));
+    let (response, accepted, config) = respond(&request, decide(&request), &options);
     write_all(&mut io, &response, deadline)?;
     if !accepted {
         let _ = io.close_write();
         return Err(Error::InvalidArgument("the handshake was rejected"));
     }
-    let mut conn = Connection::new(Role::Server, options.config.clone());
+    let mut conn = Connection::new(Role::Server, config);
     conn.receive(&head[consumed..]);
     Ok((WebSocket::from_parts(io, conn, options), request))
 }
@@ -103,7 +103,7 @@ where
 /// `connect_timeout`, TLS for `wss://` (with [`Options::tls`](crate::Options)), and does
 /// the handshake within `handshake_timeout`.
 pub fn connect(url: &str, options: Options) -> Result<(WebSocket<MaybeTlsStream>, Response)> {
-    let request = ClientRequest::new(url)?;
+    let request = crate::client::request_for(url, &options)?;
     connect_request(&request, options)
 }
 
@@ -185,7 +185,8 @@ pub fn connect_with<S: Transport>(
             None => {}
         }
     };
-    let mut conn = Connection::new(Role::Client, options.config.clone());
+    let config = crate::client::config_after(&response, &options)?;
+    let mut conn = Connection::new(Role::Client, config);
     conn.receive(&head[consumed..]);
     Ok((WebSocket::from_parts(io, conn, options), response))
 }

@@ -56,14 +56,14 @@ where
         }
     })
     .await?;
-    let (response, accepted) = respond(&request, decide(&request));
+    let (response, accepted, config) = respond(&request, decide(&request), &options);
     io.write_all(&response).await?;
     io.flush().await?;
     if !accepted {
         let _ = io.shutdown().await;
         return Err(Error::InvalidArgument("the handshake was rejected"));
     }
-    let mut conn = Connection::new(Role::Server, options.config.clone());
+    let mut conn = Connection::new(Role::Server, config);
     conn.receive(&rest);
     Ok((WebSocket::from_parts(io, conn, options), request))
 }
@@ -106,7 +106,8 @@ where
         }
     })
     .await?;
-    let mut conn = Connection::new(Role::Client, options.config.clone());
+    let config = crate::client::config_after(&response, &options)?;
+    let mut conn = Connection::new(Role::Client, config);
     conn.receive(&rest);
     Ok((WebSocket::from_parts(io, conn, options), response))
 }

@@ -96,7 +96,7 @@ pub async fn connect_url(
     url: &str,
     options: Options,
 ) -> Result<(WebSocket<MaybeTlsStream<TcpStream>>, Response)> {
-    let request = ClientRequest::new(url)?;
+    let request = crate::client::request_for(url, &options)?;
     connect_request(&request, options).await
 }
 
