@@ -98,3 +98,29 @@ async fn the_write_half_starts_the_close_handshake() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_cancelled_send_loses_nothing() {
+    let run = async {
+        let (mut client, server) = pair().await;
+        let (_reader, writer) = server.split();
+        // The client does not read yet: a 16 MiB send cannot finish, and is cancelled.
+        let big = vec![0xabu8; 16 << 20];
+        let r = tokio::time::timeout(Duration::from_millis(100), writer.send(big.clone())).await;
+        assert!(r.is_err(), "the send should have been cut short");
+        writer.feed("after").await.unwrap();
+        // Now read: the message arrives whole and intact, then the next one.
+        let reading = tokio::spawn(async move {
+            let first = client.recv().await.unwrap();
+            let second = client.recv().await.unwrap();
+            (first, second)
+        });
+        writer.flush().await.unwrap();
+        let (first, second) = reading.await.unwrap();
+        assert_eq!(first, Some(Message::from(big)));
+        assert_eq!(second, Some(Message::from("after")));
+    };
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap();
+}

@@ -257,6 +257,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Polls for the next event (see [`next_event`](Self::next_event)). It also writes
     /// what the engine queued (pongs, the close reply) and runs the timers.
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>>> {
+        // Take part in tokio's cooperative scheduling: a connection whose buffer holds many
+        // messages yields now and then instead of starving the other tasks.
+        let coop = ready!(::tokio::task::coop::poll_proceed(cx));
+        let result = ready!(self.poll_event_inner(cx));
+        coop.made_progress();
+        Poll::Ready(result)
+    }
+
+    fn poll_event_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>>> {
         loop {
             if self.stashed.is_none() {
                 match self.conn.poll_event() {

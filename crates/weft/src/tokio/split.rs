@@ -1,7 +1,8 @@
 //! A connection split into a read half and a write half that can live in different tasks.
 //!
 //! Both halves share the engine (behind a short-held `std` mutex) and the transport's write
-//! side (behind an async mutex). Whoever holds the write side writes everything queued,
+//! side (behind an async mutex). Every method is cancel-safe: a cancelled write keeps what
+//! it had taken from the engine and the next flush writes it first. Whoever holds the write side writes everything queued,
 //! whichever half queued it: so the pong for a ping, and the reply to the peer's close, go
 //! out from the read half even while the write half sits idle (the trap of a split that
 //! leaves control replies to the writer).
@@ -18,8 +19,16 @@ use weft_proto::{CloseCode, Connection, Event, Message, MessageAssembler, RecvLe
 
 struct Shared<S> {
     conn: Mutex<Connection>,
-    writer: ::tokio::sync::Mutex<WriteHalf<S>>,
+    writer: ::tokio::sync::Mutex<Writer<S>>,
     options: Options,
+}
+
+/// The transport's write side, and the pieces taken from the engine's queue that are not
+/// yet written. They live here, under the writer's lock, so a write that is cancelled
+/// (`select!`, a timeout) loses nothing: the next flush goes on from them.
+struct Writer<S> {
+    io: WriteHalf<S>,
+    inflight: std::collections::VecDeque<Bytes>,
 }
 
 impl<S> Shared<S> {
@@ -33,51 +42,50 @@ impl<S> Shared<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite> Shared<S> {
-    /// Writes everything queued, by either half, in the order it was queued.
+    /// Writes everything queued, by either half, in the order it was queued. Cancel-safe.
     async fn flush(&self) -> Result<()> {
-        let mut writer = self.writer.lock().await;
+        let mut guard = self.writer.lock().await;
+        let Writer { io, inflight } = &mut *guard;
         loop {
-            let mut chunks: Vec<Bytes> = Vec::new();
-            {
+            if inflight.is_empty() {
                 let mut conn = self.conn();
-                while chunks.len() < 64 {
+                while inflight.len() < 64 {
                     match conn.outgoing().pop_chunk() {
-                        Some(c) => chunks.push(c),
+                        Some(c) => inflight.push_back(c),
                         None => break,
                     }
                 }
             }
-            if chunks.is_empty() {
+            if inflight.is_empty() {
                 break;
             }
-            write_all_vectored(&mut *writer, &mut chunks).await?;
-        }
-        writer.flush().await?;
-        Ok(())
-    }
-}
-
-async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, chunks: &mut [Bytes]) -> Result<()> {
-    let mut first = 0;
-    while first < chunks.len() {
-        let slices: Vec<IoSlice<'_>> = chunks[first..].iter().map(|c| IoSlice::new(c)).collect();
-        let mut n = w.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
-        }
-        while n > 0 && first < chunks.len() {
-            let take = n.min(chunks[first].len());
-            chunks[first].advance(take);
-            n -= take;
-            if chunks[first].is_empty() {
-                first += 1;
+            let slices: Vec<IoSlice<'_>> = inflight.iter().map(|c| IoSlice::new(c)).collect();
+            let mut n = io.write_vectored(&slices).await?;
+            drop(slices);
+            if n == 0 {
+                return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
+            }
+            while n > 0 {
+                let Some(front) = inflight.front_mut() else {
+                    break;
+                };
+                let take = n.min(front.len());
+                front.advance(take);
+                n -= take;
+                if front.is_empty() {
+                    inflight.pop_front();
+                }
             }
         }
-        while first < chunks.len() && chunks[first].is_empty() {
-            first += 1;
-        }
+        io.flush().await?;
+        Ok(())
     }
-    Ok(())
+
+    /// Shuts the write side once everything queued is written.
+    async fn shutdown(&self) {
+        let _ = self.flush().await;
+        let _ = self.writer.lock().await.io.shutdown().await;
+    }
 }
 
 /// The read half of a split connection.
@@ -117,7 +125,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         let assembler = MessageAssembler::new(options.config.max_message_size);
         let shared = Arc::new(Shared {
             conn: Mutex::new(conn),
-            writer: ::tokio::sync::Mutex::new(write),
+            writer: ::tokio::sync::Mutex::new(Writer {
+                io: write,
+                inflight: Default::default(),
+            }),
             options,
         });
         (
@@ -186,13 +197,13 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
                 Ok(Some(e)) => return Ok(Some(e)),
                 Ok(None) => {}
                 Err(e) => {
-                    let _ = self.shared.writer.lock().await.shutdown().await;
+                    self.shared.shutdown().await;
                     return Err(e.into());
                 }
             }
             let done = done && !self.shared.conn().want_write();
             if done && (role == Role::Server || self.eof) {
-                let _ = self.shared.writer.lock().await.shutdown().await;
+                self.shared.shutdown().await;
                 return Ok(None);
             }
             if !done && !want_read && !want_write {
@@ -217,7 +228,7 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
                 Some(limit) => match timeout(limit, self.read.read_buf(&mut self.buf)).await {
                     Ok(n) => n?,
                     Err(_) if closing || done => {
-                        let _ = self.shared.writer.lock().await.shutdown().await;
+                        self.shared.shutdown().await;
                         return if done { Ok(None) } else { Err(Error::Timeout) };
                     }
                     Err(_) => {
