@@ -297,7 +297,7 @@ fn streaming_a_message_larger_than_the_limit() {
 }
 
 #[test]
-fn handshake_and_connect_timeouts() {
+fn handshake_timeouts_both_roles() {
     // A client that sends half a request: the server's handshake times out.
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -363,4 +363,28 @@ fn a_peer_that_does_not_read_gets_timeouts_and_memory_stays_bounded() {
     assert!(ws.connection().error().is_none());
     stop_tx.send(()).unwrap();
     server.join().unwrap();
+}
+
+#[test]
+fn connect_timeout() {
+    // A listener with a full backlog (0, with one connection pending) never completes a
+    // TCP connect on 127.0.0.1: the connect timeout ends the attempt.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_listener, _first, addr) = rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = sock.local_addr().unwrap();
+        let l = sock.listen(0).unwrap();
+        let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        (l, first, addr)
+    });
+    let mut options = Options::default();
+    options.connect_timeout = Some(Duration::from_millis(200));
+    let t = Instant::now();
+    let r = blocking::connect(&format!("ws://{addr}/"), options);
+    assert!(matches!(r, Err(Error::Timeout)), "{:?}", r.map(|_| ()));
+    assert!(t.elapsed() >= Duration::from_millis(190));
 }
