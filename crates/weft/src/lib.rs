@@ -17,6 +17,7 @@ pub mod blocking;
 mod client;
 mod error;
 mod options;
+mod source;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod tokio;

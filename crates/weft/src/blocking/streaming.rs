@@ -4,11 +4,10 @@
 
 use super::{Deadline, Transport, WebSocket};
 use crate::error::{Error, Result};
+use crate::source::{SourceSend, SOURCE_CHUNK};
 use bytes::{Buf, Bytes};
 use std::io::{self, Read, Write};
 use weft_proto::{Event, MessageKind, RecvLevel};
-
-const SOURCE_CHUNK: usize = 64 * 1024;
 
 impl<S: Transport> WebSocket<S> {
     /// Waits for the next message and returns it as a `Read` of its bytes (`Ok(None)` once
@@ -48,41 +47,23 @@ impl<S: Transport> WebSocket<S> {
         deadline: Deadline,
     ) -> Result<()> {
         self.check_broken()?;
-        self.conn.begin_message(kind)?;
-        if let Some(len) = len {
-            self.conn.begin_frame(len, true)?;
-        }
-        let mut left = len;
+        let mut send = SourceSend::begin(&mut self.conn, kind, len)?;
         let mut buf = vec![0u8; SOURCE_CHUNK];
         loop {
-            let want = match left {
-                Some(0) => break,
-                Some(n) => (n as usize).min(SOURCE_CHUNK),
-                None => SOURCE_CHUNK,
-            };
+            let want = send.want();
             let n = match source.read(&mut buf[..want]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             };
-            if n == 0 {
-                if left.is_some() {
+            match send.feed(&mut self.conn, &buf[..n]) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e @ Error::Io(_)) => {
                     self.broken = true;
-                    return Err(Error::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the source ended before the declared length",
-                    )));
+                    return Err(e);
                 }
-                self.conn.end_message()?;
-                break;
-            }
-            let chunk = Bytes::copy_from_slice(&buf[..n]);
-            match left.as_mut() {
-                Some(l) => {
-                    *l -= n as u64;
-                    self.conn.send_frame_data(chunk)?;
-                }
-                None => self.conn.send_frame(chunk, false)?,
+                Err(e) => return Err(e),
             }
             if self.conn.queued_bytes() > self.options.write_buffer_limit {
                 self.flush(deadline)?;

@@ -4,6 +4,7 @@
 
 use super::WebSocket;
 use crate::error::{Error, Result};
+use crate::source::{SourceSend, SOURCE_CHUNK};
 use ::tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use bytes::{Buf, Bytes};
 use std::future::poll_fn;
@@ -11,10 +12,6 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use weft_proto::{Event, MessageKind, RecvLevel};
-
-/// The most bytes one read from the source of `send_from_reader` takes (one frame or
-/// chunk each).
-const SOURCE_CHUNK: usize = 64 * 1024;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Waits for the next message and returns it as a stream of its bytes: an `AsyncRead`
@@ -53,37 +50,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         mut source: R,
         len: Option<u64>,
     ) -> Result<()> {
-        self.conn.begin_message(kind)?;
-        if let Some(len) = len {
-            self.conn.begin_frame(len, true)?;
-        }
-        let mut left = len;
+        let mut send = SourceSend::begin(&mut self.conn, kind, len)?;
         let mut buf = vec![0u8; SOURCE_CHUNK];
         loop {
-            let want = match left {
-                Some(0) => break,
-                Some(n) => (n as usize).min(SOURCE_CHUNK),
-                None => SOURCE_CHUNK,
+            let want = send.want();
+            let n = if want == 0 {
+                0
+            } else {
+                source.read(&mut buf[..want]).await?
             };
-            let n = source.read(&mut buf[..want]).await?;
-            if n == 0 {
-                if left.is_some() {
-                    // The declared frame cannot be completed: the connection is unusable.
-                    return Err(Error::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the source ended before the declared length",
-                    )));
-                }
-                self.conn.end_message()?;
+            if send.feed(&mut self.conn, &buf[..n])? {
                 break;
-            }
-            let chunk = Bytes::copy_from_slice(&buf[..n]);
-            match left.as_mut() {
-                Some(l) => {
-                    *l -= n as u64;
-                    self.conn.send_frame_data(chunk)?;
-                }
-                None => self.conn.send_frame(chunk, false)?,
             }
             if self.conn.queued_bytes() > self.options.write_buffer_limit {
                 self.flush().await?;
