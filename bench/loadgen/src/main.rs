@@ -1,0 +1,583 @@
+//! loadgen: a neutral WebSocket echo load generator. One thread, non-blocking sockets on mio
+//! (epoll), no WebSocket library: it writes the handshake (fixed key, checks the 101 and the
+//! accept value), builds masked frames, and parses and checks every echo itself (length,
+//! kind, the tag that numbers each message, and sampled payload bytes), in order.
+//!
+//! ```text
+//! loadgen --addr 127.0.0.1:9001 --conns 64 --size 1024 --kind binary --inflight 8 \
+//!         --duration-secs 3 --warmup-secs 1 [--server-pid PID]
+//! ```
+//!
+//! Each connection keeps `--inflight` messages outstanding: one is sent for each echo
+//! received. After every connection is open it runs `--warmup-secs` unmeasured, then
+//! `--duration-secs` measured, and prints one JSON line: echoes per second, p50/p99/max
+//! latency (µs, from the send of a message to the end of its echo), its own CPU seconds, the
+//! server's CPU seconds over the window (with `--server-pid`: utime+stime from
+//! /proc/PID/stat, and the on-CPU time from /proc/PID/schedstat) and per echo, the CPU
+//! time the rest of the machine used (`noise_cpu_s`: all busy time in /proc/stat less this
+//! process's and the server's), the interrupt time (`irq_cpu_s`, mostly this test's own
+//! loopback TCP work, which the kernel also charges to the process it ran in), and errors.
+//! It exits 1 when any check failed or a connection broke.
+//!
+//! Checks: every echo must come back in order on its connection, unmasked, with the kind
+//! and length sent; its first 8 bytes (a tag numbering the message, mixed with the
+//! connection) must match, and so must 4 positions spread by the tag and the last byte.
+//! `--verify full` compares every byte instead (slower; for validating a server).
+
+mod frame;
+
+use frame::{Expect, Parser, Template};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use std::collections::VecDeque;
+use std::io::{ErrorKind, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+struct Args {
+    addr: SocketAddr,
+    conns: usize,
+    size: usize,
+    text: bool,
+    inflight: usize,
+    duration: Duration,
+    warmup: Duration,
+    server_pid: Option<u32>,
+    connect_timeout: Duration,
+    /// Compare every payload byte (not only the tag and samples).
+    verify_full: bool,
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("loadgen: {msg}");
+    eprintln!(
+        "flags: --addr HOST:PORT --conns N --size BYTES --kind text|binary --inflight N \
+         --duration-secs S --warmup-secs S [--server-pid PID] [--connect-timeout-secs S] \
+         [--verify sampled|full]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        addr: "127.0.0.1:9001".parse().unwrap(),
+        conns: 1,
+        size: 16,
+        text: false,
+        inflight: 1,
+        duration: Duration::from_secs(3),
+        warmup: Duration::from_secs(1),
+        server_pid: None,
+        connect_timeout: Duration::from_secs(10),
+        verify_full: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let v = it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        let secs = |v: &str| {
+            Duration::from_secs_f64(v.parse().unwrap_or_else(|_| usage(&format!("{flag}: {v}"))))
+        };
+        let num = |v: &str| -> usize { v.parse().unwrap_or_else(|_| usage(&format!("{flag}: {v}"))) };
+        match flag.as_str() {
+            "--addr" => a.addr = v.parse().unwrap_or_else(|_| usage(&format!("--addr: {v}"))),
+            "--conns" => a.conns = num(&v),
+            "--size" => a.size = num(&v),
+            "--kind" => {
+                a.text = match v.as_str() {
+                    "text" => true,
+                    "binary" => false,
+                    _ => usage("--kind is text or binary"),
+                }
+            }
+            "--inflight" => a.inflight = num(&v),
+            "--duration-secs" => a.duration = secs(&v),
+            "--warmup-secs" => a.warmup = secs(&v),
+            "--server-pid" => a.server_pid = Some(num(&v) as u32),
+            "--connect-timeout-secs" => a.connect_timeout = secs(&v),
+            "--verify" => {
+                a.verify_full = match v.as_str() {
+                    "full" => true,
+                    "sampled" => false,
+                    _ => usage("--verify is sampled or full"),
+                }
+            }
+            other => usage(&format!("unknown flag {other}")),
+        }
+    }
+    if a.conns == 0 || a.inflight == 0 {
+        usage("--conns and --inflight must be at least 1");
+    }
+    a
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Handshake,
+    Open,
+    Dead,
+}
+
+/// A message waiting to be written: its own head (header, mask key, masked tag), then the
+/// template's shared body.
+struct Out {
+    head: [u8; 22],
+    head_len: u8,
+}
+
+struct Conn {
+    sock: TcpStream,
+    id: u32,
+    phase: Phase,
+    /// Handshake request bytes not written yet.
+    req: Vec<u8>,
+    req_off: usize,
+    rbuf: Vec<u8>,
+    rlen: usize,
+    parser: Parser,
+    /// Messages in flight, oldest first: what the echo must be and when it was sent.
+    inflight: VecDeque<(Expect, Instant)>,
+    /// Messages queued for writing, and how much of the first is written.
+    out: VecDeque<Out>,
+    out_off: usize,
+    next_seq: u32,
+}
+
+const RBUF: usize = 256 * 1024;
+const MAX_IOV: usize = 64;
+const MAX_CONNECTING: usize = 100;
+
+struct Stats {
+    echoes: u64,
+    latencies_ns: Vec<u32>,
+    errors: u64,
+    first_error: Option<String>,
+    recording: bool,
+    sending: bool,
+}
+
+impl Stats {
+    fn error(&mut self, conn: u32, msg: String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(format!("connection {conn}: {msg}"));
+        }
+    }
+}
+
+impl Conn {
+    fn queue_message(&mut self, t: &Template, now: Instant) {
+        // Each connection numbers its messages; the tag mixes in the connection so that an
+        // echo on the wrong connection fails too.
+        let id = self.id.wrapping_mul(0x9E37_79B1) ^ self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let (head, n) = t.head(id);
+        self.out.push_back(Out {
+            head,
+            head_len: n as u8,
+        });
+        self.inflight.push_back((t.expect(id), now));
+    }
+
+    /// Writes as much as the socket takes. `Err` breaks the connection.
+    fn flush(&mut self, t: &Template) -> Result<(), String> {
+        let body = t.body();
+        while !self.out.is_empty() {
+            let mut iov: [IoSlice; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (i, o) in self.out.iter().enumerate() {
+                if n + 2 > MAX_IOV {
+                    break;
+                }
+                let head = &o.head[..o.head_len as usize];
+                if i == 0 && self.out_off > 0 {
+                    // Part of the first message is written.
+                    if self.out_off < head.len() {
+                        iov[n] = IoSlice::new(&head[self.out_off..]);
+                        n += 1;
+                        if !body.is_empty() {
+                            iov[n] = IoSlice::new(body);
+                            n += 1;
+                        }
+                    } else {
+                        iov[n] = IoSlice::new(&body[self.out_off - head.len()..]);
+                        n += 1;
+                    }
+                } else {
+                    iov[n] = IoSlice::new(head);
+                    n += 1;
+                    if !body.is_empty() {
+                        iov[n] = IoSlice::new(body);
+                        n += 1;
+                    }
+                }
+            }
+            match self.sock.write_vectored(&iov[..n]) {
+                Ok(0) => return Err("write returned 0".into()),
+                Ok(mut written) => {
+                    // Drop what was written.
+                    while written > 0 {
+                        let o = self.out.front().expect("written bytes were queued");
+                        let total = o.head_len as usize + body.len();
+                        let left = total - self.out_off;
+                        if written >= left {
+                            written -= left;
+                            self.out.pop_front();
+                            self.out_off = 0;
+                        } else {
+                            self.out_off += written;
+                            written = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("write: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads until the socket would block, checking every echo; each echo completed queues
+    /// the next message (while sending). Returns the number of echoes completed.
+    fn read(&mut self, t: &Template, now: Instant, stats: &mut Stats) -> Result<(), String> {
+        loop {
+            if self.rlen == self.rbuf.len() {
+                return Err("read buffer full with no frame progress".into());
+            }
+            match self.sock.read(&mut self.rbuf[self.rlen..]) {
+                Ok(0) => return Err("the server closed the connection".into()),
+                Ok(n) => {
+                    self.rlen += n;
+                    self.process(t, now, stats)?;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+
+    /// Handles the bytes in `rbuf`: the handshake response, then frames.
+    fn process(&mut self, t: &Template, now: Instant, stats: &mut Stats) -> Result<(), String> {
+        let mut off = 0;
+        if self.phase == Phase::Handshake {
+            match frame::check_response(&self.rbuf[..self.rlen])? {
+                None => return Ok(()),
+                Some(n) => {
+                    off = n;
+                    self.phase = Phase::Open;
+                }
+            }
+        }
+        while off < self.rlen {
+            let p = self
+                .parser
+                .feed(&self.rbuf[off..self.rlen], self.inflight.front().map(|x| &x.0))?;
+            off += p.consumed;
+            if p.completed {
+                let (_, sent) = self.inflight.pop_front().expect("the parser checked one");
+                if stats.recording {
+                    stats.echoes += 1;
+                    let ns = now.saturating_duration_since(sent).as_nanos();
+                    stats.latencies_ns.push(ns.min(u32::MAX as u128) as u32);
+                }
+                if stats.sending {
+                    self.queue_message(t, now);
+                }
+            } else if p.consumed == 0 {
+                break;
+            }
+        }
+        // Keep a cut header at the front.
+        self.rbuf.copy_within(off..self.rlen, 0);
+        self.rlen -= off;
+        Ok(())
+    }
+}
+
+/// utime + stime of a process, in seconds, and its on-CPU time from schedstat (ns precision).
+fn proc_cpu(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime is field 14, stime 15.
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let sched = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|ns| ns / 1e9)
+        .unwrap_or(f64::NAN);
+    Some(((utime + stime) / tck, sched))
+}
+
+/// CPU time spent by the whole machine (all CPUs), in seconds: (process time: user, nice,
+/// system, steal; interrupt time: irq, softirq). With IRQ time accounting (this kernel has
+/// it) loopback TCP processing done in softirq is charged to softirq, not to the processes.
+fn machine_busy() -> (f64, f64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = s.lines().next() else {
+        return (f64::NAN, f64::NAN);
+    };
+    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    if v.len() < 8 {
+        return (f64::NAN, f64::NAN);
+    }
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // user nice system idle iowait irq softirq steal (guest time is inside user)
+    ((v[0] + v[1] + v[2] + v[7]) / tck, (v[5] + v[6]) / tck)
+}
+
+/// This process's CPU time (user + system), in seconds.
+fn self_cpu() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64 / 1000.0
+}
+
+fn json_num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.3}")
+    } else {
+        "null".into()
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn main() {
+    let args = parse_args();
+    let template = Template::new(args.size, args.text);
+    let host = args.addr.to_string();
+    let request = frame::request(&host);
+    let mut poll = Poll::new().expect("epoll");
+    let mut events = Events::with_capacity(1024);
+    let mut conns: Vec<Conn> = Vec::with_capacity(args.conns);
+    let plain: Option<std::rc::Rc<[u8]>> = args.verify_full.then(|| template.plain().into());
+    // Connections are opened at most MAX_CONNECTING at a time (the server's accept queue is
+    // finite, and an overflow costs a 1 s SYN retransmit).
+    let start_conn = |i: usize, poll: &Poll| -> Conn {
+        let sock = TcpStream::connect(args.addr).unwrap_or_else(|e| {
+            eprintln!("loadgen: connect {}: {e}", args.addr);
+            std::process::exit(1);
+        });
+        let mut c = Conn {
+            sock,
+            id: i as u32,
+            phase: Phase::Connecting,
+            req: request.clone(),
+            req_off: 0,
+            rbuf: vec![0; RBUF],
+            rlen: 0,
+            parser: {
+                let mut p = Parser::default();
+                p.full = plain.clone();
+                p
+            },
+            inflight: VecDeque::with_capacity(args.inflight),
+            out: VecDeque::with_capacity(args.inflight),
+            out_off: 0,
+            next_seq: 0,
+        };
+        poll.registry()
+            .register(&mut c.sock, Token(i), Interest::READABLE | Interest::WRITABLE)
+            .expect("register");
+        c
+    };
+
+    let mut stats = Stats {
+        echoes: 0,
+        latencies_ns: Vec::with_capacity(1 << 20),
+        errors: 0,
+        first_error: None,
+        recording: false,
+        sending: true,
+    };
+    let start = Instant::now();
+    let mut open = 0usize;
+    let mut all_open_at: Option<Instant> = None;
+    let mut window_start: Option<(Instant, f64, Option<(f64, f64)>)> = None;
+    let mut window_end: Option<(Instant, f64, Option<(f64, f64)>)> = None;
+    let mut dead = 0usize;
+    let (mut busy0, mut busy1) = ((f64::NAN, f64::NAN), (f64::NAN, f64::NAN));
+
+    loop {
+        let now = Instant::now();
+        // Phase changes.
+        if all_open_at.is_none() {
+            if open + dead == args.conns {
+                all_open_at = Some(now);
+            } else if now - start > args.connect_timeout {
+                stats.error(
+                    0,
+                    format!(
+                        "only {open} of {} connections open after {:?}",
+                        args.conns, args.connect_timeout
+                    ),
+                );
+                break;
+            }
+        }
+        if let Some(t0) = all_open_at {
+            if window_start.is_none() && now - t0 >= args.warmup {
+                stats.recording = true;
+                window_start = Some((now, self_cpu(), args.server_pid.and_then(proc_cpu)));
+                busy0 = machine_busy();
+            }
+        }
+        if let Some((ws, _, _)) = window_start {
+            if now - ws >= args.duration {
+                window_end = Some((now, self_cpu(), args.server_pid.and_then(proc_cpu)));
+                busy1 = machine_busy();
+                break;
+            }
+        }
+        if dead == args.conns {
+            break;
+        }
+        while conns.len() < args.conns && conns.len() - open - dead < MAX_CONNECTING {
+            let c = start_conn(conns.len(), &poll);
+            conns.push(c);
+        }
+        let timeout = Duration::from_millis(20);
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            eprintln!("loadgen: poll: {e}");
+            std::process::exit(1);
+        }
+        let now = Instant::now();
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let c = &mut conns[i];
+            if c.phase == Phase::Dead {
+                continue;
+            }
+            let result: Result<(), String> = (|| {
+                if c.phase == Phase::Connecting {
+                    if let Ok(Some(e)) | Err(e) = c.sock.take_error() {
+                        return Err(format!("connect: {e}"));
+                    }
+                    match c.sock.peer_addr() {
+                        Ok(_) => {
+                            c.sock.set_nodelay(true).map_err(|e| e.to_string())?;
+                            c.phase = Phase::Handshake;
+                        }
+                        Err(e) if e.kind() == ErrorKind::NotConnected => return Ok(()),
+                        Err(e) => return Err(format!("connect: {e}")),
+                    }
+                }
+                if c.phase == Phase::Handshake && c.req_off < c.req.len() {
+                    match c.sock.write(&c.req[c.req_off..]) {
+                        Ok(n) => c.req_off += n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(format!("write request: {e}")),
+                    }
+                }
+                let was_open = c.phase == Phase::Open;
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    c.read(&template, now, &mut stats)?;
+                }
+                if !was_open && c.phase == Phase::Open {
+                    open += 1;
+                    for _ in 0..args.inflight {
+                        c.queue_message(&template, now);
+                    }
+                }
+                if c.phase == Phase::Open {
+                    c.flush(&template)?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = result {
+                stats.error(c.id, e);
+                c.phase = Phase::Dead;
+                let _ = poll.registry().deregister(&mut c.sock);
+                dead += 1;
+            }
+        }
+    }
+
+    let (secs, own_cpu, server) = match (window_start, window_end) {
+        (Some((t0, c0, s0)), Some((t1, c1, s1))) => {
+            let server = match (s0, s1) {
+                (Some(a), Some(b)) => Some((b.0 - a.0, b.1 - a.1)),
+                _ => None,
+            };
+            ((t1 - t0).as_secs_f64(), c1 - c0, server)
+        }
+        _ => (f64::NAN, f64::NAN, None),
+    };
+    if stats.errors == 0 && stats.echoes == 0 {
+        stats.error(0, "no echo completed in the measured window".into());
+    }
+    let mut lat = std::mem::take(&mut stats.latencies_ns);
+    lat.sort_unstable();
+    let rate = stats.echoes as f64 / secs;
+    let (server_cpu, server_sched) = server.unwrap_or((f64::NAN, f64::NAN));
+    let per_echo = |cpu: f64| cpu * 1e6 / stats.echoes as f64;
+    // What the rest of the machine used meanwhile: noise. The kernel reports the loopback TCP
+    // work of this very test done in softirq as interrupt time in /proc/stat, yet also
+    // charges it to the process it ran in: so the noise is all busy time less ours and the
+    // server's (about 0 on a quiet machine), and the interrupt time is reported apart for
+    // information.
+    let irq_cpu = busy1.1 - busy0.1;
+    let noise_cpu = (busy1.0 - busy0.0) + irq_cpu - own_cpu - server_cpu;
+    let controls: u64 = conns.iter().map(|c| c.parser.controls).sum();
+    println!(
+        "{{\"conns\":{},\"size\":{},\"kind\":\"{}\",\"inflight\":{},\"secs\":{},\"echoes\":{},\
+         \"msgs_per_sec\":{},\"p50_us\":{},\"p99_us\":{},\"max_us\":{},\"loadgen_cpu_s\":{},\
+         \"server_cpu_s\":{},\"server_cpu_us_per_echo\":{},\"server_sched_cpu_s\":{},\
+         \"server_sched_us_per_echo\":{},\"noise_cpu_s\":{},\"irq_cpu_s\":{},\"control_frames\":{},\"errors\":{},\"first_error\":{}}}",
+        args.conns,
+        args.size,
+        if args.text { "text" } else { "binary" },
+        args.inflight,
+        json_num(secs),
+        stats.echoes,
+        json_num(rate),
+        json_num(percentile(&lat, 0.50)),
+        json_num(percentile(&lat, 0.99)),
+        json_num(lat.last().map(|&x| x as f64 / 1000.0).unwrap_or(f64::NAN)),
+        json_num(own_cpu),
+        json_num(server_cpu),
+        json_num(per_echo(server_cpu)),
+        json_num(server_sched),
+        json_num(per_echo(server_sched)),
+        json_num(noise_cpu),
+        json_num(irq_cpu),
+        controls,
+        stats.errors,
+        stats
+            .first_error
+            .as_deref()
+            .map(json_str)
+            .unwrap_or_else(|| "null".into()),
+    );
+    std::process::exit(if stats.errors == 0 { 0 } else { 1 });
+}

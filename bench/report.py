@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""Turns bench/results/*.jsonl into bench/RESULTS.md (markdown on stdout).
+
+usage: report.py RESULTS_DIR CARGO_LOCK
+"""
+import json
+import os
+import re
+import statistics
+import sys
+
+LIBS = ["weft", "tungstenite", "fastwebsockets", "tokio-websockets"]
+PEERS = LIBS[1:]
+VERSIONED = ["tokio-tungstenite", "tungstenite", "fastwebsockets", "tokio-websockets",
+             "hyper", "hyper-util", "tokio", "mio", "bytes", "simdutf8"]
+
+
+def load(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def meta(res, part):
+    p = os.path.join(res, part + ".meta.json")
+    if not os.path.exists(p):
+        return None
+    with open(p) as f:
+        return json.load(f)
+
+
+def versions(lock):
+    out = {}
+    text = open(lock).read() if os.path.exists(lock) else ""
+    for m in re.finditer(r'\[\[package\]\]\nname = "([^"]+)"\nversion = "([^"]+)"', text):
+        if m.group(1) in VERSIONED:
+            out.setdefault(m.group(1), []).append(m.group(2))
+    return out
+
+
+def fmt(x, digits=2):
+    if x is None:
+        return "-"
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:.{digits}f} M"
+    if abs(x) >= 1e4:
+        return f"{x / 1e3:.0f} k"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    return f"{x:.{digits}f}"
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def meta_line(m):
+    if not m:
+        return ""
+    s = f"_{m['date']}, {m['mode']} run"
+    if m["part"] == "matrix":
+        s += f", {m['repeats']} repeat(s) of {m['duration']} s after {m['warmup']} s warm-up"
+    s += f"; weft at {m['weft_commit']}{' + uncommitted changes' if m['weft_dirty'] else ''}"
+    s += f"; load average at start {m['loadavg_start']}_"
+    return s
+
+
+def noise_cpu(r):
+    """CPU seconds the rest of the machine used during a run's window."""
+    if "noise_cpu_s" in r:
+        return r["noise_cpu_s"] or 0.0
+    # Rows from a loadgen that reported interrupt time apart from other_cpu_s.
+    return (r.get("other_cpu_s") or 0.0) + (r.get("irq_cpu_s") or 0.0)
+
+
+def matrix_section(rows, m):
+    out = ["## Echo matrix", "", meta_line(m), ""]
+    out += [
+        "Each server single-threaded (current-thread tokio runtime) on CPU 0, the load "
+        "generator on CPU 1. Median over repeats. _CPU µs/echo_ is the server's utime+stime "
+        "(/proc/PID/stat) over the measured window divided by the echoes in it. In each cell "
+        "the number in parentheses is the ratio to the best peer (for msgs/s higher is "
+        "better, for CPU lower is better); then weft's ratio in bold. _other procs_ is the CPU that "
+        "the rest of the machine used during the window (all busy CPU time in /proc/stat less "
+        "the server's and the load generator's), in cores, median over the cell's runs: about "
+        "0 on a quiet machine, above ~0.1 the cell is noisy (the load generator is on the "
+        "other core, so noise slows both sides). The load generator is close to a full core "
+        "in the fastest cells (16 B x 8 in flight at 64/512 connections): there msgs/s may be "
+        "its limit, while CPU per echo stays the server's own number.",
+        "",
+    ]
+    by = {}
+    errors = []
+    for r in rows:
+        key = (r["kind"], r["conns"], r["size"], r["inflight"])
+        by.setdefault(key, {}).setdefault(r["server"], []).append(r)
+        if r.get("errors"):
+            errors.append(r)
+    keys = sorted(by, key=lambda k: (k[0] != "binary", k[1], k[2], k[3]))
+    present = [l for l in LIBS if any(l in by[k] for k in keys)]
+    peers = [l for l in present if l != "weft"]
+
+    def metric(k, lib, field):
+        runs = [x for x in by[k].get(lib, []) if not x.get("errors")]
+        return med([x.get(field) for x in runs])
+
+    def cell_name(k):
+        kind, c, s, f = k
+        size = {16: "16 B", 1024: "1 KiB", 65536: "64 KiB"}.get(s, f"{s} B")
+        return f"{c} x {size} x {f}" + (" text" if kind == "text" else "")
+
+    def table(title, field, higher_better, digits):
+        t = [f"### {title}", "",
+             "| conns x size x in flight | " + " | ".join(present) + " | weft / best peer | other procs, cores |",
+             "|---|" + "---:|" * (len(present) + 2)]
+        ratios = []
+        for k in keys:
+            vals = {l: metric(k, l, field) for l in present}
+            pv = [vals[l] for l in peers if vals[l] is not None]
+            best = (max(pv) if higher_better else min(pv)) if pv else None
+            cells = []
+            for l in present:
+                v = vals[l]
+                if v is None:
+                    cells.append("-")
+                elif best:
+                    cells.append(f"{fmt(v, digits)} ({v / best:.2f})")
+                else:
+                    cells.append(fmt(v, digits))
+            w = vals.get("weft")
+            r = (w / best) if (w is not None and best) else None
+            if r is not None:
+                ratios.append((r, k))
+            noise = med([max(0.0, noise_cpu(x)) / x["secs"]
+                         for runs in by[k].values() for x in runs if x.get("secs")])
+            row = f"| {cell_name(k)} | " + " | ".join(cells)
+            row += f" | **{r:.2f}**" if r is not None else " | -"
+            row += f" | {noise:.2f} |" if noise is not None else " | - |"
+            t.append(row)
+        t.append("")
+        return t, ratios
+
+    t, msg_ratios = table("Throughput, echoes/s", "msgs_per_sec", True, 1)
+    out += t
+    t, cpu_ratios = table("Server CPU per echo, µs", "server_cpu_us_per_echo", False, 2)
+    out += t
+    t, _ = table("p99 latency, µs (load generator's view)", "p99_us", False, 0)
+    out += t
+    if errors:
+        out += ["### Runs with errors", ""]
+        for e in errors:
+            out.append(f"- {e['server']} {cell_name((e['kind'], e['conns'], e['size'], e['inflight']))} "
+                       f"repeat {e.get('repeat')}: {e.get('first_error')}")
+        out.append("")
+    return out, msg_ratios, cpu_ratios, cell_name
+
+
+def codec_section(rows, m):
+    out = ["## Codec (in memory, no syscalls)", "", meta_line(m), ""]
+    out += [
+        "Decode: masked client frames read whole by a server endpoint from an in-memory "
+        "stream (at most 64 KiB per read); encode: server frames written into an in-memory "
+        "stream that copies into one reused 64 KiB buffer. Best of several runs, one core. "
+        "GB/s counts wire bytes. memcpy copies the same bytes in the same 64 KiB pieces. "
+        "In parentheses: ratio to the best peer.",
+        "",
+    ]
+    by = {}
+    for r in rows:
+        by.setdefault((r["dir"], r["workload"]), {})[r["library"]] = r
+    results = {}
+    for d in ["decode", "encode"]:
+        out += [f"### {d.capitalize()}", "",
+                "| workload | " + " | ".join(LIBS) + " | memcpy | weft / best peer | weft / memcpy |",
+                "|---|" + "---:|" * (len(LIBS) + 3)]
+        for (dd, w), libs in by.items():
+            if dd != d:
+                continue
+            peers = [libs[p]["gb_per_s"] for p in PEERS if p in libs]
+            best = max(peers) if peers else None
+            cells = []
+            for l in LIBS:
+                if l not in libs:
+                    cells.append("-")
+                    continue
+                x = libs[l]
+                rr = f" ({x['gb_per_s'] / best:.2f})" if best else ""
+                cells.append(f"{x['gb_per_s']:.2f} GB/s, {fmt(x['msgs_per_s'])} msg/s{rr}")
+            mc = libs.get("memcpy")
+            wf = libs.get("weft")
+            r_peer = wf["gb_per_s"] / best if (wf and best) else None
+            r_mem = wf["gb_per_s"] / mc["gb_per_s"] if (wf and mc) else None
+            results[(d, w)] = (wf, r_peer, r_mem)
+            out.append(f"| {w} | " + " | ".join(cells) +
+                       (f" | {mc['gb_per_s']:.2f} GB/s" if mc else " | -") +
+                       (f" | **{r_peer:.2f}**" if r_peer else " | -") +
+                       (f" | {r_mem:.2f} |" if r_mem else " | - |"))
+        out.append("")
+    return out, results
+
+
+def idle_section(rows, m):
+    out = ["## Idle connections", "", meta_line(m), ""]
+    out += [
+        "10,000 connections opened (handshake done) and left idle. RSS: the server's VmRSS "
+        "after minus before, per connection. Heap: live bytes of the server's counting "
+        "global allocator (reported on SIGUSR1) after minus before, per connection; the "
+        "blocks column lists the 16-byte size classes that grew by at least half a block per "
+        "connection (`<=4096: 1.00` = one block of 4081-4096 bytes each). In parentheses: "
+        "ratio to the best peer. The servers drop the handshake request once accepted.",
+        "",
+        "| library | RSS / conn | heap / conn | allocations / conn | live blocks per conn by size (bytes: count) | time to open all |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    peers = [r for r in rows if r["server"] != "weft" and r.get("heap_per_conn_bytes") is not None]
+    best_heap = min((r["heap_per_conn_bytes"] for r in peers), default=None)
+    best_rss = min((r["rss_per_conn_bytes"] for r in peers), default=None)
+    weft = None
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['server']} | error: {r['error']} | | | | |")
+            continue
+        h, s = r["heap_per_conn_bytes"], r["rss_per_conn_bytes"]
+        if r["server"] == "weft":
+            weft = r
+        out.append(f"| {r['server']} | {s / 1024:.1f} KiB ({s / best_rss:.2f}) | "
+                   f"{h / 1024:.1f} KiB ({h / best_heap:.2f}) | {r['allocs_per_conn']} | "
+                   f"{r.get('blocks_per_conn_by_size') or '-'} | {r['open_secs']:.1f} s |")
+    out.append("")
+    return out, weft
+
+
+def main():
+    res, lock = sys.argv[1], sys.argv[2]
+    machine = {}
+    p = os.path.join(res, "machine.txt")
+    if os.path.exists(p):
+        for line in open(p):
+            k, _, v = line.rstrip("\n").partition("=")
+            machine[k] = v
+    vers = versions(lock)
+    out = ["# weft benchmark results", "",
+           "Written by `bench/run` (see `bench/README.md`); each part below carries its own date.",
+           "",
+           "## Machine and versions", "",
+           f"- machine: `{machine.get('uname', '?')}`",
+           f"- CPU: {machine.get('cpu', '?')}, {machine.get('cpus', '?')} CPUs (a KVM guest; other "
+           "engineers build and test on the same machine, so expect noise: see the _other procs_ column)",
+           f"- {machine.get('rustc', '?')}; release profile with `codegen-units = 1`, thin LTO, for every library",
+           "- crates (from bench/Cargo.lock): " +
+           ", ".join(f"{k} {'/'.join(v)}" for k, v in sorted(vers.items())),
+           ""]
+    mrows = load(os.path.join(res, "matrix.jsonl"))
+    crows = load(os.path.join(res, "codec.jsonl"))
+    irows = load(os.path.join(res, "idle.jsonl"))
+    targets = ["## Targets (issue 4)", ""]
+    body = []
+    if mrows:
+        t, msg_r, cpu_r, cell_name = matrix_section(mrows, meta(res, "matrix"))
+        body += t
+        if cpu_r:
+            ok = [r for r, _ in cpu_r if r <= 0.8]
+            worst = max(cpu_r)
+            targets.append(f"- server CPU per echo <= 0.8x the best peer in every cell: "
+                           f"**{len(ok)}/{len(cpu_r)} cells**; worst {worst[0]:.2f} at {cell_name(worst[1])}")
+    if crows:
+        t, cres = codec_section(crows, meta(res, "codec"))
+        body += t
+        rp = [(v[1], k) for k, v in cres.items() if v[1]]
+        if rp:
+            ok = [r for r, _ in rp if r >= 1.2]
+            worst = min(rp)
+            targets.append(f"- codec >= 1.2x the best peer on every workload: **{len(ok)}/{len(rp)}**; "
+                           f"worst {worst[0]:.2f} ({worst[1][0]} {worst[1][1]})")
+        for d in ["decode", "encode"]:
+            for (dd, w), (wf, _, rm) in cres.items():
+                if dd == d and "1 MiB" in w and rm:
+                    targets.append(f"- {d} 1 MiB binary >= 95% of memcpy: **{rm * 100:.0f}%**")
+                if dd == d and "16 B" in w and wf:
+                    targets.append(f"- {d} >= 30 M 16 B messages/s: **{wf['msgs_per_s'] / 1e6:.1f} M/s**")
+    if irows:
+        t, weft = idle_section(irows, meta(res, "idle"))
+        body += t
+        if weft and weft.get("heap_per_conn_bytes") is not None:
+            targets.append(f"- <= 2 KiB heap per idle connection: **{weft['heap_per_conn_bytes'] / 1024:.1f} KiB**")
+    targets.append("")
+    print("\n".join(out + targets + body))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+//! weft's echo server, as `crates/weft/examples/echo-server.rs` does it: `recv`, then `feed`
+//! every message that has already arrived (`try_recv`), then one `flush` (corking).
+
+use bytes::Bytes;
+use servers::{serve, Args, MAX_MESSAGE};
+use weft::proto::Message;
+use weft::Options;
+
+fn main() {
+    serve("echo-weft", |stream, args: &Args| {
+        let mut options = Options::default();
+        options.config.max_message_size = Some(MAX_MESSAGE as u64);
+        options.config.max_frame_size = Some(MAX_MESSAGE as u64);
+        if let Some(n) = args.read_buffer_size {
+            options.config.read_buffer_size = n;
+        }
+        echo(stream, options, args.corrupt_every)
+    });
+}
+
+async fn echo(
+    stream: tokio::net::TcpStream,
+    options: Options,
+    corrupt_every: u64,
+) -> weft::Result<()> {
+    let (mut ws, _) =
+        weft::tokio::accept_with(stream, options, |_| Ok(weft::Accept::new())).await?;
+    let mut n = 0u64;
+    while let Some(msg) = ws.recv().await? {
+        n += 1;
+        ws.feed(maybe_corrupt(msg, n, corrupt_every)).await?;
+        while let Some(next) = ws.try_recv()? {
+            n += 1;
+            ws.feed(maybe_corrupt(next, n, corrupt_every)).await?;
+        }
+        ws.flush().await?;
+    }
+    Ok(())
+}
+
+/// Test mode: flips the low bit of the middle byte of every `every`th payload (ASCII stays
+/// ASCII, so text stays valid UTF-8). The load generator's sampled checks may miss it (the
+/// middle byte is sampled only by chance); `--verify full` finds it.
+fn maybe_corrupt(msg: Message, n: u64, every: u64) -> Message {
+    if every == 0 || n % every != 0 || msg.is_empty() {
+        return msg;
+    }
+    let text = matches!(msg, Message::Text(_));
+    let mut v = msg.into_payload().to_vec();
+    let mid = v.len() / 2;
+    v[mid] ^= 1;
+    if text {
+        Message::from(String::from_utf8(v).expect("ASCII stays ASCII"))
+    } else {
+        Message::Binary(Bytes::from(v))
+    }
+}

@@ -1,0 +1,280 @@
+//! What the four echo servers share: the command line, the accept loop on a current-thread
+//! tokio runtime, and a counting global allocator for the idle-memory benchmark.
+//!
+//! Every server takes:
+//!
+//! - `--addr HOST:PORT` (default 127.0.0.1:9001);
+//! - `--heap-file PATH`: count heap allocations from the start, and on each `SIGUSR1` write
+//!   a line `live_bytes=N live_allocs=N peak_bytes=N total_allocs=N` to PATH, then one line
+//!   `size_upto=S live=N` per allocation size class (16-byte classes up to 64 KiB) holding
+//!   live blocks (written to `PATH.tmp`, then renamed, so a reader never sees half a file). Without it the
+//!   allocator only pays one relaxed load per call and the servers install no signal handler.
+//! - `--verbose`: print each connection's error (by default they are dropped: a load
+//!   generator that exits resets hundreds of connections at once).
+//!
+//! `echo-weft` also takes `--corrupt-every N` (flip one byte of every Nth echoed payload),
+//! the test mode that shows the load generator's checks can fail, and, for experiments,
+//! `--read-buffer-size BYTES` (the engine's `Config::read_buffer_size`; the benchmark runs
+//! weft's default).
+
+use futures_util::FutureExt;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering::Relaxed};
+
+/// The limit on incoming messages (and frames) every server is given: 64 MiB, the peers'
+/// default; the benchmark's largest message is 64 KiB and the codec's 1 MiB.
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+/// The global allocator: `System`, counting live bytes once `--heap-file` switched it on.
+pub struct CountingAlloc;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+static LIVE_ALLOCS: AtomicIsize = AtomicIsize::new(0);
+static PEAK_BYTES: AtomicIsize = AtomicIsize::new(0);
+static TOTAL_ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+/// Live allocations by size: bucket i holds sizes in (16(i-1), 16i]; the last, everything
+/// larger than 64 KiB.
+const BUCKETS: usize = 4098;
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicIsize = AtomicIsize::new(0);
+static LIVE_BY_SIZE: [AtomicIsize; BUCKETS] = [ZERO; BUCKETS];
+
+#[inline]
+fn bucket(size: usize) -> usize {
+    size.div_ceil(16).min(BUCKETS - 1)
+}
+
+#[inline]
+fn count_size(size: usize, n: isize) {
+    LIVE_BY_SIZE[bucket(size)].fetch_add(n, Relaxed);
+}
+
+#[inline]
+fn count(bytes: isize, allocs: isize) {
+    let live = LIVE_BYTES.fetch_add(bytes, Relaxed) + bytes;
+    LIVE_ALLOCS.fetch_add(allocs, Relaxed);
+    if allocs > 0 {
+        TOTAL_ALLOCS.fetch_add(1, Relaxed);
+    }
+    if live > PEAK_BYTES.load(Relaxed) {
+        PEAK_BYTES.store(live, Relaxed);
+    }
+}
+
+// Frees of blocks allocated before counting started would make the count negative; counting
+// starts first thing in `main`, before any allocation of note, so the error is a few bytes.
+unsafe impl GlobalAlloc for CountingAlloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() && COUNTING.load(Relaxed) {
+            count(layout.size() as isize, 1);
+            count_size(layout.size(), 1);
+        }
+        p
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() && COUNTING.load(Relaxed) {
+            count(layout.size() as isize, 1);
+            count_size(layout.size(), 1);
+        }
+        p
+    }
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        if COUNTING.load(Relaxed) {
+            count(-(layout.size() as isize), -1);
+            count_size(layout.size(), -1);
+        }
+    }
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() && COUNTING.load(Relaxed) {
+            count(new_size as isize - layout.size() as isize, 0);
+            count_size(layout.size(), -1);
+            count_size(new_size, 1);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// The heap counters now: (live bytes, live allocations, peak bytes, allocations so far).
+pub fn heap_stats() -> (isize, isize, isize, usize) {
+    (
+        LIVE_BYTES.load(Relaxed),
+        LIVE_ALLOCS.load(Relaxed),
+        PEAK_BYTES.load(Relaxed),
+        TOTAL_ALLOCS.load(Relaxed),
+    )
+}
+
+/// The parsed command line.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub addr: SocketAddr,
+    pub heap_file: Option<PathBuf>,
+    pub verbose: bool,
+    /// `echo-weft` only: corrupt every Nth echoed payload (0: never).
+    pub corrupt_every: u64,
+    /// `echo-weft` only, for experiments: the engine's `read_buffer_size` (default: weft's).
+    pub read_buffer_size: Option<usize>,
+}
+
+fn parse_args(name: &str) -> Args {
+    let mut args = Args {
+        addr: "127.0.0.1:9001".parse().unwrap(),
+        heap_file: None,
+        verbose: false,
+        corrupt_every: 0,
+        read_buffer_size: None,
+    };
+    let mut it = std::env::args().skip(1);
+    let die = |msg: String| -> ! {
+        eprintln!("{name}: {msg}");
+        eprintln!("flags: --addr HOST:PORT [--heap-file PATH] [--verbose] [--corrupt-every N | --read-buffer-size BYTES (echo-weft)]");
+        std::process::exit(2)
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| die(format!("{flag} needs a value")));
+        match flag.as_str() {
+            "--addr" => args.addr = value().parse().unwrap_or_else(|e| die(format!("--addr: {e}"))),
+            "--heap-file" => args.heap_file = Some(value().into()),
+            "--verbose" => args.verbose = true,
+            "--corrupt-every" => {
+                args.corrupt_every = value()
+                    .parse()
+                    .unwrap_or_else(|e| die(format!("--corrupt-every: {e}")))
+            }
+            "--read-buffer-size" => {
+                args.read_buffer_size = Some(
+                    value()
+                        .parse()
+                        .unwrap_or_else(|e| die(format!("--read-buffer-size: {e}"))),
+                )
+            }
+            other => die(format!("unknown flag {other}")),
+        }
+    }
+    args
+}
+
+/// Runs an echo server: parses the command line, builds a current-thread runtime, accepts
+/// on `--addr` (TCP_NODELAY on every connection, as every peer's examples do or should) and
+/// spawns `handle(stream, args)` per connection.
+pub fn serve<F, Fut, E>(name: &str, handle: F)
+where
+    F: Fn(tokio::net::TcpStream, &Args) -> Fut + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let args = parse_args(name);
+    raise_fd_limit();
+    if args.heap_file.is_some() {
+        COUNTING.store(true, Relaxed);
+    }
+    // IO and time for every server: weft's handshake timeout needs the timer.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let name = name.to_string();
+    let result: std::io::Result<()> = rt.block_on(async move {
+        // A backlog of 1024 (tokio's `bind` uses 128): 512 connections arrive at once.
+        let socket = if args.addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(args.addr)?;
+        let listener = socket.listen(1024)?;
+        eprintln!("{name} listening on {}", listener.local_addr()?);
+        if let Some(path) = args.heap_file.clone() {
+            tokio::spawn(report_heap_on_sigusr1(path));
+        }
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                // Out of descriptors and the like: keep serving the connections we have.
+                Err(e) => {
+                    if args.verbose {
+                        eprintln!("{name}: accept: {e}");
+                    }
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            };
+            stream.set_nodelay(true)?;
+            let verbose = args.verbose;
+            // `map`, not `async move { fut.await }`: an async block keeps its captured future
+            // and the awaited one in separate slots, which would double every task.
+            tokio::spawn(handle(stream, &args).map(move |result| {
+                if let Err(e) = result {
+                    if verbose {
+                        eprintln!("connection: {e}");
+                    }
+                }
+            }));
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
+}
+
+/// Raises the soft limit on open files to the hard one (10,000 idle connections need it).
+fn raise_fd_limit() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+async fn report_heap_on_sigusr1(path: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sig = match signal(SignalKind::user_defined1()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("SIGUSR1 handler: {e}");
+            return;
+        }
+    };
+    let tmp = path.with_extension("tmp");
+    while sig.recv().await.is_some() {
+        let (live, allocs, peak, total) = heap_stats();
+        let mut line = format!(
+            "live_bytes={live} live_allocs={allocs} peak_bytes={peak} total_allocs={total}\n"
+        );
+        // Then the live allocations by size, one line per non-empty bucket.
+        for (i, b) in LIVE_BY_SIZE.iter().enumerate() {
+            let n = b.load(Relaxed);
+            if n != 0 {
+                let upto = if i == BUCKETS - 1 { usize::MAX } else { i * 16 };
+                line.push_str(&format!("size_upto={upto} live={n}\n"));
+            }
+        }
+        if std::fs::write(&tmp, line).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+}
