@@ -116,8 +116,8 @@ async fn client(stream: TcpStream, id: u64, hub: broadcast::Sender<Message>) -> 
     options.config.max_message_size = Some(MAX_MESSAGE);
     options.config.max_frame_size = Some(MAX_MESSAGE);
     options.close_timeout = CLOSE_TIMEOUT;
-    let (ws, _request) =
-        weft::tokio::accept_with(stream, options, |_| Ok(weft::Accept::new())).await?;
+    // `_`, not a named binding: the request (its headers) is dropped at once.
+    let (ws, _) = weft::tokio::accept_with(stream, options, |_| Ok(weft::Accept::new())).await?;
     let (mut reader, writer) = ws.split();
 
     // Announce first, subscribe second: the newcomer does not get its own announcement

@@ -122,7 +122,8 @@ async fn serve(args: Args) -> std::io::Result<()> {
 }
 
 async fn echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S, options: Options) -> weft::Result<()> {
-    let (mut ws, _request) =
+    // `_`, not a named binding: the request (its headers) is dropped at once.
+    let (mut ws, _) =
         weft::tokio::accept_with(stream, options, |_| Ok(weft::Accept::new())).await?;
     // Cork: echo every message that has already arrived, then write them all at once.
     while let Some(msg) = ws.recv().await? {
