@@ -15,12 +15,10 @@ use weft_proto::{Connection, Role};
 
 /// Sets the transport to wait until `deadline` (or forever).
 fn wait_until<S: Transport>(io: &mut S, deadline: Option<Instant>) -> Result<()> {
-    let wait = match deadline {
-        None => Wait::Forever,
-        Some(d) => match d.checked_duration_since(Instant::now()) {
-            Some(left) if !left.is_zero() => Wait::For(left),
-            _ => return Err(Error::Timeout),
-        },
+    // The handshake has no "try once": a deadline that passed is a timeout.
+    let wait = match Wait::until(deadline) {
+        Wait::Never => return Err(Error::Timeout),
+        wait => wait,
     };
     io.set_wait(wait)?;
     Ok(())

@@ -399,13 +399,7 @@ impl<S: Transport> WebSocket<S> {
     }
 
     fn set_wait(&mut self, deadline: Deadline) -> Result<()> {
-        let wait = match deadline {
-            None => Wait::Forever,
-            Some(d) => match d.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Wait::For(left),
-                _ => Wait::Never,
-            },
-        };
+        let wait = Wait::until(deadline);
         if self.wait != Some(wait) {
             match self.io.set_wait(wait) {
                 Ok(()) => self.wait = Some(wait),

@@ -16,6 +16,19 @@ pub enum Wait {
     Never,
 }
 
+impl Wait {
+    /// The wait that ends at `deadline` (`None`: forever; already past: try once).
+    pub fn until(deadline: Option<std::time::Instant>) -> Wait {
+        match deadline {
+            None => Wait::Forever,
+            Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                Some(left) if !left.is_zero() => Wait::For(left),
+                _ => Wait::Never,
+            },
+        }
+    }
+}
+
 /// A byte stream the blocking driver can put deadlines on. Implemented for TCP and Unix
 /// sockets; for a stream that cannot time out (a pipe, an in-memory buffer), wrap it in
 /// [`NoDeadlines`], which only supports waiting forever.
@@ -50,40 +63,34 @@ fn set_socket_wait(
     }
 }
 
-impl Transport for TcpStream {
-    fn set_wait(&mut self, wait: Wait) -> io::Result<()> {
-        set_socket_wait(
-            wait,
-            |b| self.set_nonblocking(b),
-            |d| {
-                self.set_read_timeout(d)?;
-                self.set_write_timeout(d)
-            },
-        )
-    }
+/// `Transport` for a std socket type: its own timeouts and non-blocking mode.
+macro_rules! socket_transport {
+    ($(#[$attr:meta])* $ty:ty) => {
+        $(#[$attr])*
+        impl Transport for $ty {
+            fn set_wait(&mut self, wait: Wait) -> io::Result<()> {
+                set_socket_wait(
+                    wait,
+                    |b| self.set_nonblocking(b),
+                    |d| {
+                        self.set_read_timeout(d)?;
+                        self.set_write_timeout(d)
+                    },
+                )
+            }
 
-    fn close_write(&mut self) -> io::Result<()> {
-        self.shutdown(std::net::Shutdown::Write)
-    }
+            fn close_write(&mut self) -> io::Result<()> {
+                self.shutdown(std::net::Shutdown::Write)
+            }
+        }
+    };
 }
 
-#[cfg(unix)]
-impl Transport for std::os::unix::net::UnixStream {
-    fn set_wait(&mut self, wait: Wait) -> io::Result<()> {
-        set_socket_wait(
-            wait,
-            |b| self.set_nonblocking(b),
-            |d| {
-                self.set_read_timeout(d)?;
-                self.set_write_timeout(d)
-            },
-        )
-    }
-
-    fn close_write(&mut self) -> io::Result<()> {
-        self.shutdown(std::net::Shutdown::Write)
-    }
-}
+socket_transport!(TcpStream);
+socket_transport!(
+    #[cfg(unix)]
+    std::os::unix::net::UnixStream
+);
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
     fn set_wait(&mut self, wait: Wait) -> io::Result<()> {
