@@ -9,6 +9,7 @@
 //! large frame, so a control frame waits behind at most 8 KiB of small frames or the rest of
 //! the one large frame being written.
 
+use crate::frame::MAX_HEADER_LEN;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -20,7 +21,7 @@ pub(crate) const MAX_WAITING_PONGS: usize = 32;
 /// control frame waits at most for the rest of the segment being written, so this bounds how
 /// long a ping or pong can be held behind coalesced small frames; a vectored write still
 /// sends many segments at once.
-const TAIL_CAP: usize = 8 * 1024;
+pub(crate) const TAIL_CAP: usize = 8 * 1024;
 
 /// A coalescing buffer larger than this is released when the queue falls empty.
 const IDLE_TAIL_KEEP: usize = 64 * 1024;
@@ -37,6 +38,12 @@ pub(crate) enum SegKind {
 
 #[derive(Debug)]
 struct Seg {
+    /// A frame header that goes out before `data` (`head_len` bytes, of which `head_pos`
+    /// are written): a large payload is queued with its header inline, so neither is copied
+    /// into the coalescing buffer and the header needs no allocation of its own.
+    head: [u8; MAX_HEADER_LEN],
+    head_len: u8,
+    head_pos: u8,
     data: Bytes,
     kind: SegKind,
     /// The first byte of `data` is the first byte of a frame.
@@ -45,6 +52,31 @@ struct Seg {
     started: bool,
     /// How many messages end within `data` (counted when it is fully written).
     msg_ends: u32,
+}
+
+impl Seg {
+    fn new(data: Bytes, kind: SegKind, frame_start: bool, msg_ends: u32) -> Self {
+        Seg {
+            head: [0; MAX_HEADER_LEN],
+            head_len: 0,
+            head_pos: 0,
+            data,
+            kind,
+            frame_start,
+            started: false,
+            msg_ends,
+        }
+    }
+
+    /// The header bytes not yet written.
+    fn head(&self) -> &[u8] {
+        &self.head[self.head_pos as usize..self.head_len as usize]
+    }
+
+    /// Bytes not yet written.
+    fn len(&self) -> usize {
+        self.head().len() + self.data.len()
+    }
 }
 
 /// The queue of framed bytes that the transport should write.
@@ -95,7 +127,16 @@ impl OutQueue {
 
     /// The tail buffer, for callers that write into it directly (masking while copying).
     /// `frame_start` as in [`push_data`](Self::push_data); call [`tail_written`] after.
-    pub(crate) fn tail_mut(&mut self, frame_start: bool) -> &mut BytesMut {
+    /// `needed`: how many bytes the caller is about to write (room is reserved for them).
+    pub(crate) fn tail_mut(&mut self, frame_start: bool, needed: usize) -> &mut BytesMut {
+        self.open_tail(frame_start, needed);
+        &mut self.tail
+    }
+
+    /// Cuts the coalescing buffer if it is full, and makes room for `needed` more bytes: in
+    /// steps of at least `TAIL_CAP`, so a burst of small frames does not grow it by
+    /// repeated reallocation.
+    fn open_tail(&mut self, frame_start: bool, needed: usize) {
         if self.tail.len() >= TAIL_CAP {
             self.freeze_tail();
         }
@@ -103,7 +144,9 @@ impl OutQueue {
             self.tail_frame_start = frame_start;
             self.tail_started = false;
         }
-        &mut self.tail
+        if self.tail.capacity() - self.tail.len() < needed {
+            self.tail.reserve(needed.max(TAIL_CAP));
+        }
     }
 
     /// Accounts for `n` bytes written into [`tail_mut`](Self::tail_mut).
@@ -118,10 +161,30 @@ impl OutQueue {
         self.freeze_tail();
         self.bytes += data.len();
         self.messages += msg_end as usize;
+        self.segs
+            .push_back(Seg::new(data, SegKind::Data, frame_start, msg_end as u32));
+    }
+
+    /// Appends a whole frame: its header (copied inline, at most 14 bytes) and its payload
+    /// (not copied).
+    /// `head_len` bytes of `head` are the header.
+    pub(crate) fn push_frame(
+        &mut self,
+        head: [u8; MAX_HEADER_LEN],
+        head_len: usize,
+        payload: Bytes,
+        msg_end: bool,
+    ) {
+        self.freeze_tail();
+        self.bytes += head_len + payload.len();
+        self.messages += msg_end as usize;
         self.segs.push_back(Seg {
-            data,
+            head,
+            head_len: head_len as u8,
+            head_pos: 0,
+            data: payload,
             kind: SegKind::Data,
-            frame_start,
+            frame_start: true,
             started: false,
             msg_ends: msg_end as u32,
         });
@@ -167,16 +230,7 @@ impl OutQueue {
         };
         self.bytes += frame.len();
         self.messages += 1;
-        self.segs.insert(
-            at,
-            Seg {
-                data: frame,
-                kind,
-                frame_start: true,
-                started: false,
-                msg_ends: 1,
-            },
-        );
+        self.segs.insert(at, Seg::new(frame, kind, true, 1));
     }
 
     /// Queues a close frame after everything queued so far: data sent before a close is
@@ -185,13 +239,8 @@ impl OutQueue {
         self.freeze_tail();
         self.bytes += frame.len();
         self.messages += 1;
-        self.segs.push_back(Seg {
-            data: frame,
-            kind: SegKind::Control,
-            frame_start: true,
-            started: false,
-            msg_ends: 1,
-        });
+        self.segs
+            .push_back(Seg::new(frame, SegKind::Control, true, 1));
     }
 
     /// Keeps a control frame until the open streamed frame is complete. Counted as a queued
@@ -227,13 +276,7 @@ impl OutQueue {
     }
 
     fn append_tail(&mut self, data: &[u8], frame_start: bool) {
-        if self.tail.len() >= TAIL_CAP {
-            self.freeze_tail();
-        }
-        if self.tail.is_empty() {
-            self.tail_frame_start = frame_start;
-            self.tail_started = false;
-        }
+        self.open_tail(frame_start, data.len());
         self.tail.extend_from_slice(data);
         self.bytes += data.len();
     }
@@ -245,13 +288,10 @@ impl OutQueue {
             return;
         }
         let data = self.tail.split().freeze();
-        self.segs.push_back(Seg {
-            data,
-            kind: SegKind::Data,
-            frame_start: self.tail_frame_start,
-            started: self.tail_started,
-            msg_ends: std::mem::take(&mut self.tail_msg_ends),
-        });
+        let msg_ends = std::mem::take(&mut self.tail_msg_ends);
+        let mut seg = Seg::new(data, SegKind::Data, self.tail_frame_start, msg_ends);
+        seg.started = self.tail_started;
+        self.segs.push_back(seg);
     }
 
     /// Takes the next contiguous piece of the queue whole (a payload segment or the
@@ -259,8 +299,17 @@ impl OutQueue {
     /// must write outside a lock on the connection: take pieces under the lock, write them
     /// after, in the order taken.
     pub fn pop_chunk(&mut self) -> Option<Bytes> {
-        let data = match self.segs.pop_front() {
-            Some(seg) => {
+        let data = match self.segs.front_mut() {
+            Some(seg) if !seg.head().is_empty() => {
+                // The inline header goes as a piece of its own (a small copy).
+                let head = Bytes::copy_from_slice(seg.head());
+                seg.head_pos = seg.head_len;
+                seg.started = true;
+                self.bytes -= head.len();
+                return Some(head);
+            }
+            Some(_) => {
+                let seg = self.segs.pop_front()?;
                 self.messages -= seg.msg_ends as usize;
                 seg.data
             }
@@ -296,6 +345,7 @@ impl Buf for OutQueue {
 
     fn chunk(&self) -> &[u8] {
         match self.segs.front() {
+            Some(s) if s.head_pos < s.head_len => s.head(),
             Some(s) => &s.data,
             None => &self.tail,
         }
@@ -303,12 +353,17 @@ impl Buf for OutQueue {
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for s in self.segs.iter().filter(|s| !s.data.is_empty()) {
-            if n == dst.len() {
-                return n;
+        for s in &self.segs {
+            for part in [s.head(), &s.data[..]] {
+                if part.is_empty() {
+                    continue;
+                }
+                if n == dst.len() {
+                    return n;
+                }
+                dst[n] = IoSlice::new(part);
+                n += 1;
             }
-            dst[n] = IoSlice::new(&s.data);
-            n += 1;
         }
         if n < dst.len() && !self.tail.is_empty() {
             dst[n] = IoSlice::new(&self.tail);
@@ -321,12 +376,14 @@ impl Buf for OutQueue {
         assert!(cnt <= self.bytes, "advance past the end of the queue");
         self.bytes -= cnt;
         while let Some(s) = self.segs.front_mut() {
-            if cnt < s.data.len() {
-                s.data.advance(cnt);
+            if cnt < s.len() {
+                let h = cnt.min(s.head().len());
+                s.head_pos += h as u8;
+                s.data.advance(cnt - h);
                 s.started |= cnt > 0;
                 return;
             }
-            cnt -= s.data.len();
+            cnt -= s.len();
             self.messages -= s.msg_ends as usize;
             self.segs.pop_front();
         }
@@ -427,6 +484,37 @@ mod tests {
             all.extend_from_slice(&c);
         }
         assert_eq!(all, b"bcdefgh");
+        assert_eq!((q.len(), q.messages()), (0, 0));
+    }
+
+    #[test]
+    fn frames_with_inline_headers() {
+        let mut q = OutQueue::default();
+        q.push_data(b"ab", true, true);
+        let head = |h: &[u8; 2]| {
+            let mut a = [0; MAX_HEADER_LEN];
+            a[..2].copy_from_slice(h);
+            a
+        };
+        q.push_frame(head(b"HH"), 2, Bytes::from_static(b"payload"), true);
+        q.push_frame(head(b"KK"), 2, Bytes::from_static(b"more"), true);
+        assert_eq!((q.len(), q.messages()), (2 + 9 + 6, 3));
+        let mut slices = [IoSlice::new(&[]); 8];
+        assert_eq!(q.chunks_vectored(&mut slices), 5);
+        assert_eq!(&*slices[1], b"HH");
+        assert_eq!(&*slices[2], b"payload");
+        // Stop inside the first frame's header: a control frame waits for that frame, and
+        // goes before the next one.
+        q.advance(3);
+        q.push_control(Bytes::from_static(b"P"), SegKind::Control, false);
+        let mut out = [0u8; 4];
+        assert_eq!(q.write_to(&mut out), 4);
+        assert_eq!(&out, b"Hpay");
+        assert_eq!(q.pop_chunk().as_deref(), Some(&b"load"[..]));
+        assert_eq!(q.pop_chunk().as_deref(), Some(&b"P"[..]));
+        assert_eq!(q.pop_chunk().as_deref(), Some(&b"KK"[..]));
+        assert_eq!(q.messages(), 1);
+        assert_eq!(drain(&mut q), b"more");
         assert_eq!((q.len(), q.messages()), (0, 0));
     }
 

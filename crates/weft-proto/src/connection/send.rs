@@ -1,7 +1,7 @@
 //! The send side: the three ways to send (whole message; begin / frame x N / end; a frame of
 //! declared length fed in chunks), control frames, and the order rules between them.
 
-use super::outq::SegKind;
+use super::outq::{SegKind, TAIL_CAP};
 use super::{Connection, OutFrame, OutMessage};
 use crate::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 use crate::config::Role;
@@ -265,7 +265,7 @@ impl Connection {
                 let pos = f.mask_pos;
                 f.mask_pos = (pos + len) & 3;
                 if len <= self.config.coalesce_threshold {
-                    let tail = self.out.tail_mut(false);
+                    let tail = self.out.tail_mut(false, len);
                     let start = tail.len();
                     tail.extend_from_slice(&chunk);
                     apply_mask(&mut tail[start..], key, pos);
@@ -421,10 +421,13 @@ impl Connection {
         };
         let mut hb = [0u8; MAX_HEADER_LEN];
         let n = header.encode(&mut hb);
-        if payload.len() <= self.config.coalesce_threshold {
-            let tail = self.out.tail_mut(true);
+        // A client must copy a payload it shares with others to mask it: into the coalescing
+        // buffer then, rather than into an allocation of its own.
+        let coalesce = payload.len() <= self.config.coalesce_threshold
+            || (mask.is_some() && payload.len() <= TAIL_CAP && !payload.is_unique());
+        if coalesce {
+            let tail = self.out.tail_mut(true, n + payload.len());
             let start = tail.len();
-            tail.reserve(n + payload.len());
             tail.extend_from_slice(&hb[..n]);
             tail.extend_from_slice(&payload);
             if let Some(key) = mask {
@@ -432,13 +435,11 @@ impl Connection {
             }
             self.out.tail_written(n + payload.len(), msg_end);
         } else {
-            self.out.freeze_tail();
-            self.out.push_data(&hb[..n], true, false);
             let payload = match mask {
                 Some(key) => mask_owned(payload, key, 0),
                 None => payload,
             };
-            self.out.push_segment(payload, false, msg_end);
+            self.out.push_frame(hb, n, payload, msg_end);
         }
     }
 }
