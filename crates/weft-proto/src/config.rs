@@ -65,8 +65,14 @@ pub struct Config {
     pub fragment_size: Option<usize>,
     /// The level of received events. Default [`RecvLevel::Message`].
     pub recv_level: RecvLevel,
-    /// How many bytes the engine makes room for when it lends its read buffer. Default 4096.
+    /// How many bytes the engine makes room for when it lends its read buffer, at least.
+    /// Default 4096.
     pub read_buffer_size: usize,
+    /// How far that room grows: it doubles while reads fill it (a busy connection then
+    /// needs fewer reads, and fewer system calls, for the same bytes) up to this, and halves
+    /// again while reads use a quarter of it or less. Default 64 KiB. (A frame that must be
+    /// buffered whole gets room for the rest of it regardless.)
+    pub max_read_buffer_size: usize,
     /// Frames whose payload is at most this many bytes are copied together into one
     /// contiguous output buffer, so many small messages leave in one write; larger payloads
     /// are handed to the writer as they are, without a copy, with their header beside them.
@@ -93,6 +99,7 @@ impl Default for Config {
             fragment_size: None,
             recv_level: RecvLevel::Message,
             read_buffer_size: 4096,
+            max_read_buffer_size: 64 * 1024,
             coalesce_threshold: 256,
             extension_rsv: 0,
             deflate: None,

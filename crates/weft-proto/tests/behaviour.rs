@@ -563,3 +563,67 @@ fn bytes_after_close_are_left_for_detach() {
     drain(&mut s).unwrap();
     assert_eq!(&s.take_read_buffer()[..], b"OTHER PROTOCOL");
 }
+
+/// Lends the read buffer and appends as much of `wire` as the lent room takes (as a read
+/// would); returns how many bytes were taken.
+fn read_some(conn: &mut Connection, wire: &[u8]) -> usize {
+    let buf = conn.read_buf();
+    let room = buf.capacity() - buf.len();
+    let n = room.min(wire.len());
+    buf.extend_from_slice(&wire[..n]);
+    n
+}
+
+#[test]
+fn read_room_grows_while_reads_fill_it_and_shrinks_after() {
+    let mut config = Config::default();
+    config.read_buffer_size = 1024;
+    config.max_read_buffer_size = 8192;
+    let (mut client, mut server) = pair(config);
+    for _ in 0..200 {
+        client.send_binary(vec![7u8; 100]).unwrap();
+    }
+    let wire = take_out(&mut client);
+    assert_eq!(server.read_reserve(), 1024);
+    let mut at = 0;
+    let mut reserves = Vec::new();
+    let mut messages = 0;
+    while at < wire.len() {
+        at += read_some(&mut server, &wire[at..]);
+        messages += drain(&mut server).unwrap().len();
+        reserves.push(server.read_reserve());
+    }
+    assert_eq!(messages, 200);
+    // Each read filled the room: it doubled up to the cap.
+    assert_eq!(&reserves[..4], &[2048, 4096, 8192, 8192]);
+    // Small reads: it halves back down to read_buffer_size, never below.
+    client.send_binary(vec![1u8; 10]).unwrap();
+    let small = take_out(&mut client);
+    for expect in [4096, 2048, 1024, 1024] {
+        assert_eq!(read_some(&mut server, &small), small.len());
+        assert_eq!(drain(&mut server).unwrap().len(), 1);
+        assert_eq!(server.read_reserve(), expect);
+    }
+}
+
+#[test]
+fn idle_connection_gives_its_buffers_back() {
+    let (mut client, mut server) = pair(Config::default());
+    client.send_binary(vec![7u8; 3000]).unwrap();
+    let wire = take_out(&mut client);
+    // Half a frame arrived: the buffer holds it, and keeps it.
+    read_some(&mut server, &wire[..1500]);
+    assert!(drain(&mut server).unwrap().is_empty());
+    server.release_idle_buffers();
+    read_some(&mut server, &wire[1500..]);
+    assert_eq!(drain(&mut server).unwrap().len(), 1);
+    // Now it is empty: released.
+    server.release_idle_buffers();
+    assert_eq!(server.take_read_buffer().capacity(), 0);
+    // The same for what a client sends: the output buffer goes once written.
+    client.send_binary(vec![1u8; 10]).unwrap();
+    take_out(&mut client);
+    client.release_idle_buffers();
+    client.send_binary(vec![2u8; 10]).unwrap();
+    assert_eq!(take_out(&mut client).len(), 2 + 4 + 10);
+}

@@ -77,3 +77,25 @@ impl From<Config> for Options {
         }
     }
 }
+
+/// What a running connection needs of its [`Options`]: its timers and its write bound (the
+/// rest is used up by the handshake, or lives in the engine's `Config`). Kept instead of
+/// the whole `Options` so that each connection stays small.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timers {
+    pub(crate) ping_interval: Option<Duration>,
+    pub(crate) pong_timeout: Duration,
+    pub(crate) close_timeout: Duration,
+    pub(crate) write_buffer_limit: usize,
+}
+
+impl From<&Options> for Timers {
+    fn from(o: &Options) -> Self {
+        Timers {
+            ping_interval: o.ping_interval,
+            pong_timeout: o.pong_timeout,
+            close_timeout: o.close_timeout,
+            write_buffer_limit: o.write_buffer_limit,
+        }
+    }
+}

@@ -146,6 +146,13 @@ pub struct Connection {
     failed: Option<ProtocolError>,
     /// The read buffer was taken: nothing more is received.
     detached: bool,
+    /// How much room `read_buf` makes: it doubles (up to `Config::max_read_buffer_size`)
+    /// while reads fill it, and halves (down to `Config::read_buffer_size`) while they use
+    /// little of it.
+    read_reserve: usize,
+    /// The buffer's length and spare room when it was last lent (`spare` 0: not lent).
+    lent_len: usize,
+    lent_spare: usize,
     /// permessage-deflate, when negotiated.
     #[cfg(feature = "deflate")]
     deflate: Option<Box<compress::DeflateState>>,
@@ -179,6 +186,7 @@ impl Connection {
             // RSV1 marks a compressed message (RFC 7692 §6).
             config.extension_rsv |= 0b100;
         }
+        let read_reserve = config.read_buffer_size;
         Connection {
             role,
             config,
@@ -196,6 +204,9 @@ impl Connection {
             close_reply: None,
             failed: None,
             detached: false,
+            read_reserve,
+            lent_len: 0,
+            lent_spare: 0,
             #[cfg(feature = "deflate")]
             deflate,
         }

@@ -294,6 +294,17 @@ impl OutQueue {
         self.segs.push_back(seg);
     }
 
+    /// Drops the memory of the coalescing buffer and of the segment list if they hold
+    /// nothing.
+    pub(crate) fn release_idle(&mut self) {
+        if self.tail.is_empty() {
+            self.tail = BytesMut::new();
+        }
+        if self.segs.is_empty() {
+            self.segs = VecDeque::new();
+        }
+    }
+
     /// Takes the next contiguous piece of the queue whole (a payload segment or the
     /// coalescing buffer), without copying, as if it had been written. For a writer that
     /// must write outside a lock on the connection: take pieces under the lock, write them

@@ -38,8 +38,53 @@ impl Connection {
             // The caller could change bytes that were already validated.
             m.recheck |= p.checked > 0 && m.kind == MessageKind::Text;
         }
-        self.reserve_read(self.config.read_buffer_size as u64);
+        self.adapt_read_reserve();
+        self.reserve_read(self.read_reserve as u64);
+        self.lent_len = self.rbuf.len();
+        self.lent_spare = self.rbuf.capacity() - self.rbuf.len();
         &mut self.rbuf
+    }
+
+    /// After a read into the lent buffer: a read that filled all the room it was given
+    /// doubles the next reserve, one that used a quarter or less halves it.
+    fn adapt_read_reserve(&mut self) {
+        if self.lent_spare == 0 {
+            return;
+        }
+        let got = self.rbuf.len().saturating_sub(self.lent_len);
+        let floor = self.config.read_buffer_size.max(1);
+        if got >= self.lent_spare {
+            let cap = self.config.max_read_buffer_size.max(floor);
+            self.read_reserve = (self.read_reserve * 2).clamp(floor, cap);
+        } else if got <= self.read_reserve / 4 {
+            self.read_reserve = (self.read_reserve / 2).max(floor);
+        }
+        self.lent_spare = 0;
+    }
+
+    /// Gives back the read buffer, the message assembly buffer and the output coalescing
+    /// buffer if they hold nothing, so that an idle connection keeps no buffer memory. Call
+    /// it when the transport has nothing more to read for now (a read would block): the
+    /// next [`read_buf`](Self::read_buf) allocates again, at the size that reads have been
+    /// filling. (The memory of payloads handed out is theirs and stays until they drop.)
+    pub fn release_idle_buffers(&mut self) {
+        self.adapt_read_reserve();
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+        }
+        if self.assembly.is_empty() {
+            self.assembly = BytesMut::new();
+        }
+        if self.pending.is_empty() {
+            self.pending = std::collections::VecDeque::new();
+        }
+        self.out.release_idle();
+    }
+
+    /// The room the next [`read_buf`](Self::read_buf) makes at least (it adapts to how
+    /// much reads deliver; see [`Config::max_read_buffer_size`](crate::Config)).
+    pub fn read_reserve(&self) -> usize {
+        self.read_reserve
     }
 
     /// Makes room for at least `at_least` more bytes, and while a frame that must be
@@ -67,6 +112,9 @@ impl Connection {
     /// broke the protocol; a close frame with `e.close_code()` is queued, and every later
     /// call returns the same error.
     pub fn poll_event(&mut self) -> Result<Option<Event>, Error> {
+        if self.lent_spare != 0 {
+            self.adapt_read_reserve();
+        }
         if let Some(e) = self.pending.pop_front() {
             return Ok(Some(e));
         }

@@ -17,7 +17,7 @@ pub use streaming::{MessageReader, MessageWriter};
 pub use transport::{NoDeadlines, Transport, Wait};
 
 use crate::error::{Error, Result};
-use crate::options::Options;
+use crate::options::{Options, Timers};
 use bytes::{Buf, Bytes, BytesMut};
 use std::io::{self, IoSlice};
 use std::time::Instant;
@@ -46,7 +46,7 @@ const MAX_READ: usize = 64 * 1024;
 pub struct WebSocket<S: Transport> {
     io: S,
     conn: Connection,
-    options: Options,
+    options: Timers,
     assembler: MessageAssembler,
     default_kind: MessageKind,
     broken: bool,
@@ -74,7 +74,7 @@ impl<S: Transport> WebSocket<S> {
             io,
             assembler: MessageAssembler::new(options.config.max_message_size),
             conn,
-            options,
+            options: Timers::from(&options),
             default_kind: MessageKind::Binary,
             broken: false,
             eof: false,

@@ -27,6 +27,21 @@ where
 /// or reject it, and answers. A bad request gets its 4xx with the reason and an error
 /// here. Returns the connection and the request.
 pub async fn accept_with<S, F>(
+    io: S,
+    options: Options,
+    decide: F,
+) -> Result<(WebSocket<S>, Request)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&Request) -> Decision,
+{
+    // The handshake's state (buffers, the parsed request, the response) is large and lives
+    // only until it completes: boxed, it is freed then, instead of staying part of the
+    // future of whatever task serves the connection for its whole life.
+    Box::pin(accept_inner(io, options, decide)).await
+}
+
+async fn accept_inner<S, F>(
     mut io: S,
     options: Options,
     decide: F,

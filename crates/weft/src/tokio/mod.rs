@@ -16,7 +16,7 @@ pub use split::{WsReader, WsWriter};
 pub use streaming::{MessageSink, MessageStream};
 
 use crate::error::{Error, Result};
-use crate::options::Options;
+use crate::options::{Options, Timers};
 use ::tokio::io::{AsyncRead, AsyncWrite};
 use ::tokio::time::{sleep_until, Instant, Sleep};
 use bytes::{Buf, BytesMut};
@@ -48,7 +48,7 @@ const MAX_IOVECS: usize = 64;
 pub struct WebSocket<S> {
     io: S,
     conn: Connection,
-    options: Options,
+    options: Timers,
     assembler: MessageAssembler,
     /// An error that waits for the close frame to be written before it is returned.
     stashed: Option<Error>,
@@ -91,7 +91,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             io,
             conn,
             assembler,
-            options,
+            options: Timers::from(&options),
             stashed: None,
             eof: false,
             shut: false,
@@ -329,7 +329,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Nothing to read for now: an idle connection keeps no buffers.
+                    self.conn.release_idle_buffers();
+                    return Poll::Pending;
+                }
             }
         }
     }

@@ -9,7 +9,7 @@
 
 use super::WebSocket;
 use crate::error::{Error, Result};
-use crate::options::Options;
+use crate::options::Timers;
 use ::tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use ::tokio::time::timeout;
 use bytes::{Buf, Bytes, BytesMut};
@@ -20,7 +20,7 @@ use weft_proto::{CloseCode, Connection, Event, Message, MessageAssembler, RecvLe
 struct Shared<S> {
     conn: Mutex<Connection>,
     writer: ::tokio::sync::Mutex<Writer<S>>,
-    options: Options,
+    options: Timers,
 }
 
 /// The transport's write side, and the pieces taken from the engine's queue that are not
@@ -93,6 +93,8 @@ pub struct WsReader<S> {
     shared: Arc<Shared<S>>,
     read: ReadHalf<S>,
     buf: BytesMut,
+    /// How much room each read gets (the engine's `read_buffer_size`).
+    read_size: usize,
     assembler: MessageAssembler,
     eof: bool,
 }
@@ -122,7 +124,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             io, conn, options, ..
         } = self;
         let (read, write) = ::tokio::io::split(io);
-        let assembler = MessageAssembler::new(options.config.max_message_size);
+        let assembler = MessageAssembler::new(conn.config().max_message_size);
+        let read_size = conn.config().read_buffer_size;
         let shared = Arc::new(Shared {
             conn: Mutex::new(conn),
             writer: ::tokio::sync::Mutex::new(Writer {
@@ -136,6 +139,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 shared: Arc::clone(&shared),
                 read,
                 buf: BytesMut::new(),
+                read_size,
                 assembler,
                 eof: false,
             },
@@ -222,7 +226,7 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
             } else {
                 options.ping_interval
             };
-            self.buf.reserve(options.config.read_buffer_size);
+            self.buf.reserve(self.read_size);
             let n = match limit {
                 None => self.read.read_buf(&mut self.buf).await?,
                 Some(limit) => match timeout(limit, self.read.read_buf(&mut self.buf)).await {
