@@ -596,6 +596,12 @@ fn read_room_grows_while_reads_fill_it_and_shrinks_after() {
     assert_eq!(messages, 200);
     // Each read filled the room: it doubled up to the cap.
     assert_eq!(&reserves[..4], &[2048, 4096, 8192, 8192]);
+    // A read that would block (lent, nothing appended) changes nothing.
+    server.read_buf();
+    server.release_idle_buffers();
+    server.read_buf();
+    assert_eq!(drain(&mut server).unwrap().len(), 0);
+    assert_eq!(server.read_reserve(), 8192);
     // Small reads: it halves back down to read_buffer_size, never below.
     client.send_binary(vec![1u8; 10]).unwrap();
     let small = take_out(&mut client);

@@ -46,14 +46,16 @@ impl Connection {
     }
 
     /// After a read into the lent buffer: a read that filled all the room it was given
-    /// doubles the next reserve, one that used a quarter or less halves it.
+    /// doubles the next reserve, one that used a quarter or less (but something) halves it.
     fn adapt_read_reserve(&mut self) {
         if self.lent_spare == 0 {
             return;
         }
         let got = self.rbuf.len().saturating_sub(self.lent_len);
         let floor = self.config.read_buffer_size.max(1);
-        if got >= self.lent_spare {
+        if got == 0 {
+            // No read happened (it would have blocked, or timed out): nothing learned.
+        } else if got >= self.lent_spare {
             let cap = self.config.max_read_buffer_size.max(floor);
             self.read_reserve = (self.read_reserve * 2).clamp(floor, cap);
         } else if got <= self.read_reserve / 4 {
@@ -143,6 +145,9 @@ impl Connection {
                     let Some((header, n)) = FrameHeader::decode(&self.rbuf)? else {
                         return Ok(None);
                     };
+                    if let Some(msg) = self.single_frame_message(&header, n)? {
+                        return Ok(Some(Event::Message(msg)));
+                    }
                     self.check_header(&header)?;
                     self.rbuf.advance(n);
                     let p = PayloadState {
@@ -270,6 +275,44 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// The fast path for the most common case: a whole unfragmented, uncompressed data
+    /// message, all in the buffer, at the message level. It is handed out at once, without
+    /// the state kept for a frame that arrives in pieces. `None`: take the general path
+    /// (which also reports every error but invalid UTF-8).
+    #[inline]
+    fn single_frame_message(
+        &mut self,
+        h: &FrameHeader,
+        header_len: usize,
+    ) -> Result<Option<Message>, ProtocolError> {
+        let len = h.payload_len;
+        let within = |limit: Option<u64>| limit.is_none_or(|l| len <= l);
+        if !(h.fin
+            && h.rsv == 0
+            && matches!(h.opcode, OpCode::Text | OpCode::Binary)
+            && self.in_msg.is_none()
+            && self.config.recv_level == RecvLevel::Message
+            && h.mask.is_some() == (self.role == Role::Server)
+            && (self.rbuf.len() - header_len) as u64 >= len
+            && within(self.config.max_frame_size)
+            && within(self.config.max_message_size))
+        {
+            return Ok(None);
+        }
+        self.rbuf.advance(header_len);
+        let mut payload = self.rbuf.split_to(len as usize);
+        if let Some(key) = h.mask {
+            apply_mask(&mut payload, key, 0);
+        }
+        let payload = payload.freeze();
+        Ok(Some(match h.opcode {
+            OpCode::Text => {
+                Message::Text(Utf8Bytes::try_from(payload).map_err(|_| ProtocolError::InvalidUtf8)?)
+            }
+            _ => Message::Binary(payload),
+        }))
     }
 
     /// Whether permessage-deflate is on.
