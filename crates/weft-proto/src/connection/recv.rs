@@ -288,7 +288,7 @@ impl Connection {
         header_len: usize,
     ) -> Result<Option<Message>, ProtocolError> {
         let len = h.payload_len;
-        let within = |limit: Option<u64>| limit.is_none_or(|l| len <= l);
+        let within = |limit: Option<u64>| limit.map_or(true, |l| len <= l);
         if !(h.fin
             && h.rsv == 0
             && matches!(h.opcode, OpCode::Text | OpCode::Binary)
