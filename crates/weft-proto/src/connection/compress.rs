@@ -171,6 +171,7 @@ impl Connection {
                 st.inflate_in = self.rbuf.split_to(avail).freeze();
                 p.remaining -= avail as u64;
                 p.checked = 0;
+                p.unmasked = 0;
                 avail = 0;
                 continue;
             }

@@ -79,10 +79,13 @@ struct PayloadState {
     header: crate::frame::FrameHeader,
     /// Payload bytes not yet handed out.
     remaining: u64,
-    /// Key phase for the next byte to unmask.
+    /// Key phase of the first byte not yet unmasked.
     mask_pos: usize,
     /// Bytes at the start of the read buffer (of this frame) already unmasked and validated.
     checked: usize,
+    /// Bytes at the start of the read buffer (of this frame) already unmasked (at least
+    /// `checked`: `receive` unmasks while it copies); `mask_pos` is the key phase here.
+    unmasked: usize,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -6,7 +6,7 @@ use crate::close::CloseFrame;
 use crate::config::{RecvLevel, Role};
 use crate::error::{Error, ProtocolError};
 use crate::frame::{FrameHeader, OpCode};
-use crate::mask::apply_mask;
+use crate::mask::{apply_mask, extend_unmasked};
 use crate::message::{Event, Message, MessageKind};
 use crate::utf8::{Utf8Bytes, Utf8Validator};
 use bytes::{Buf, Bytes, BytesMut};
@@ -22,10 +22,25 @@ impl Connection {
     /// [`take_read_buffer`](Self::take_read_buffer)); after a failure or a detach they are
     /// ignored.
     pub fn receive(&mut self, data: &[u8]) {
-        if self.failed.is_none() && !self.detached {
-            self.reserve_read(data.len() as u64);
-            self.rbuf.extend_from_slice(data);
+        if self.failed.is_some() || self.detached {
+            return;
         }
+        self.reserve_read(data.len() as u64);
+        // The rest of a masked data frame whose buffered bytes are all unmasked already:
+        // unmask while copying (one pass instead of two over a large payload).
+        if let RecvState::Payload(p) = &mut self.recv {
+            if let Some(key) = p.header.mask {
+                if !p.header.opcode.is_control() && p.unmasked == self.rbuf.len() {
+                    let missing = p.remaining - self.rbuf.len() as u64;
+                    let k = (data.len() as u64).min(missing) as usize;
+                    p.mask_pos = extend_unmasked(&mut self.rbuf, &data[..k], key, p.mask_pos);
+                    p.unmasked += k;
+                    self.rbuf.extend_from_slice(&data[k..]);
+                    return;
+                }
+            }
+        }
+        self.rbuf.extend_from_slice(data);
     }
 
     /// Lends the engine's read buffer so the transport can read straight into its spare
@@ -155,6 +170,7 @@ impl Connection {
                         remaining: header.payload_len,
                         mask_pos: 0,
                         checked: 0,
+                        unmasked: 0,
                     };
                     self.recv = RecvState::Payload(p);
                     if let Some(e) = self.pending.pop_front() {
@@ -183,10 +199,14 @@ impl Connection {
             // so invalid UTF-8 fails at its first impossible byte.
             let avail = (self.rbuf.len() as u64).min(p.remaining) as usize;
             if avail > p.checked {
-                let fresh = &mut self.rbuf[p.checked..avail];
                 if let Some(key) = p.header.mask {
-                    p.mask_pos = apply_mask(fresh, key, p.mask_pos);
+                    if avail > p.unmasked {
+                        let masked = &mut self.rbuf[p.unmasked..avail];
+                        p.mask_pos = apply_mask(masked, key, p.mask_pos);
+                        p.unmasked = avail;
+                    }
                 }
+                let fresh = &self.rbuf[p.checked..avail];
                 // (Compressed text is validated after it is inflated.)
                 if let Some(m) = self.in_msg.as_mut().filter(|m| !m.compressed) {
                     if let Some(utf8) = m.utf8.as_mut() {
@@ -220,6 +240,7 @@ impl Connection {
                     } else {
                         p.remaining -= avail as u64;
                         p.checked = 0;
+                        p.unmasked = 0;
                         self.recv = RecvState::Payload(p);
                     }
                     if avail > 0 {
