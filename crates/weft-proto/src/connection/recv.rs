@@ -60,8 +60,9 @@ impl Connection {
         &mut self.rbuf
     }
 
-    /// After a read into the lent buffer: a read that filled all the room it was given
-    /// doubles the next reserve, one that used a quarter or less (but something) halves it.
+    /// After a read into the lent buffer: a read that filled the room it was given (or
+    /// brought at least the reserve: a reader may offer less than all the spare capacity)
+    /// doubles the next reserve; one that used a quarter or less (but something) halves it.
     fn adapt_read_reserve(&mut self) {
         if self.lent_spare == 0 {
             return;
@@ -70,7 +71,7 @@ impl Connection {
         let floor = self.config.read_buffer_size.max(1);
         if got == 0 {
             // No read happened (it would have blocked, or timed out): nothing learned.
-        } else if got >= self.lent_spare {
+        } else if got >= self.lent_spare.min(self.read_reserve) {
             let cap = self.config.max_read_buffer_size.max(floor);
             self.read_reserve = (self.read_reserve * 2).clamp(floor, cap);
         } else if got <= self.read_reserve / 4 {

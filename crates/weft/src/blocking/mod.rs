@@ -338,9 +338,13 @@ impl<S: Transport> WebSocket<S> {
             Err(Error::InvalidArgument(_)) if deadline.is_none() => self.set_wait(None)?,
             other => other?,
         }
+        // `Read` needs initialised memory: zero only as much as the engine expects a read to
+        // bring (its adaptive reserve), not all the spare capacity, which can be far larger
+        // while a big frame is buffered.
+        let want = self.conn.read_reserve();
         let buf = self.conn.read_buf();
         let start = buf.len();
-        let room = (buf.capacity() - start).clamp(1, MAX_READ);
+        let room = (buf.capacity() - start).clamp(1, want.clamp(1, MAX_READ));
         buf.resize(start + room, 0);
         let result = self.io.read(&mut buf[start..]);
         let n = *result.as_ref().unwrap_or(&0);
