@@ -12,7 +12,12 @@ import sys
 LIBS = ["weft", "tungstenite", "fastwebsockets", "tokio-websockets"]
 PEERS = LIBS[1:]
 VERSIONED = ["tokio-tungstenite", "tungstenite", "fastwebsockets", "tokio-websockets",
-             "hyper", "hyper-util", "tokio", "mio", "bytes", "simdutf8"]
+             "hyper", "hyper-util", "tokio", "mio", "bytes", "simdutf8", "yawc", "flate2",
+             "zlib-rs"]
+# The permessage-deflate servers (bench/run's DEFLATE_SERVERS) and the reference without
+# compression.
+DEFLATE_LIBS = ["weft", "yawc", "ratchet"]
+DEFLATE_OFF = "weft/off"
 
 
 def load(path):
@@ -30,11 +35,11 @@ def meta(res, part):
         return json.load(f)
 
 
-def versions(lock):
+def versions(lock, names=None):
     out = {}
     text = open(lock).read() if os.path.exists(lock) else ""
     for m in re.finditer(r'\[\[package\]\]\nname = "([^"]+)"\nversion = "([^"]+)"', text):
-        if m.group(1) in VERSIONED:
+        if m.group(1) in (names or VERSIONED):
             out.setdefault(m.group(1), []).append(m.group(2))
     return out
 
@@ -60,7 +65,7 @@ def meta_line(m):
     if not m:
         return ""
     s = f"_{m['date']}, {m['mode']} run"
-    if m["part"] == "matrix":
+    if m["part"] in ("matrix", "deflate"):
         s += f", {m['repeats']} repeat(s) of {m['duration']} s after {m['warmup']} s warm-up"
     s += f"; weft at {m['weft_commit']}{' + uncommitted changes' if m['weft_dirty'] else ''}"
     s += f"; load average at start {m['loadavg_start']}_"
@@ -232,6 +237,193 @@ def idle_section(rows, m):
     return out, weft
 
 
+def deflate_section(rows, m, zlib_versions):
+    out = ["## Compressed echo (permessage-deflate, RFC 7692)", "", meta_line(m), ""]
+    out += [
+        "The echo matrix's method (server on CPU 0, load generator on CPU 1, fresh server "
+        "per run, rotated order, median over repeats) with compression: text messages of "
+        "JSON-like event records (ids, timestamps, prices, words from a seeded generator; "
+        "each message different) from a pool made before the timed window. The load "
+        "generator offers `permessage-deflate; client_max_window_bits` (context takeover "
+        "both ways; the last two rows also `server_no_context_takeover; "
+        "client_no_context_takeover`), compresses each message itself (zlib level 1, raw "
+        "deflate, sync flush, tail removed, RSV1, masked), inflates every echo and compares "
+        "it whole with what it sent. The servers run with weft's defaults: level 1, 15-bit "
+        "windows, context takeover unless the client asks otherwise. weft and yawc compress "
+        "with zlib-rs (flate2's features unify in bench/'s workspace); ratchet needs C zlib "
+        "(" + zlib_versions + "), built in its own workspace (bench/zlib-peers). "
+        "_weft/off_: echo-weft without compression, the same messages uncompressed: what "
+        "compression costs. In parentheses: ratio to the best compressing peer; then weft's "
+        "ratio in bold.",
+        "",
+    ]
+    by = {}
+    errors = []
+    for r in rows:
+        key = (r.get("offer", "takeover"), r["conns"], r["size"], r["inflight"])
+        by.setdefault(key, {}).setdefault(r["server"], []).append(r)
+        if r.get("errors"):
+            errors.append(r)
+    keys = sorted(by, key=lambda k: (k[0] != "takeover", k[1], k[2], k[3]))
+    cols = [l for l in DEFLATE_LIBS + [DEFLATE_OFF] if any(l in by[k] for k in keys)]
+    peers = [l for l in cols if l not in ("weft", DEFLATE_OFF)]
+
+    def metric(k, lib, field):
+        runs = [x for x in by[k].get(lib, []) if not x.get("errors")]
+        if not runs and lib == DEFLATE_OFF and k[0] != "takeover":
+            runs = [x for x in by.get(("takeover",) + k[1:], {}).get(lib, []) if not x.get("errors")]
+        return med([x.get(field) for x in runs])
+
+    def cell_name(k):
+        offer, c, s, f = k
+        size = {1024: "1 KiB", 16384: "16 KiB"}.get(s, f"{s} B")
+        return f"{c} x {size} x {f}" + (" no takeover" if offer != "takeover" else "")
+
+    def table(title, field, higher_better, digits, note=None):
+        t = [f"### {title}", ""]
+        if note:
+            t += [note, ""]
+        t += ["| conns x text size x in flight | " + " | ".join(cols) + " | weft / best peer | other procs, cores |",
+              "|---|" + "---:|" * (len(cols) + 2)]
+        ratios = []
+        for k in keys:
+            vals = {l: metric(k, l, field) for l in cols}
+            pv = [vals[l] for l in peers if vals[l] is not None]
+            best = (max(pv) if higher_better else min(pv)) if pv else None
+            cells = []
+            for l in cols:
+                v = vals[l]
+                if v is None:
+                    cells.append("-")
+                elif best:
+                    cells.append(f"{fmt(v, digits)} ({v / best:.2f})")
+                else:
+                    cells.append(fmt(v, digits))
+            w = vals.get("weft")
+            r = (w / best) if (w is not None and best) else None
+            if r is not None:
+                ratios.append((r, k))
+            noise = med([max(0.0, noise_cpu(x)) / x["secs"]
+                         for runs in by[k].values() for x in runs if x.get("secs")])
+            row = f"| {cell_name(k)} | " + " | ".join(cells)
+            row += f" | **{r:.2f}**" if r is not None else " | -"
+            row += f" | {noise:.2f} |" if noise is not None else " | - |"
+            t.append(row)
+        t.append("")
+        return t, ratios
+
+    t, _ = table("Throughput, echoes/s", "msgs_per_sec", True, 1)
+    out += t
+    t, cpu_ratios = table("Server CPU per echo, µs", "server_cpu_us_per_echo", False, 2,
+                          "Inflate of the message, the library's own work, deflate of the echo. "
+                          "The weft/off column against weft's: what compression costs weft.")
+    out += t
+    t, _ = table("Wire bytes per echo (frame header + compressed payload, server to client)",
+                 "echo_wire_bytes", False, 0,
+                 "Lower is better. The client's messages (level 1, zlib-rs) are the same for "
+                 "every server; their median size is in the next table.")
+    out += t
+    # The compression ratio each server achieved, and the client's own.
+    out += ["### Compression ratio of the echoes (message bytes / payload bytes on the wire)", "",
+            "| conns x text size x in flight | " + " | ".join(l for l in cols if l != DEFLATE_OFF) +
+            " | client's messages |", "|---|" + "---:|" * len(cols)]
+    for k in keys:
+        cells = []
+        for l in cols:
+            if l == DEFLATE_OFF:
+                continue
+            w = metric(k, l, "echo_wire_bytes")
+            hdr = 2 if k[2] < 126 else 4
+            cells.append(f"{k[2] / (w - hdr):.2f}" if w else "-")
+        sw = med([x.get("sent_wire_bytes") for l in cols if l != DEFLATE_OFF
+                  for x in by[k].get(l, []) if not x.get("errors")])
+        hdr = 6 if k[2] < 126 else 8
+        out.append(f"| {cell_name(k)} | " + " | ".join(cells) +
+                   (f" | {k[2] / (sw - hdr):.2f} |" if sw else " | - |"))
+    out.append("")
+    if errors:
+        out += ["### Runs with errors", ""]
+        for e in errors:
+            out.append(f"- {e['server']} {cell_name((e.get('offer', 'takeover'), e['conns'], e['size'], e['inflight']))} "
+                       f"repeat {e.get('repeat')}: {e.get('first_error')}")
+        out.append("")
+    return out, cpu_ratios, cell_name
+
+
+def deflate_idle_section(rows, m):
+    n = rows[0].get("conns") if rows else None
+    out = ["### Memory of a compressed connection", "", meta_line(m), ""]
+    out += [
+        f"{n:,} connections opened with permessage-deflate offered (both offers) and "
+        "accepted, then idle: _handshake_ right after the handshake; _one message_ after "
+        "each connection echoed one 1 KiB compressed JSON-like text message (so a library "
+        "that sets up its compressor and decompressor on first use has done so). Heap and "
+        "RSS per connection as in the idle table (after minus before, divided by the "
+        "connections); the blocks column lists what each connection holds (16-byte size "
+        "classes, at least half a block per connection; `>65536` is one block over 64 KiB). "
+        "_weft/off_: the same without compression.",
+        "",
+        "| library | offer | when | RSS / conn | heap / conn | allocations / conn | live blocks per conn by size (bytes: count) |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        when = "one message" if r.get("one_message") else "handshake"
+        offer = "-" if r["server"] == DEFLATE_OFF else r.get("offer", "?")
+        if "error" in r:
+            out.append(f"| {r['server']} | {offer} | {when} | error: {r['error']} | | | |")
+            continue
+        h, s = r["heap_per_conn_bytes"], r["rss_per_conn_bytes"]
+        out.append(f"| {r['server']} | {offer} | {when} | {s / 1024:.1f} KiB | {h / 1024:.1f} KiB | "
+                   f"{r['allocs_per_conn']} | {r.get('blocks_per_conn_by_size') or '-'} |")
+    out.append("")
+    return out
+
+
+def deflate_settings_section(rows, m):
+    out = ["### weft's compression settings", "", meta_line(m), ""]
+    out += [
+        "echo-weft alone at 64 connections x 8 in flight, one setting changed at a time "
+        "from its defaults (`DeflateConfig::level`, `server_max_window_bits` and "
+        "`client_max_window_bits` together; _no context takeover_ is the client's offer, "
+        "which weft accepts; _off_ is no compression). Median over repeats. Memory: "
+        f"{next((r.get('conns') for r in rows if r.get('part') == 'memory'), '?'):,} "
+        "connections after one 1 KiB message each way, per connection.",
+        "",
+        "| setting | 1 KiB: echoes/s | 1 KiB: CPU µs/echo | 1 KiB: wire bytes/echo | "
+        "16 KiB: echoes/s | 16 KiB: CPU µs/echo | 16 KiB: wire bytes/echo | RSS / conn | heap / conn | "
+        "other procs, cores |",
+        "|---|" + "---:|" * 9,
+    ]
+    # In bench/run's order (the memory runs follow it; the echo runs rotate).
+    variants = []
+    for r in sorted(rows, key=lambda r: r.get("part") != "memory"):
+        if r["variant"] not in variants:
+            variants.append(r["variant"])
+    for v in variants:
+        cells = []
+        for size in (1024, 16384):
+            runs = [r for r in rows if r["variant"] == v and r.get("part") == "echo"
+                    and r.get("size") == size and not r.get("errors")]
+            cells += [fmt(med([r.get("msgs_per_sec") for r in runs]), 1),
+                      fmt(med([r.get("server_cpu_us_per_echo") for r in runs]), 2),
+                      fmt(med([r.get("echo_wire_bytes") for r in runs]), 0)]
+        mem = [r for r in rows if r["variant"] == v and r.get("part") == "memory"]
+        if mem and "error" not in mem[0]:
+            cells += [f"{mem[0]['rss_per_conn_bytes'] / 1024:.1f} KiB",
+                      f"{mem[0]['heap_per_conn_bytes'] / 1024:.1f} KiB"]
+        else:
+            cells += ["-", "-"]
+        noise = med([max(0.0, noise_cpu(r)) / r["secs"] for r in rows
+                     if r["variant"] == v and r.get("part") == "echo" and r.get("secs")])
+        cells.append(f"{noise:.2f}" if noise is not None else "-")
+        out.append(f"| {v} | " + " | ".join(cells) + " |")
+    errs = [r for r in rows if r.get("errors") or "error" in r]
+    for e in errs:
+        out.append(f"- error: {e['variant']}: {e.get('first_error') or e.get('error')}")
+    out.append("")
+    return out
+
+
 def main():
     res, lock = sys.argv[1], sys.argv[2]
     machine = {}
@@ -255,6 +447,8 @@ def main():
     mrows = load(os.path.join(res, "matrix.jsonl"))
     crows = load(os.path.join(res, "codec.jsonl"))
     irows = load(os.path.join(res, "idle.jsonl"))
+    drows = load(os.path.join(res, "deflate.jsonl"))
+    dirows = load(os.path.join(res, "deflate-idle.jsonl"))
     targets = ["## Targets (issue 4)", ""]
     body = []
     if mrows:
@@ -285,6 +479,26 @@ def main():
         body += t
         if weft and weft.get("heap_per_conn_bytes") is not None:
             targets.append(f"- <= 2 KiB heap per idle connection: **{weft['heap_per_conn_bytes'] / 1024:.1f} KiB**")
+    if drows or dirows:
+        zlock = os.path.join(os.path.dirname(lock), "zlib-peers", "Cargo.lock")
+        zv = versions(zlock, ["ratchet_rs", "ratchet_deflate", "libz-sys", "flate2"])
+        zdesc = ", ".join(f"{k} {'/'.join(v)}" for k, v in sorted(zv.items())) or "versions unknown"
+        if drows:
+            t, dcpu, dname = deflate_section(drows, meta(res, "deflate"), zdesc)
+            body += t
+            if dcpu:
+                worst = max(dcpu)
+                targets.append(f"- compressed echo, server CPU per echo against the best compressing peer: "
+                               f"weft's ratio {min(dcpu)[0]:.2f}-{worst[0]:.2f} (worst at {dname(worst[1])})")
+        else:
+            body += ["## Compressed echo (permessage-deflate, RFC 7692)", ""]
+        if dirows:
+            body += deflate_idle_section(dirows, meta(res, "deflate-idle"))
+    dsrows = load(os.path.join(res, "deflate-settings.jsonl"))
+    if dsrows:
+        if not (drows or dirows):
+            body += ["## Compressed echo (permessage-deflate, RFC 7692)", ""]
+        body += deflate_settings_section(dsrows, meta(res, "deflate-settings"))
     targets.append("")
     print("\n".join(out + targets + body))
 

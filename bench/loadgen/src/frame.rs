@@ -84,9 +84,7 @@ pub struct Template {
 
 impl Template {
     pub fn new(len: usize, text: bool) -> Template {
-        let masked = (0..len)
-            .map(|p| pattern(p, text) ^ MASK[p % 4])
-            .collect();
+        let masked = (0..len).map(|p| pattern(p, text) ^ MASK[p % 4]).collect();
         Template { len, text, masked }
     }
 
@@ -139,9 +137,14 @@ impl Template {
 enum State {
     Header,
     /// Inside a data frame's payload.
-    Data { remaining: u64, fin: bool },
+    Data {
+        remaining: u64,
+        fin: bool,
+    },
     /// Inside a ping/pong payload (skipped; counted).
-    Control { remaining: u64 },
+    Control {
+        remaining: u64,
+    },
 }
 
 /// The streaming parser of the server's frames.
@@ -223,13 +226,19 @@ impl Parser {
                             self.msg_off = 0;
                             self.expect = Some(*e);
                             self.samples = e.samples();
-                            self.state = State::Data { remaining: len, fin };
+                            self.state = State::Data {
+                                remaining: len,
+                                fin,
+                            };
                         }
                         0x0 => {
                             if self.msg_kind.is_none() {
                                 return Err("continuation frame outside a message".into());
                             }
-                            self.state = State::Data { remaining: len, fin };
+                            self.state = State::Data {
+                                remaining: len,
+                                fin,
+                            };
                         }
                         other => return Err(format!("reserved opcode {other}")),
                     }
@@ -348,11 +357,12 @@ fn parse_header(b: &[u8]) -> Result<Option<(bool, u8, u64, usize)>, String> {
     Ok(Some((fin, opcode, len, hlen)))
 }
 
-/// The client's upgrade request, with the fixed key.
-pub fn request(host: &str) -> Vec<u8> {
+/// The client's upgrade request, with the fixed key and `extra` header lines (each ending
+/// in CRLF; the extension offer).
+pub fn request_with(host: &str, extra: &str) -> Vec<u8> {
     format!(
         "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     )
     .into_bytes()
 }
@@ -404,7 +414,15 @@ mod tests {
             payload.chunks(per).collect()
         };
         for (i, c) in chunks.iter().enumerate() {
-            let op = if i == 0 { if t.text { 1 } else { 2 } } else { 0 };
+            let op = if i == 0 {
+                if t.text {
+                    1
+                } else {
+                    2
+                }
+            } else {
+                0
+            };
             let fin = if i + 1 == chunks.len() { 0x80 } else { 0 };
             out.push(fin | op);
             if c.len() < 126 {
@@ -446,12 +464,24 @@ mod tests {
 
     #[test]
     fn masked_frames_unmask_to_the_pattern() {
-        for (len, text) in [(0, false), (5, true), (16, false), (200, true), (70_000, false)] {
+        for (len, text) in [
+            (0, false),
+            (5, true),
+            (16, false),
+            (200, true),
+            (70_000, false),
+        ] {
             let t = Template::new(len, text);
             let (h, n) = t.head(0xdead_beef);
             let mut frame = h[..n].to_vec();
             frame.extend_from_slice(t.body());
-            let hlen = if len < 126 { 2 } else if len <= 0xffff { 4 } else { 10 };
+            let hlen = if len < 126 {
+                2
+            } else if len <= 0xffff {
+                4
+            } else {
+                10
+            };
             assert_eq!(frame.len(), hlen + 4 + len);
             assert_eq!(frame[0] & 0x0f, if text { 1 } else { 2 });
             assert_ne!(frame[1] & 0x80, 0, "masked");
@@ -474,9 +504,16 @@ mod tests {
             let ids = [1u32, 2, 0xffff_ffff];
             let expects: Vec<Expect> = ids.iter().map(|&i| t.expect(i)).collect();
             for frames in [1, 3] {
-                let wire: Vec<u8> = ids.iter().flat_map(|&i| echo(&t, i, frames, None)).collect();
+                let wire: Vec<u8> = ids
+                    .iter()
+                    .flat_map(|&i| echo(&t, i, frames, None))
+                    .collect();
                 for piece in [1, 7, 1000, wire.len()] {
-                    assert_eq!(run(&wire, piece, &expects), Ok(3), "len {len} piece {piece}");
+                    assert_eq!(
+                        run(&wire, piece, &expects),
+                        Ok(3),
+                        "len {len} piece {piece}"
+                    );
                 }
             }
         }
@@ -502,8 +539,10 @@ mod tests {
         let t = Template::new(5000, true);
         let e = [t.expect(9)];
         let run_full = |wire: &[u8]| -> Result<usize, String> {
-            let mut p = Parser::default();
-            p.full = Some(t.plain().into());
+            let mut p = Parser {
+                full: Some(t.plain().into()),
+                ..Parser::default()
+            };
             let mut off = 0;
             let mut done = 0;
             while off < wire.len() {
@@ -517,7 +556,9 @@ mod tests {
         // Byte 2345 is not among the samples: only the full check sees it.
         assert!(!e[0].samples().contains(&2345));
         assert_eq!(run(&echo(&t, 9, 1, Some(2345)), 5000, &e), Ok(1));
-        assert!(run_full(&echo(&t, 9, 1, Some(2345))).unwrap_err().contains("2345"));
+        assert!(run_full(&echo(&t, 9, 1, Some(2345)))
+            .unwrap_err()
+            .contains("2345"));
     }
 
     #[test]

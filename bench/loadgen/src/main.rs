@@ -23,9 +23,18 @@
 //! and length sent; its first 8 bytes (a tag numbering the message, mixed with the
 //! connection) must match, and so must 4 positions spread by the tag and the last byte.
 //! `--verify full` compares every byte instead (slower; for validating a server).
+//!
+//! Compressed echo (`--deflate takeover|no-context-takeover`, RFC 7692; see `deflate.rs`):
+//! text messages from a pool of JSON documents (`--payload json`, implied), offered
+//! permessage-deflate in the handshake, each message compressed on its own connection's
+//! context (raw deflate, sync flush, tail removed, RSV1, masked), every echo inflated and
+//! compared whole with what was sent. `--payload json --deflate off` sends the same
+//! messages uncompressed. The output line adds the wire bytes of each echo and message.
 
+mod deflate;
 mod frame;
 
+use deflate::{Offer, Pool, Reader};
 use frame::{Expect, Parser, Template};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -46,6 +55,9 @@ struct Args {
     connect_timeout: Duration,
     /// Compare every payload byte (not only the tag and samples).
     verify_full: bool,
+    /// Text messages from the JSON pool (implied by `deflate`).
+    json: bool,
+    deflate: Offer,
 }
 
 fn usage(msg: &str) -> ! {
@@ -53,7 +65,8 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "flags: --addr HOST:PORT --conns N --size BYTES --kind text|binary --inflight N \
          --duration-secs S --warmup-secs S [--server-pid PID] [--connect-timeout-secs S] \
-         [--verify sampled|full]"
+         [--verify sampled|full] [--payload pattern|json] \
+         [--deflate off|takeover|no-context-takeover]"
     );
     std::process::exit(2)
 }
@@ -70,14 +83,19 @@ fn parse_args() -> Args {
         server_pid: None,
         connect_timeout: Duration::from_secs(10),
         verify_full: false,
+        json: false,
+        deflate: Offer::Off,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let v = it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        let v = it
+            .next()
+            .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
         let secs = |v: &str| {
             Duration::from_secs_f64(v.parse().unwrap_or_else(|_| usage(&format!("{flag}: {v}"))))
         };
-        let num = |v: &str| -> usize { v.parse().unwrap_or_else(|_| usage(&format!("{flag}: {v}"))) };
+        let num =
+            |v: &str| -> usize { v.parse().unwrap_or_else(|_| usage(&format!("{flag}: {v}"))) };
         match flag.as_str() {
             "--addr" => a.addr = v.parse().unwrap_or_else(|_| usage(&format!("--addr: {v}"))),
             "--conns" => a.conns = num(&v),
@@ -101,11 +119,36 @@ fn parse_args() -> Args {
                     _ => usage("--verify is sampled or full"),
                 }
             }
+            "--payload" => {
+                a.json = match v.as_str() {
+                    "json" => true,
+                    "pattern" => false,
+                    _ => usage("--payload is pattern or json"),
+                }
+            }
+            "--deflate" => {
+                a.deflate = Offer::parse(&v)
+                    .unwrap_or_else(|| usage("--deflate is off, takeover or no-context-takeover"))
+            }
             other => usage(&format!("unknown flag {other}")),
         }
     }
     if a.conns == 0 || a.inflight == 0 {
         usage("--conns and --inflight must be at least 1");
+    }
+    if a.deflate != Offer::Off {
+        a.json = true;
+    }
+    if a.json {
+        if !a.text {
+            usage("--payload json and --deflate send text: --kind text");
+        }
+        if a.size < Pool::MIN_SIZE {
+            usage(&format!(
+                "--payload json needs --size of at least {}",
+                Pool::MIN_SIZE
+            ));
+        }
     }
     a
 }
@@ -118,11 +161,40 @@ enum Phase {
     Dead,
 }
 
-/// A message waiting to be written: its own head (header, mask key, masked tag), then the
-/// template's shared body.
-struct Out {
-    head: [u8; 22],
-    head_len: u8,
+/// A message waiting to be written.
+enum Out {
+    /// Its own head (header, mask key, masked tag), then the template's shared body.
+    Template { head: [u8; 22], head_len: u8 },
+    /// A whole frame of its own (json/deflate mode).
+    Owned(Vec<u8>),
+}
+
+impl Out {
+    /// The bytes to write: up to two pieces.
+    fn parts<'a>(&'a self, body: &'a [u8]) -> [&'a [u8]; 2] {
+        match self {
+            Out::Template { head, head_len } => [&head[..*head_len as usize], body],
+            Out::Owned(v) => [v, &[]],
+        }
+    }
+}
+
+/// What every connection shares: the template (pattern mode, and the tags) and, in
+/// json/deflate mode, the pool and the offer.
+struct Ctx {
+    t: Template,
+    json: Option<Pool>,
+    offer: Offer,
+}
+
+/// A connection's json/deflate state.
+struct JsonConn {
+    deflater: Option<deflate::Deflater>,
+    reader: Reader,
+    /// The plain message being sent, and frames already written (reused).
+    scratch: Vec<u8>,
+    compressed: Vec<u8>,
+    free: Vec<Vec<u8>>,
 }
 
 struct Conn {
@@ -141,6 +213,7 @@ struct Conn {
     out: VecDeque<Out>,
     out_off: usize,
     next_seq: u32,
+    json: Option<Box<JsonConn>>,
 }
 
 const RBUF: usize = 256 * 1024;
@@ -149,6 +222,12 @@ const MAX_CONNECTING: usize = 100;
 
 struct Stats {
     echoes: u64,
+    /// json/deflate mode, over the measured window: frame bytes of the echoes received and
+    /// of the messages sent, and how many echoes came compressed.
+    echo_wire_bytes: u64,
+    sent_wire_bytes: u64,
+    sent_msgs: u64,
+    compressed_echoes: u64,
     latencies_ns: Vec<u32>,
     errors: u64,
     first_error: Option<String>,
@@ -166,17 +245,37 @@ impl Stats {
 }
 
 impl Conn {
-    fn queue_message(&mut self, t: &Template, now: Instant) {
+    fn queue_message(&mut self, ctx: &Ctx, now: Instant, stats: &mut Stats) {
         // Each connection numbers its messages; the tag mixes in the connection so that an
         // echo on the wrong connection fails too.
         let id = self.id.wrapping_mul(0x9E37_79B1) ^ self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
-        let (head, n) = t.head(id);
-        self.out.push_back(Out {
-            head,
-            head_len: n as u8,
-        });
-        self.inflight.push_back((t.expect(id), now));
+        let expect = ctx.t.expect(id);
+        if let (Some(pool), Some(j)) = (&ctx.json, self.json.as_deref_mut()) {
+            pool.message(&expect.tag, &mut j.scratch);
+            let mut f = j.free.pop().unwrap_or_default();
+            f.clear();
+            match &mut j.deflater {
+                Some(d) => {
+                    j.compressed.clear();
+                    d.compress(&j.scratch, &mut j.compressed);
+                    deflate::frame(&j.compressed, true, &mut f);
+                }
+                None => deflate::frame(&j.scratch, false, &mut f),
+            }
+            if stats.recording {
+                stats.sent_msgs += 1;
+                stats.sent_wire_bytes += f.len() as u64;
+            }
+            self.out.push_back(Out::Owned(f));
+        } else {
+            let (head, n) = ctx.t.head(id);
+            self.out.push_back(Out::Template {
+                head,
+                head_len: n as u8,
+            });
+        }
+        self.inflight.push_back((expect, now));
     }
 
     /// Writes as much as the socket takes. `Err` breaks the connection.
@@ -189,27 +288,16 @@ impl Conn {
                 if n + 2 > MAX_IOV {
                     break;
                 }
-                let head = &o.head[..o.head_len as usize];
-                if i == 0 && self.out_off > 0 {
-                    // Part of the first message is written.
-                    if self.out_off < head.len() {
-                        iov[n] = IoSlice::new(&head[self.out_off..]);
-                        n += 1;
-                        if !body.is_empty() {
-                            iov[n] = IoSlice::new(body);
-                            n += 1;
-                        }
-                    } else {
-                        iov[n] = IoSlice::new(&body[self.out_off - head.len()..]);
-                        n += 1;
+                // Part of the first message may be written already.
+                let mut skip = if i == 0 { self.out_off } else { 0 };
+                for part in o.parts(body) {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                        continue;
                     }
-                } else {
-                    iov[n] = IoSlice::new(head);
+                    iov[n] = IoSlice::new(&part[skip..]);
                     n += 1;
-                    if !body.is_empty() {
-                        iov[n] = IoSlice::new(body);
-                        n += 1;
-                    }
+                    skip = 0;
                 }
             }
             match self.sock.write_vectored(&iov[..n]) {
@@ -218,11 +306,15 @@ impl Conn {
                     // Drop what was written.
                     while written > 0 {
                         let o = self.out.front().expect("written bytes were queued");
-                        let total = o.head_len as usize + body.len();
-                        let left = total - self.out_off;
+                        let [a, b] = o.parts(body);
+                        let left = a.len() + b.len() - self.out_off;
                         if written >= left {
                             written -= left;
-                            self.out.pop_front();
+                            if let (Some(Out::Owned(v)), Some(j)) =
+                                (self.out.pop_front(), self.json.as_deref_mut())
+                            {
+                                j.free.push(v);
+                            }
                             self.out_off = 0;
                         } else {
                             self.out_off += written;
@@ -240,7 +332,7 @@ impl Conn {
 
     /// Reads until the socket would block, checking every echo; each echo completed queues
     /// the next message (while sending). Returns the number of echoes completed.
-    fn read(&mut self, t: &Template, now: Instant, stats: &mut Stats) -> Result<(), String> {
+    fn read(&mut self, ctx: &Ctx, now: Instant, stats: &mut Stats) -> Result<(), String> {
         loop {
             if self.rlen == self.rbuf.len() {
                 return Err("read buffer full with no frame progress".into());
@@ -249,7 +341,7 @@ impl Conn {
                 Ok(0) => return Err("the server closed the connection".into()),
                 Ok(n) => {
                     self.rlen += n;
-                    self.process(t, now, stats)?;
+                    self.process(ctx, now, stats)?;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -259,7 +351,7 @@ impl Conn {
     }
 
     /// Handles the bytes in `rbuf`: the handshake response, then frames.
-    fn process(&mut self, t: &Template, now: Instant, stats: &mut Stats) -> Result<(), String> {
+    fn process(&mut self, ctx: &Ctx, now: Instant, stats: &mut Stats) -> Result<(), String> {
         let mut off = 0;
         if self.phase == Phase::Handshake {
             match frame::check_response(&self.rbuf[..self.rlen])? {
@@ -267,15 +359,32 @@ impl Conn {
                 Some(n) => {
                     off = n;
                     self.phase = Phase::Open;
+                    if let Some(params) = deflate::check_accept(&self.rbuf[..n], ctx.offer)? {
+                        let j = self.json.as_deref_mut().expect("json mode when offering");
+                        j.deflater = Some(deflate::Deflater::new(&params));
+                        j.reader.set_params(&params);
+                    }
                 }
             }
         }
         while off < self.rlen {
-            let p = self
-                .parser
-                .feed(&self.rbuf[off..self.rlen], self.inflight.front().map(|x| &x.0))?;
-            off += p.consumed;
-            if p.completed {
+            let front = self.inflight.front().map(|x| &x.0);
+            let (consumed, completed) = match (&ctx.json, self.json.as_deref_mut()) {
+                (Some(pool), Some(j)) => {
+                    let (n, echo) = j.reader.feed(&self.rbuf[off..self.rlen], front, pool)?;
+                    if let (Some(e), true) = (echo, stats.recording) {
+                        stats.echo_wire_bytes += e.wire_bytes as u64;
+                        stats.compressed_echoes += e.compressed as u64;
+                    }
+                    (n, echo.is_some())
+                }
+                _ => {
+                    let p = self.parser.feed(&self.rbuf[off..self.rlen], front)?;
+                    (p.consumed, p.completed)
+                }
+            };
+            off += consumed;
+            if completed {
                 let (_, sent) = self.inflight.pop_front().expect("the parser checked one");
                 if stats.recording {
                     stats.echoes += 1;
@@ -283,9 +392,9 @@ impl Conn {
                     stats.latencies_ns.push(ns.min(u32::MAX as u128) as u32);
                 }
                 if stats.sending {
-                    self.queue_message(t, now);
+                    self.queue_message(ctx, now, stats);
                 }
-            } else if p.consumed == 0 {
+            } else if consumed == 0 {
                 break;
             }
         }
@@ -322,7 +431,11 @@ fn machine_busy() -> (f64, f64) {
     let Some(line) = s.lines().next() else {
         return (f64::NAN, f64::NAN);
     };
-    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     if v.len() < 8 {
         return (f64::NAN, f64::NAN);
     }
@@ -371,9 +484,15 @@ fn json_str(s: &str) -> String {
 
 fn main() {
     let args = parse_args();
-    let template = Template::new(args.size, args.text);
+    let ctx = Ctx {
+        t: Template::new(args.size, args.text),
+        // Generated before any connection opens: not measured.
+        json: args.json.then(|| Pool::new(args.size)),
+        offer: args.deflate,
+    };
+    let template = &ctx.t;
     let host = args.addr.to_string();
-    let request = frame::request(&host);
+    let request = frame::request_with(&host, args.deflate.header());
     let mut poll = Poll::new().expect("epoll");
     let mut events = Events::with_capacity(1024);
     let mut conns: Vec<Conn> = Vec::with_capacity(args.conns);
@@ -402,15 +521,32 @@ fn main() {
             out: VecDeque::with_capacity(args.inflight),
             out_off: 0,
             next_seq: 0,
+            json: args.json.then(|| {
+                Box::new(JsonConn {
+                    deflater: None,
+                    reader: Reader::new(),
+                    scratch: Vec::with_capacity(args.size),
+                    compressed: Vec::with_capacity(args.size),
+                    free: Vec::new(),
+                })
+            }),
         };
         poll.registry()
-            .register(&mut c.sock, Token(i), Interest::READABLE | Interest::WRITABLE)
+            .register(
+                &mut c.sock,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
             .expect("register");
         c
     };
 
     let mut stats = Stats {
         echoes: 0,
+        echo_wire_bytes: 0,
+        sent_wire_bytes: 0,
+        sent_msgs: 0,
+        compressed_echoes: 0,
         latencies_ns: Vec::with_capacity(1 << 20),
         errors: 0,
         first_error: None,
@@ -420,8 +556,10 @@ fn main() {
     let start = Instant::now();
     let mut open = 0usize;
     let mut all_open_at: Option<Instant> = None;
-    let mut window_start: Option<(Instant, f64, Option<(f64, f64)>)> = None;
-    let mut window_end: Option<(Instant, f64, Option<(f64, f64)>)> = None;
+    // (when, own CPU, the server's CPU): at the start and the end of the measured window.
+    type Mark = (Instant, f64, Option<(f64, f64)>);
+    let mut window_start: Option<Mark> = None;
+    let mut window_end: Option<Mark> = None;
     let mut dead = 0usize;
     let (mut busy0, mut busy1) = ((f64::NAN, f64::NAN), (f64::NAN, f64::NAN));
 
@@ -501,16 +639,16 @@ fn main() {
                 }
                 let was_open = c.phase == Phase::Open;
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    c.read(&template, now, &mut stats)?;
+                    c.read(&ctx, now, &mut stats)?;
                 }
                 if !was_open && c.phase == Phase::Open {
                     open += 1;
                     for _ in 0..args.inflight {
-                        c.queue_message(&template, now);
+                        c.queue_message(&ctx, now, &mut stats);
                     }
                 }
                 if c.phase == Phase::Open {
-                    c.flush(&template)?;
+                    c.flush(template)?;
                 }
                 Ok(())
             })();
@@ -548,12 +686,24 @@ fn main() {
     // information.
     let irq_cpu = busy1.1 - busy0.1;
     let noise_cpu = (busy1.0 - busy0.0) + irq_cpu - own_cpu - server_cpu;
-    let controls: u64 = conns.iter().map(|c| c.parser.controls).sum();
+    let controls: u64 = conns
+        .iter()
+        .map(|c| c.parser.controls + c.json.as_ref().map_or(0, |j| j.reader.controls))
+        .sum();
+    let per = |bytes: u64, n: u64| {
+        if args.json && n > 0 {
+            json_num(bytes as f64 / n as f64)
+        } else {
+            "null".into()
+        }
+    };
     println!(
         "{{\"conns\":{},\"size\":{},\"kind\":\"{}\",\"inflight\":{},\"secs\":{},\"echoes\":{},\
          \"msgs_per_sec\":{},\"p50_us\":{},\"p99_us\":{},\"max_us\":{},\"loadgen_cpu_s\":{},\
          \"server_cpu_s\":{},\"server_cpu_us_per_echo\":{},\"server_sched_cpu_s\":{},\
-         \"server_sched_us_per_echo\":{},\"noise_cpu_s\":{},\"irq_cpu_s\":{},\"control_frames\":{},\"errors\":{},\"first_error\":{}}}",
+         \"server_sched_us_per_echo\":{},\"noise_cpu_s\":{},\"irq_cpu_s\":{},\"control_frames\":{},\
+         \"payload\":\"{}\",\"deflate\":\"{}\",\"echo_wire_bytes\":{},\"sent_wire_bytes\":{},\
+         \"compressed_echo_share\":{},\"errors\":{},\"first_error\":{}}}",
         args.conns,
         args.size,
         if args.text { "text" } else { "binary" },
@@ -572,6 +722,15 @@ fn main() {
         json_num(noise_cpu),
         json_num(irq_cpu),
         controls,
+        if args.json { "json" } else { "pattern" },
+        args.deflate.name(),
+        per(stats.echo_wire_bytes, stats.echoes),
+        per(stats.sent_wire_bytes, stats.sent_msgs),
+        if args.json && stats.echoes > 0 {
+            json_num(stats.compressed_echoes as f64 / stats.echoes as f64)
+        } else {
+            "null".into()
+        },
         stats.errors,
         stats
             .first_error

@@ -1,4 +1,4 @@
-//! What the four echo servers share: the command line, the accept loop on a current-thread
+//! What the echo servers share (this file is also compiled into bench/zlib-peers'): the command line, the accept loop on a current-thread
 //! tokio runtime, and a counting global allocator for the idle-memory benchmark.
 //!
 //! Every server takes:
@@ -11,6 +11,14 @@
 //!   allocator only pays one relaxed load per call and the servers install no signal handler.
 //! - `--verbose`: print each connection's error (by default they are dropped: a load
 //!   generator that exits resets hundreds of connections at once).
+//! - `--deflate`: accept permessage-deflate (RFC 7692) when a client offers it, with
+//!   weft's defaults: 15-bit windows, context takeover unless the client asks otherwise,
+//!   zlib level 1 (the servers whose library supports it: `echo-weft`, `echo-yawc`,
+//!   `echo-ratchet`; the others refuse the flag). `--deflate-nct`: the same for clients
+//!   that ask for no context takeover (only `echo-ratchet` needs to be told: see there).
+//!   `echo-weft` also takes `--deflate-level N` (zlib level, default 1) and
+//!   `--deflate-window-bits N` (8-15: the server's window and the most it allows the
+//!   client's; default 15), for the settings comparison.
 //!
 //! `echo-weft` also takes `--corrupt-every N` (flip one byte of every Nth echoed payload),
 //! the test mode that shows the load generator's checks can fail, and, for experiments,
@@ -130,7 +138,18 @@ pub struct Args {
     pub corrupt_every: u64,
     /// `echo-weft` only, for experiments: the engine's `read_buffer_size` (default: weft's).
     pub read_buffer_size: Option<usize>,
+    /// Accept permessage-deflate.
+    pub deflate: bool,
+    /// Accept permessage-deflate from clients that ask for no context takeover.
+    pub deflate_nct: bool,
+    /// `echo-weft` only: `DeflateConfig::level` (default weft's, 1).
+    pub deflate_level: Option<u32>,
+    /// `echo-weft` only: `DeflateConfig::{server,client}_max_window_bits` (default 15).
+    pub deflate_window_bits: Option<u8>,
 }
+
+/// The servers whose library has permessage-deflate (the others refuse `--deflate`).
+const DEFLATE_SERVERS: &[&str] = &["echo-weft", "echo-yawc", "echo-ratchet"];
 
 fn parse_args(name: &str) -> Args {
     let mut args = Args {
@@ -139,19 +158,46 @@ fn parse_args(name: &str) -> Args {
         verbose: false,
         corrupt_every: 0,
         read_buffer_size: None,
+        deflate: false,
+        deflate_nct: false,
+        deflate_level: None,
+        deflate_window_bits: None,
     };
     let mut it = std::env::args().skip(1);
     let die = |msg: String| -> ! {
         eprintln!("{name}: {msg}");
-        eprintln!("flags: --addr HOST:PORT [--heap-file PATH] [--verbose] [--corrupt-every N | --read-buffer-size BYTES (echo-weft)]");
+        eprintln!("flags: --addr HOST:PORT [--heap-file PATH] [--verbose] [--deflate | --deflate-nct] [--corrupt-every N | --read-buffer-size BYTES | --deflate-level N | --deflate-window-bits N (echo-weft)]");
         std::process::exit(2)
     };
     while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| die(format!("{flag} needs a value")));
+        let mut value = || {
+            it.next()
+                .unwrap_or_else(|| die(format!("{flag} needs a value")))
+        };
         match flag.as_str() {
-            "--addr" => args.addr = value().parse().unwrap_or_else(|e| die(format!("--addr: {e}"))),
+            "--addr" => {
+                args.addr = value()
+                    .parse()
+                    .unwrap_or_else(|e| die(format!("--addr: {e}")))
+            }
             "--heap-file" => args.heap_file = Some(value().into()),
             "--verbose" => args.verbose = true,
+            "--deflate" => args.deflate = true,
+            "--deflate-nct" => args.deflate_nct = true,
+            "--deflate-level" => {
+                args.deflate_level = Some(
+                    value()
+                        .parse()
+                        .unwrap_or_else(|e| die(format!("--deflate-level: {e}"))),
+                )
+            }
+            "--deflate-window-bits" => {
+                args.deflate_window_bits = Some(
+                    value()
+                        .parse()
+                        .unwrap_or_else(|e| die(format!("--deflate-window-bits: {e}"))),
+                )
+            }
             "--corrupt-every" => {
                 args.corrupt_every = value()
                     .parse()
@@ -180,6 +226,10 @@ where
     E: std::fmt::Display + Send + 'static,
 {
     let args = parse_args(name);
+    if (args.deflate || args.deflate_nct) && !DEFLATE_SERVERS.contains(&name) {
+        eprintln!("{name}: --deflate: this library has no permessage-deflate");
+        std::process::exit(2);
+    }
     raise_fd_limit();
     if args.heap_file.is_some() {
         COUNTING.store(true, Relaxed);

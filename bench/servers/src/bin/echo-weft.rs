@@ -1,5 +1,9 @@
 //! weft's echo server, as `crates/weft/examples/echo-server.rs` does it: `recv`, then `feed`
 //! every message that has already arrived (`try_recv`), then one `flush` (corking).
+//! `--deflate`: `Options::deflate` with weft's `DeflateConfig::default()` (accept the
+//! client's offer: 15-bit windows, context takeover unless asked otherwise, level 1,
+//! messages under 64 bytes sent uncompressed), as the example's `--deflate` does;
+//! `--deflate-level N` and `--deflate-window-bits N` change the level and both windows.
 
 use bytes::Bytes;
 use servers::{serve, Args, MAX_MESSAGE};
@@ -13,6 +17,17 @@ fn main() {
         options.config.max_frame_size = Some(MAX_MESSAGE as u64);
         if let Some(n) = args.read_buffer_size {
             options.config.read_buffer_size = n;
+        }
+        if args.deflate || args.deflate_nct {
+            let mut d = weft::proto::deflate::DeflateConfig::default();
+            if let Some(level) = args.deflate_level {
+                d.level = level;
+            }
+            if let Some(bits) = args.deflate_window_bits {
+                d.server_max_window_bits = Some(bits);
+                d.client_max_window_bits = Some(bits);
+            }
+            options.deflate = Some(d);
         }
         echo(stream, options, args.corrupt_every)
     });
@@ -42,7 +57,7 @@ async fn echo(
 /// ASCII, so text stays valid UTF-8). The load generator's sampled checks may miss it (the
 /// middle byte is sampled only by chance); `--verify full` finds it.
 fn maybe_corrupt(msg: Message, n: u64, every: u64) -> Message {
-    if every == 0 || n % every != 0 || msg.is_empty() {
+    if every == 0 || !n.is_multiple_of(every) || msg.is_empty() {
         return msg;
     }
     let text = matches!(msg, Message::Text(_));
