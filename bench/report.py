@@ -168,7 +168,10 @@ def codec_section(rows, m):
         "Decode: masked client frames read whole by a server endpoint from an in-memory "
         "stream (at most 64 KiB per read); encode: server frames written into an in-memory "
         "stream that copies into one reused 64 KiB buffer. Best of several runs, one core. "
-        "GB/s counts wire bytes. memcpy copies the same bytes in the same 64 KiB pieces. "
+        "GB/s counts wire bytes. memcpy copies the same bytes in the same 64 KiB pieces into "
+        "one 64 KiB buffer; memcpy into messages (decode) copies each message's payload into "
+        "a buffer of the message's size, which any decoder that hands out a contiguous "
+        "message must do (for 1 MiB messages that buffer no longer stays in L2). "
         "In parentheses: ratio to the best peer.",
         "",
     ]
@@ -178,8 +181,9 @@ def codec_section(rows, m):
     results = {}
     for d in ["decode", "encode"]:
         out += [f"### {d.capitalize()}", "",
-                "| workload | " + " | ".join(LIBS) + " | memcpy | weft / best peer | weft / memcpy |",
-                "|---|" + "---:|" * (len(LIBS) + 3)]
+                "| workload | " + " | ".join(LIBS) +
+                " | memcpy | memcpy into messages | weft / best peer | weft / memcpy | weft / memcpy into messages |",
+                "|---|" + "---:|" * (len(LIBS) + 5)]
         for (dd, w), libs in by.items():
             if dd != d:
                 continue
@@ -194,14 +198,18 @@ def codec_section(rows, m):
                 rr = f" ({x['gb_per_s'] / best:.2f})" if best else ""
                 cells.append(f"{x['gb_per_s']:.2f} GB/s, {fmt(x['msgs_per_s'])} msg/s{rr}")
             mc = libs.get("memcpy")
+            mm = libs.get("memcpy-msg")
             wf = libs.get("weft")
             r_peer = wf["gb_per_s"] / best if (wf and best) else None
             r_mem = wf["gb_per_s"] / mc["gb_per_s"] if (wf and mc) else None
-            results[(d, w)] = (wf, r_peer, r_mem)
+            r_msg = wf["gb_per_s"] / mm["gb_per_s"] if (wf and mm) else None
+            results[(d, w)] = (wf, r_peer, r_mem, r_msg)
             out.append(f"| {w} | " + " | ".join(cells) +
                        (f" | {mc['gb_per_s']:.2f} GB/s" if mc else " | -") +
+                       (f" | {mm['gb_per_s']:.2f} GB/s" if mm else " | -") +
                        (f" | **{r_peer:.2f}**" if r_peer else " | -") +
-                       (f" | {r_mem:.2f} |" if r_mem else " | - |"))
+                       (f" | {r_mem:.2f}" if r_mem else " | -") +
+                       (f" | {r_msg:.2f} |" if r_msg else " | - |"))
         out.append("")
     return out, results
 
@@ -469,9 +477,11 @@ def main():
             targets.append(f"- codec >= 1.2x the best peer on every workload: **{len(ok)}/{len(rp)}**; "
                            f"worst {worst[0]:.2f} ({worst[1][0]} {worst[1][1]})")
         for d in ["decode", "encode"]:
-            for (dd, w), (wf, _, rm) in cres.items():
+            for (dd, w), (wf, _, rm, rmsg) in cres.items():
                 if dd == d and "1 MiB" in w and rm:
-                    targets.append(f"- {d} 1 MiB binary >= 95% of memcpy: **{rm * 100:.0f}%**")
+                    extra = (f" ({rmsg * 100:.0f}% of a memcpy into message-sized buffers)"
+                             if rmsg else "")
+                    targets.append(f"- {d} 1 MiB binary >= 95% of memcpy: **{rm * 100:.0f}%**{extra}")
                 if dd == d and "16 B" in w and wf:
                     targets.append(f"- {d} >= 30 M 16 B messages/s: **{wf['msgs_per_s'] / 1e6:.1f} M/s**")
     if irows:
