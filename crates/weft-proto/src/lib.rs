@@ -22,6 +22,7 @@ mod config;
 pub mod connection;
 pub mod deflate;
 pub mod error;
+pub mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
