@@ -7,7 +7,7 @@
 //! [`Connection::with_extension`](crate::Connection::with_extension) or
 //! [`Connection::set_extension`](crate::Connection::set_extension) after the handshake
 //! negotiated it; permessage-deflate ([`Config::deflate`](crate::Config), or
-//! [`PerMessageDeflate`](crate::deflate::PerMessageDeflate) with the `deflate` feature) is
+//! `PerMessageDeflate` in [`deflate`](crate::deflate), with the `deflate` feature) is
 //! one. (RFC 6455 §9.1 lets several extensions be negotiated, applied in the order they were
 //! negotiated; one extension that runs the others in that order would be the way to do it
 //! here, if ever needed.)

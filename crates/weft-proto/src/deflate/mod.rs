@@ -1,5 +1,5 @@
 //! permessage-deflate (RFC 7692): negotiation (`negotiate.rs`) and, with the `deflate`
-//! feature, the compressor and decompressor (`codec.rs`) that [`PerMessageDeflate`], the
+//! feature, the compressor and decompressor (`codec.rs`) that `PerMessageDeflate`, the
 //! engine's [`Extension`](crate::extension::Extension), runs on each message
 //! (`permessage.rs`).
 

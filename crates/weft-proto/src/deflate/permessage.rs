@@ -2,7 +2,7 @@
 //! outgoing messages over the threshold, and messages sent frame by frame, are compressed;
 //! received ones are inflated with bounded output.
 //!
-//! The zlib state (about 300-430 KB for both directions with 15-bit windows) is made when
+//! The zlib state (both directions: about 300 KB with 9-bit windows, 430 KB with 15) is made when
 //! the first compressed message in its direction needs it, and, where no context takeover
 //! was negotiated for that direction, dropped at the end of each message: an idle
 //! connection without context takeover holds none of it.
