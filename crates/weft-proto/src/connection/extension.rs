@@ -41,6 +41,13 @@ impl ExtensionState {
     pub(super) fn extension(&self) -> &dyn Extension {
         self.ext.as_ref()
     }
+
+    /// Lets go of what was kept of a received message (nothing more will be received).
+    pub(super) fn clear_input(&mut self) {
+        self.decoded = Vec::new();
+        self.input = Bytes::new();
+        self.more = false;
+    }
 }
 
 /// What one step over a frame of an extension's message produced.

@@ -348,6 +348,9 @@ impl Connection {
         self.pending.clear();
         self.in_msg = None;
         self.assembly = BytesMut::new();
+        if let Some(st) = self.ext.as_deref_mut() {
+            st.clear_input();
+        }
         std::mem::take(&mut self.rbuf)
     }
 
@@ -365,6 +368,9 @@ impl Connection {
         self.rbuf = BytesMut::new();
         self.assembly = BytesMut::new();
         self.in_msg = None;
+        if let Some(st) = self.ext.as_deref_mut() {
+            st.clear_input();
+        }
         Error::Protocol(err)
     }
 
