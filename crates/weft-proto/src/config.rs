@@ -80,12 +80,19 @@ pub struct Config {
     /// piece of a vectored write). A client coalesces larger payloads too when it must copy
     /// them anyway to mask them.
     pub coalesce_threshold: usize,
-    /// RSV bits (RSV1 = `0b100`) that a negotiated extension uses; frames with other RSV bits
-    /// set are a protocol error (1002). Default 0. (permessage-deflate sets RSV1 itself.)
+    /// RSV bits (RSV1 = `0b100`) of an extension the application runs itself: messages
+    /// whose first frame carries them are handed out as they arrive (the bits in
+    /// [`Event::MessageStart`](crate::Event::MessageStart); text is not validated as it
+    /// arrives, and at the message level it is validated whole). Frames with RSV bits that
+    /// neither these nor the installed [`Extension`](crate::extension::Extension) use are a
+    /// protocol error (1002). Default 0. (An installed extension's bits need not be here.)
     pub extension_rsv: u8,
-    /// permessage-deflate, when it was negotiated: messages with RSV1 are inflated as they
-    /// arrive (bounded by the size limits, so a deflate bomb stops with 1009), and outgoing
-    /// messages are compressed. Default `None`.
+    /// permessage-deflate, when it was negotiated: [`Connection::new`](crate::Connection::new)
+    /// installs [`PerMessageDeflate`](crate::deflate) as the connection's extension, so
+    /// messages with RSV1 are inflated as they arrive (bounded by the size limits, so a
+    /// deflate bomb stops with 1009), and outgoing messages are compressed. Without the
+    /// `deflate` feature there is no codec, and RSV1 is added to `extension_rsv` instead.
+    /// Default `None`.
     pub deflate: Option<crate::deflate::Deflate>,
 }
 

@@ -1,12 +1,14 @@
 //! The engine's errors. A protocol violation carries the close code the engine sends for it.
 
 use crate::close::CloseCode;
+use crate::extension::ExtensionError;
 use crate::frame::HeaderError;
 use crate::handshake::HandshakeError;
 use std::fmt;
 
 /// What the peer did wrong. Each violation maps to the close code of RFC 6455 §7.4.1
-/// ([`close_code`](Self::close_code)) that the engine sends before it stops.
+/// ([`close_code`](Self::close_code)) that the engine sends before it stops (or, for an
+/// extension's error, the code the extension chose).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProtocolError {
@@ -34,8 +36,10 @@ pub enum ProtocolError {
     InvalidCloseReason,
     /// A text message that is not UTF-8 (checked as it arrives).
     InvalidUtf8,
-    /// A compressed message (permessage-deflate) that is not a valid deflate stream.
-    InvalidCompressedData,
+    /// The installed [`Extension`](crate::extension::Extension) could not decode a message
+    /// (for permessage-deflate: not a valid deflate stream, 1007); the close frame carries
+    /// its code and reason.
+    Extension(ExtensionError),
     /// A frame over the configured frame size limit.
     FrameTooBig {
         /// The frame's payload length.
@@ -52,15 +56,16 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     /// The close code sent for this violation: 1007 for bad UTF-8, 1009 for a size limit,
-    /// 1002 for the rest.
+    /// the extension's own code for an extension's error, 1002 for the rest.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8
-            | ProtocolError::InvalidCloseReason
-            | ProtocolError::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => {
+                CloseCode::INVALID_PAYLOAD
+            }
             ProtocolError::FrameTooBig { .. } | ProtocolError::MessageTooBig { .. } => {
                 CloseCode::MESSAGE_TOO_BIG
             }
+            ProtocolError::Extension(e) if e.code.is_sendable() => e.code,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -81,11 +86,20 @@ impl ProtocolError {
             ProtocolError::InvalidCloseCode(_) => "invalid close code",
             ProtocolError::InvalidCloseReason => "close reason not UTF-8",
             ProtocolError::InvalidUtf8 => "text not UTF-8",
-            ProtocolError::InvalidCompressedData => "invalid compressed data",
+            ProtocolError::Extension(e) => cut_reason(e.reason),
             ProtocolError::FrameTooBig { .. } => "frame too big",
             ProtocolError::MessageTooBig { .. } => "message too big",
         }
     }
+}
+
+/// `reason` cut to fit a close frame (at most 123 bytes, at a character boundary).
+fn cut_reason(reason: &'static str) -> &'static str {
+    let mut end = reason.len().min(crate::close::MAX_REASON_LEN);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 impl fmt::Display for ProtocolError {

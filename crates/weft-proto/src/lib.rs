@@ -9,6 +9,9 @@
 //! - [`frame`]: the frame header codec; [`mask`]: payload masking; [`utf8`]: incremental
 //!   UTF-8 validation and zero-copy text.
 //! - [`handshake`]: the opening handshake for both roles.
+//! - [`extension`]: the [`Extension`](extension::Extension) trait, a transform of the
+//!   messages that carry its RSV bits; [`deflate`]: permessage-deflate, negotiation and (with
+//!   the `deflate` feature) [`PerMessageDeflate`](deflate) on that trait.
 //! - [`Connection`]: the state machine, with three ways to send (whole message; begin /
 //!   frame x N / end; a frame of declared length fed in chunks) and three levels to receive
 //!   ([`RecvLevel`]: whole messages, frames, or chunks of frames).
@@ -22,6 +25,7 @@ mod config;
 pub mod connection;
 pub mod deflate;
 pub mod error;
+pub mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod mask;

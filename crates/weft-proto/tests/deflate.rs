@@ -321,3 +321,118 @@ fn invalid_utf8_inside_compressed_text_is_1007() {
         Some(CloseCode::INVALID_PAYLOAD)
     );
 }
+
+fn settings(nct: bool) -> Deflate {
+    Deflate {
+        params: params(nct, nct, 15, 15),
+        level: 1,
+        threshold: 16,
+    }
+}
+
+#[test]
+fn per_message_deflate_holds_zlib_state_only_while_it_needs_it() {
+    use weft_proto::deflate::PerMessageDeflate;
+    use weft_proto::extension::{Boundary, Extension};
+    let text = "some text that compresses, some text that compresses".repeat(10);
+    for nct in [false, true] {
+        let mut server = PerMessageDeflate::new(Role::Server, &settings(nct));
+        let mut client = PerMessageDeflate::new(Role::Client, &settings(nct));
+        // Nothing is made before the first compressed message.
+        assert!(!server.holds_compressor() && !server.holds_decompressor());
+        for _ in 0..2 {
+            assert_eq!(server.start_encode(MessageKind::Text, None), 0b100);
+            let mut wire = Vec::new();
+            server.encode(text.as_bytes(), Boundary::Frame, &mut wire);
+            // Mid-message the state is held whatever the parameters.
+            assert!(server.holds_compressor());
+            server.encode(text.as_bytes(), Boundary::Message, &mut wire);
+            assert_eq!(server.holds_compressor(), !nct, "nct {nct}");
+            client.start_decode(MessageKind::Text, 0b100).unwrap();
+            let mut out = Vec::new();
+            let progress = client
+                .decode(&wire, Boundary::Frame, &mut out, usize::MAX / 2)
+                .unwrap();
+            assert!(progress.done);
+            assert!(client.holds_decompressor());
+            let progress = client
+                .decode(&[], Boundary::Message, &mut out, usize::MAX / 2)
+                .unwrap();
+            assert!(progress.done);
+            assert_eq!(client.holds_decompressor(), !nct, "nct {nct}");
+            assert_eq!(out, text.repeat(2).as_bytes());
+        }
+    }
+}
+
+#[test]
+fn per_message_deflate_decodes_under_any_output_bound_and_input_split() {
+    use weft_proto::deflate::PerMessageDeflate;
+    use weft_proto::extension::{Boundary, Extension};
+    let msgs: Vec<Vec<u8>> = sample_messages()
+        .into_iter()
+        .map(|m| m.payload().to_vec())
+        .collect();
+    for nct in [false, true] {
+        let mut enc = PerMessageDeflate::new(Role::Server, &settings(nct));
+        let wires: Vec<Vec<u8>> = msgs
+            .iter()
+            .map(|m| {
+                let mut w = Vec::new();
+                enc.encode(m, Boundary::Message, &mut w);
+                w
+            })
+            .collect();
+        for (piece, max) in [(1usize, 1usize), (3, 7), (1000, 1), (4096, 65536)] {
+            let mut dec = PerMessageDeflate::new(Role::Client, &settings(nct));
+            for (m, wire) in msgs.iter().zip(&wires) {
+                let mut out = Vec::new();
+                let pieces: Vec<&[u8]> = wire.chunks(piece).collect();
+                for (i, mut input) in pieces.iter().copied().enumerate() {
+                    let end = if i + 1 == pieces.len() {
+                        Boundary::Message
+                    } else {
+                        Boundary::None
+                    };
+                    loop {
+                        let before = out.len();
+                        let p = dec.decode(input, end, &mut out, max).unwrap();
+                        assert!(out.len() - before <= max, "bound {max}");
+                        input = &input[p.consumed..];
+                        if p.done {
+                            assert!(input.is_empty());
+                            break;
+                        }
+                    }
+                }
+                assert_eq!(&out, m, "nct {nct} piece {piece} max {max}");
+            }
+        }
+    }
+}
+
+#[test]
+fn per_message_deflate_installed_by_hand_matches_config_deflate() {
+    use weft_proto::deflate::PerMessageDeflate;
+    for nct in [false, true] {
+        let mut config = Config::default();
+        config.deflate = Some(settings(nct));
+        let mut by_config = Connection::new(Role::Server, config);
+        let pmd = PerMessageDeflate::new(Role::Server, &settings(nct));
+        let mut by_hand =
+            Connection::with_extension(Role::Server, Config::default(), Box::new(pmd));
+        for m in sample_messages() {
+            by_config.send(m.clone()).unwrap();
+            by_hand.send(m).unwrap();
+        }
+        let wire = take_out(&mut by_config);
+        assert!(parse_frames(&wire).iter().any(|f| f.0.rsv == 0b100));
+        assert_eq!(wire, take_out(&mut by_hand));
+        let (mut client, _) = deflate_pair(params(nct, nct, 15, 15), RecvLevel::Message);
+        client.receive(&wire);
+        assert_eq!(
+            receive_all(&mut client, RecvLevel::Message),
+            sample_messages()
+        );
+    }
+}

@@ -29,8 +29,7 @@
 //! ```
 
 mod assemble;
-#[cfg(feature = "deflate")]
-mod compress;
+mod extension;
 mod outq;
 mod recv;
 mod send;
@@ -41,6 +40,7 @@ pub use outq::OutQueue;
 use crate::close::{CloseCode, CloseFrame};
 use crate::config::{Config, Role};
 use crate::error::{Error, ProtocolError};
+use crate::extension::Extension;
 use crate::message::{Event, MessageKind};
 use crate::utf8::Utf8Validator;
 use bytes::BytesMut;
@@ -105,8 +105,9 @@ struct InMessage {
     /// Its checked bytes were exposed through `read_buf`, so they are validated again
     /// before they become `Utf8Bytes`.
     recheck: bool,
-    /// permessage-deflate: its frames are inflated before anything else sees them.
-    compressed: bool,
+    /// It carries the installed extension's RSV bits: its frames are decoded by the
+    /// extension before anything else sees them.
+    extension: bool,
 }
 
 /// An outgoing message begun with `begin_message`.
@@ -115,8 +116,8 @@ struct OutMessage {
     kind: MessageKind,
     frames_sent: bool,
     utf8: Utf8Validator,
-    /// Whether its frames are compressed (decided at its first frame).
-    compressed: bool,
+    /// Whether its frames are encoded by the extension (decided at its first frame).
+    extension: bool,
 }
 
 /// An outgoing frame begun with `begin_frame`, whose payload is still being supplied.
@@ -156,9 +157,10 @@ pub struct Connection {
     /// The buffer's length and spare room when it was last lent (`spare` 0: not lent).
     lent_len: usize,
     lent_spare: usize,
-    /// permessage-deflate, when negotiated.
-    #[cfg(feature = "deflate")]
-    deflate: Option<Box<compress::DeflateState>>,
+    /// The installed extension (permessage-deflate, when negotiated).
+    ext: Option<Box<extension::ExtensionState>>,
+    /// The installed extension's RSV bits (0: none installed).
+    ext_rsv: u8,
 }
 
 impl fmt::Debug for Connection {
@@ -178,19 +180,37 @@ impl fmt::Debug for Connection {
 const IDLE_BUFFER_KEEP: usize = 64 * 1024;
 
 impl Connection {
-    /// A connection for `role` with `config`, ready for frames.
-    pub fn new(role: Role, mut config: Config) -> Self {
+    /// A connection for `role` with `config`, ready for frames. With
+    /// [`Config::deflate`] (and the `deflate` feature), permessage-deflate is installed as
+    /// the connection's [`Extension`].
+    pub fn new(role: Role, config: Config) -> Self {
         #[cfg(feature = "deflate")]
-        let deflate = config
-            .deflate
-            .as_ref()
-            .map(|d| Box::new(compress::DeflateState::new(role, d)));
-        if config.deflate.is_some() {
-            // RSV1 marks a compressed message (RFC 7692 §6).
-            config.extension_rsv |= 0b100;
-        }
+        let ext = config.deflate.as_ref().map(|d| {
+            Box::new(crate::deflate::PerMessageDeflate::new(role, d)) as Box<dyn Extension>
+        });
+        #[cfg(not(feature = "deflate"))]
+        let (ext, config) = {
+            let mut config = config;
+            if config.deflate.is_some() {
+                // No codec: compressed messages (RSV1) are handed to the application as
+                // they are.
+                config.extension_rsv |= 0b100;
+            }
+            (None::<Box<dyn Extension>>, config)
+        };
+        Self::build(role, config, ext)
+    }
+
+    /// A connection for `role` with `config` that runs `extension` on the messages with its
+    /// RSV bits (in place of the permessage-deflate that [`Config::deflate`] would install).
+    /// See the [`extension`](crate::extension) module.
+    pub fn with_extension(role: Role, config: Config, extension: Box<dyn Extension>) -> Self {
+        Self::build(role, config, Some(extension))
+    }
+
+    fn build(role: Role, config: Config, ext: Option<Box<dyn Extension>>) -> Self {
         let read_reserve = config.read_buffer_size;
-        Connection {
+        let mut c = Connection {
             role,
             config,
             rbuf: BytesMut::new(),
@@ -210,9 +230,29 @@ impl Connection {
             read_reserve,
             lent_len: 0,
             lent_spare: 0,
-            #[cfg(feature = "deflate")]
-            deflate,
+            ext: None,
+            ext_rsv: 0,
+        };
+        c.install_extension(ext);
+        c
+    }
+
+    /// Installs `extension` (or, with `None`, removes the one installed), for a connection
+    /// that negotiated it. Only between messages: while a received or an outgoing message
+    /// is open it is an error, and nothing changes.
+    pub fn set_extension(&mut self, extension: Option<Box<dyn Extension>>) -> Result<(), Error> {
+        if self.in_msg.is_some() || self.out_msg.is_some() {
+            return Err(Error::InvalidArgument(
+                "the extension can change only between messages",
+            ));
         }
+        self.install_extension(extension);
+        Ok(())
+    }
+
+    /// The installed extension, if any.
+    pub fn extension(&self) -> Option<&dyn Extension> {
+        self.ext.as_deref().map(|st| st.extension())
     }
 
     /// Replaces the source of masking keys (used by clients only).
@@ -322,6 +362,9 @@ impl Connection {
         self.pending.clear();
         self.in_msg = None;
         self.assembly = BytesMut::new();
+        if let Some(st) = self.ext.as_deref_mut() {
+            st.clear_input();
+        }
         std::mem::take(&mut self.rbuf)
     }
 
@@ -339,6 +382,9 @@ impl Connection {
         self.rbuf = BytesMut::new();
         self.assembly = BytesMut::new();
         self.in_msg = None;
+        if let Some(st) = self.ext.as_deref_mut() {
+            st.clear_input();
+        }
         Error::Protocol(err)
     }
 

@@ -208,20 +208,19 @@ impl Connection {
                     }
                 }
                 let fresh = &self.rbuf[p.checked..avail];
-                // (Compressed text is validated after it is inflated.)
-                if let Some(m) = self.in_msg.as_mut().filter(|m| !m.compressed) {
+                // (An extension's text is validated after it is decoded.)
+                if let Some(m) = self.in_msg.as_mut().filter(|m| !m.extension) {
                     if let Some(utf8) = m.utf8.as_mut() {
                         utf8.feed(fresh).map_err(|_| ProtocolError::InvalidUtf8)?;
                     }
                 }
                 p.checked = avail;
             }
-            #[cfg(feature = "deflate")]
-            if self.in_msg.as_ref().is_some_and(|m| m.compressed) {
-                match self.compressed_step(p, avail)? {
-                    super::compress::Step::Event(e) => return Ok(Some(e)),
-                    super::compress::Step::Continue => continue,
-                    super::compress::Step::NeedMore => return Ok(None),
+            if self.in_msg.as_ref().is_some_and(|m| m.extension) {
+                match self.extension_step(p, avail)? {
+                    super::extension::Step::Event(e) => return Ok(Some(e)),
+                    super::extension::Step::Continue => continue,
+                    super::extension::Step::NeedMore => return Ok(None),
                 }
             }
             let complete = avail as u64 == p.remaining;
@@ -337,14 +336,6 @@ impl Connection {
         }))
     }
 
-    /// Whether permessage-deflate is on.
-    fn is_deflate_on(&self) -> bool {
-        #[cfg(feature = "deflate")]
-        return self.deflate.is_some();
-        #[cfg(not(feature = "deflate"))]
-        return false;
-    }
-
     /// Closes the open message: its UTF-8 must be complete. Returns its kind, and whether
     /// its text must be validated again as a whole (it was exposed, or an extension's RSV
     /// bits kept it from being validated as it arrived).
@@ -372,7 +363,7 @@ impl Connection {
         }
         let first_data = matches!(h.opcode, OpCode::Text | OpCode::Binary);
         let allowed_rsv = if first_data {
-            self.config.extension_rsv
+            self.config.extension_rsv | self.ext_rsv
         } else {
             0
         };
@@ -412,13 +403,13 @@ impl Connection {
         };
         let size = self.in_msg.as_ref().map_or(0, |m| m.size);
         let size = size.saturating_add(h.payload_len);
-        let compressed = match &self.in_msg {
-            Some(m) => m.compressed,
-            None => self.is_deflate_on() && h.rsv & 0b100 != 0,
+        let extension = match &self.in_msg {
+            Some(m) => m.extension,
+            None => h.rsv & self.ext_rsv != 0,
         };
-        // A compressed message is limited by its inflated size, as it inflates.
+        // An extension's message is limited by its decoded size, as it is decoded.
         let message_limit = match level {
-            RecvLevel::Message if !compressed => self.config.max_message_size,
+            RecvLevel::Message if !extension => self.config.max_message_size,
             _ => None,
         };
         if let Some(limit) = message_limit {
@@ -429,13 +420,17 @@ impl Connection {
         match self.in_msg.as_mut() {
             Some(m) => m.size = size,
             None => {
-                let transformed = h.rsv & self.config.extension_rsv != 0 && !compressed;
+                if extension {
+                    self.extension_start(kind, h.rsv)?;
+                }
+                // RSV bits the application handles itself: it alone can check the text.
+                let transformed = h.rsv & self.config.extension_rsv & !self.ext_rsv != 0;
                 self.in_msg = Some(InMessage {
                     kind,
                     size,
                     utf8: (kind == MessageKind::Text && !transformed).then(Utf8Validator::new),
                     recheck: false,
-                    compressed,
+                    extension,
                 });
                 if level != RecvLevel::Message {
                     self.pending

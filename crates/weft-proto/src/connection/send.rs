@@ -38,14 +38,8 @@ impl Connection {
             Message::Binary(b) => (MessageKind::Binary, b),
         };
         let opcode = opcode_of(kind);
-        // permessage-deflate: RSV1 on the first frame marks a compressed message.
-        #[cfg(feature = "deflate")]
-        let (payload, rsv) = match self.compress_message(&payload) {
-            Some(compressed) => (compressed, 0b100),
-            None => (payload, 0),
-        };
-        #[cfg(not(feature = "deflate"))]
-        let rsv = 0;
+        // The extension's RSV bits on the first frame mark a message it encoded.
+        let (payload, rsv) = self.encode_message(kind, payload);
         match self.config.fragment_size {
             Some(size) if size > 0 && payload.len() > size => {
                 let mut start = 0;
@@ -112,7 +106,7 @@ impl Connection {
             kind,
             frames_sent: false,
             utf8: Utf8Validator::new(),
-            compressed: false,
+            extension: false,
         });
         Ok(())
     }
@@ -138,25 +132,7 @@ impl Connection {
         m.utf8 = utf8;
         let first = !m.frames_sent;
         m.frames_sent = true;
-        #[cfg(feature = "deflate")]
-        let (payload, rsv) = {
-            if first {
-                m.compressed = self.deflate.as_ref().is_some_and(|d| d.can_compress);
-            }
-            match (m.compressed, self.deflate.as_deref_mut()) {
-                (true, Some(d)) => {
-                    let mut out = Vec::with_capacity(payload.len() / 2 + 64);
-                    d.deflater.compress(&payload, fin, &mut out);
-                    (Bytes::from(out), if first { 0b100 } else { 0 })
-                }
-                _ => (payload, 0),
-            }
-        };
-        #[cfg(not(feature = "deflate"))]
-        let rsv = {
-            let _ = first;
-            0
-        };
+        let (payload, rsv) = self.encode_frame(first, payload, fin);
         if fin {
             self.out_msg = None;
         }
@@ -193,9 +169,9 @@ impl Connection {
         if fin && len == 0 && m.kind == MessageKind::Text && m.utf8.is_partial() {
             return Err(Error::InvalidUtf8);
         }
-        if m.compressed {
+        if m.extension {
             return Err(Error::InvalidArgument(
-                "a compressed message cannot have a frame of declared length",
+                "a message the extension encodes cannot have a frame of declared length",
             ));
         }
         m.frames_sent = true;

@@ -1,8 +1,9 @@
 //! The compressor and decompressor of one connection (flate2 on zlib-rs), with the
 //! permessage-deflate framing rules: a sync flush at the end of each message with its
 //! `00 00 ff ff` tail removed (RFC 7692 §7.2.1), the tail put back before inflating
-//! (§7.2.2), contexts reset per message when no context takeover was negotiated, and output
-//! bounded so a small frame cannot inflate past a limit (a deflate bomb costs nothing).
+//! (§7.2.2), and output bounded so a small frame cannot inflate past a limit (a deflate
+//! bomb costs nothing). Each is one deflate stream across messages (context takeover);
+//! without context takeover, `PerMessageDeflate` drops it after each message.
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
@@ -12,7 +13,6 @@ pub(crate) const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// Compresses outgoing messages.
 pub(crate) struct Deflater {
     c: Compress,
-    reset_each_message: bool,
 }
 
 impl std::fmt::Debug for Deflater {
@@ -24,19 +24,18 @@ impl std::fmt::Debug for Deflater {
 impl Deflater {
     /// A compressor with a window of `bits` (9-15; zlib cannot compress with 8, so a peer
     /// that asks for 8 simply gets uncompressed messages: see `Deflate::can_compress`).
-    pub(crate) fn new(level: u32, bits: u8, no_context_takeover: bool) -> Self {
+    pub(crate) fn new(level: u32, bits: u8) -> Self {
         Deflater {
             c: Compress::new_with_window_bits(
                 Compression::new(level.min(9)),
                 false,
                 bits.clamp(9, 15),
             ),
-            reset_each_message: no_context_takeover,
         }
     }
 
     /// Compresses `data` as part of the current message, appending to `out`. With `end`,
-    /// the message ends here: sync flush, tail removed, context reset if asked. Without,
+    /// the message ends here: sync flush, tail removed. Without,
     /// a sync flush still makes all of `data` decodable by the peer now (streaming).
     pub(crate) fn compress(&mut self, data: &[u8], end: bool, out: &mut Vec<u8>) {
         let start = out.len();
@@ -75,26 +74,17 @@ impl Deflater {
                 // block (RFC 7692 §7.2.3.6).
                 out.push(0);
             }
-            if self.reset_each_message {
-                self.c.reset();
-            }
         }
     }
 }
 
 /// The compressed input was not a valid deflate stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum InflateError {
-    /// Invalid data.
-    Corrupt,
-    /// The output would pass the limit.
-    TooBig,
-}
+pub(crate) struct Corrupt;
 
 /// Decompresses incoming messages.
 pub(crate) struct Inflater {
     d: Decompress,
-    reset_each_message: bool,
 }
 
 impl std::fmt::Debug for Inflater {
@@ -106,22 +96,23 @@ impl std::fmt::Debug for Inflater {
 impl Inflater {
     /// A decompressor for a peer whose window is at most `bits`. A larger window decodes
     /// any stream a smaller one made, so 8 (which zlib cannot set) is served by 9.
-    pub(crate) fn new(bits: u8, no_context_takeover: bool) -> Self {
+    pub(crate) fn new(bits: u8) -> Self {
         Inflater {
             d: Decompress::new_with_window_bits(false, bits.clamp(9, 15)),
-            reset_each_message: no_context_takeover,
         }
     }
 
     /// Inflates from `input` into `out` until `input` is used up or `out` holds `max`
-    /// bytes; returns how much of `input` was used. `out` grows by at most `max` plus one
-    /// step (64 KiB), whatever the input: a deflate bomb cannot make it allocate more.
+    /// bytes; returns how much of `input` was used. `out` never grows past `max` bytes, and
+    /// allocates at most 64 KiB at a time, whatever the input: a deflate bomb cannot make it
+    /// allocate more. Used up with room left in `out` means all the output of `input` is
+    /// in `out`.
     pub(crate) fn inflate(
         &mut self,
         input: &[u8],
         out: &mut Vec<u8>,
         max: usize,
-    ) -> Result<usize, InflateError> {
+    ) -> Result<usize, Corrupt> {
         let mut used = 0;
         loop {
             let room = max.saturating_sub(out.len());
@@ -133,15 +124,28 @@ impl Inflater {
                 out.reserve_exact(step);
             }
             let before_in = self.d.total_in();
+            let before_total_out = self.d.total_out();
             let before_out = out.len();
-            let status = self
-                .d
-                .decompress_vec(&input[used..], out, FlushDecompress::Sync)
-                .map_err(|_| InflateError::Corrupt)?;
+            let status = if out.capacity() - before_out > room {
+                // zlib would fill all of the spare capacity, past `max`: give it a slice.
+                out.resize(before_out + step, 0);
+                let status = self.d.decompress(
+                    &input[used..],
+                    &mut out[before_out..],
+                    FlushDecompress::Sync,
+                );
+                let produced = (self.d.total_out() - before_total_out) as usize;
+                out.truncate(before_out + produced);
+                status
+            } else {
+                self.d
+                    .decompress_vec(&input[used..], out, FlushDecompress::Sync)
+            }
+            .map_err(|_| Corrupt)?;
             let consumed = (self.d.total_in() - before_in) as usize;
             used += consumed;
             let produced = out.len() - before_out;
-            let out_full = out.len() == out.capacity();
+            let out_full = out.len() == out.capacity() || out.len() == max;
             if status == Status::StreamEnd {
                 // A final block ends the deflate stream; a new one starts for what follows.
                 self.d.reset(false);
@@ -156,56 +160,72 @@ impl Inflater {
             }
         }
     }
-
-    /// Inflates all of `input` into `out`; more than `limit` bytes in `out` is
-    /// [`InflateError::TooBig`].
-    pub(crate) fn inflate_all(
-        &mut self,
-        input: &[u8],
-        out: &mut Vec<u8>,
-        limit: usize,
-    ) -> Result<(), InflateError> {
-        let mut used = 0;
-        loop {
-            let before = (used, out.len());
-            used += self.inflate(&input[used..], out, limit.saturating_add(1))?;
-            if out.len() > limit {
-                return Err(InflateError::TooBig);
-            }
-            if (used, out.len()) == before && used < input.len() {
-                // zlib takes no more of this input: it is not a deflate stream.
-                return Err(InflateError::Corrupt);
-            }
-            if used == input.len() {
-                // Drain what zlib still holds for this input.
-                let before = out.len();
-                self.inflate(&[], out, limit.saturating_add(1))?;
-                if out.len() > limit {
-                    return Err(InflateError::TooBig);
-                }
-                if out.len() == before {
-                    return Ok(());
-                }
-            }
-        }
-    }
-
-    /// The message ended: resets the context if no context takeover was negotiated.
-    pub(crate) fn end_message(&mut self) {
-        if self.reset_each_message {
-            self.d.reset(false);
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Why `inflate_all` failed.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum InflateError {
+        /// Invalid data.
+        Corrupt,
+        /// The output would pass the limit.
+        TooBig,
+    }
+
+    impl From<Corrupt> for InflateError {
+        fn from(_: Corrupt) -> Self {
+            InflateError::Corrupt
+        }
+    }
+
+    impl Inflater {
+        /// Inflates all of `input` into `out`; more than `limit` bytes in `out` is
+        /// [`InflateError::TooBig`].
+        fn inflate_all(
+            &mut self,
+            input: &[u8],
+            out: &mut Vec<u8>,
+            limit: usize,
+        ) -> Result<(), InflateError> {
+            let mut used = 0;
+            loop {
+                let before = (used, out.len());
+                used += self.inflate(&input[used..], out, limit.saturating_add(1))?;
+                if out.len() > limit {
+                    return Err(InflateError::TooBig);
+                }
+                if (used, out.len()) == before && used < input.len() {
+                    // zlib takes no more of this input: it is not a deflate stream.
+                    return Err(InflateError::Corrupt);
+                }
+                if used == input.len() {
+                    // Drain what zlib still holds for this input.
+                    let before = out.len();
+                    self.inflate(&[], out, limit.saturating_add(1))?;
+                    if out.len() > limit {
+                        return Err(InflateError::TooBig);
+                    }
+                    if out.len() == before {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Without context takeover, each message gets a fresh compressor and decompressor (as
+    /// `PerMessageDeflate` does).
     fn roundtrip(messages: &[Vec<u8>], no_ctx: bool, bits: u8) {
-        let mut d = Deflater::new(1, bits, no_ctx);
-        let mut i = Inflater::new(bits, no_ctx);
+        let mut d = Deflater::new(1, bits);
+        let mut i = Inflater::new(bits);
         for m in messages {
+            if no_ctx {
+                d = Deflater::new(1, bits);
+                i = Inflater::new(bits);
+            }
             let mut wire = Vec::new();
             d.compress(m, true, &mut wire);
             assert!(!wire.ends_with(&TAIL));
@@ -214,7 +234,6 @@ mod tests {
             let mut out = Vec::new();
             i.inflate_all(&wire, &mut out, usize::MAX / 2)
                 .unwrap_or_else(|e| panic!("{e:?}: {} bytes, {bits} bits", m.len()));
-            i.end_message();
             assert_eq!(&out, m);
         }
     }
@@ -236,29 +255,28 @@ mod tests {
     #[test]
     fn context_takeover_makes_repeats_smaller() {
         let m = b"a sentence that repeats, a sentence that repeats, once more".to_vec();
-        let mut d = Deflater::new(6, 15, false);
+        let mut d = Deflater::new(6, 15);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         d.compress(&m, true, &mut a);
         d.compress(&m, true, &mut b);
         assert!(b.len() < a.len(), "{} vs {}", b.len(), a.len());
-        let mut d = Deflater::new(6, 15, true);
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        d.compress(&m, true, &mut a);
-        d.compress(&m, true, &mut b);
+        Deflater::new(6, 15).compress(&m, true, &mut a);
+        Deflater::new(6, 15).compress(&m, true, &mut b);
         assert_eq!(a, b);
     }
 
     #[test]
     fn a_bomb_stops_at_the_limit() {
         // 16 MiB of zeros compress to ~16 KiB.
-        let mut d = Deflater::new(1, 15, false);
+        let mut d = Deflater::new(1, 15);
         let mut wire = Vec::new();
         let zeros = vec![0u8; 16 << 20];
         d.compress(&zeros, true, &mut wire);
         drop(zeros);
         assert!(wire.len() < 200_000, "{}", wire.len());
         wire.extend_from_slice(&TAIL);
-        let mut i = Inflater::new(15, false);
+        let mut i = Inflater::new(15);
         let mut out = Vec::new();
         assert_eq!(
             i.inflate_all(&wire, &mut out, 1 << 20),
@@ -274,11 +292,36 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        let mut i = Inflater::new(15, false);
+        let mut i = Inflater::new(15);
         let mut out = Vec::new();
         assert_eq!(
             i.inflate_all(&[0xff, 0xff, 0xff, 0xff, 0x00], &mut out, 1 << 20),
             Err(InflateError::Corrupt)
         );
+    }
+
+    #[test]
+    fn inflate_never_writes_past_max_even_with_spare_capacity() {
+        let mut wire = Vec::new();
+        Deflater::new(1, 15).compress(&vec![7u8; 100_000], true, &mut wire);
+        wire.extend_from_slice(&TAIL);
+        let mut i = Inflater::new(15);
+        let mut out = Vec::with_capacity(1 << 20);
+        out.extend_from_slice(b"xyz");
+        let used = i.inflate(&wire, &mut out, 1003).unwrap();
+        assert_eq!(out.len(), 1003);
+        assert!(used < wire.len());
+        // The rest follows in later calls, all of it.
+        let mut used = used;
+        loop {
+            let before = out.len();
+            used += i.inflate(&wire[used..], &mut out, before + 1000).unwrap();
+            assert!(out.len() - before <= 1000);
+            if out.len() == before && used == wire.len() {
+                break;
+            }
+        }
+        assert_eq!(out.len(), 100_003);
+        assert!(out[3..].iter().all(|&b| b == 7));
     }
 }
