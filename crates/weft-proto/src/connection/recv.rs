@@ -15,6 +15,10 @@ use bytes::{Buf, Bytes, BytesMut};
 /// frame is being buffered (it grows further, amortised, as needed).
 const MAX_RESERVE: u64 = 1 << 20;
 
+/// Reservations at least this large are made in a new buffer when the old one cannot be
+/// reclaimed (see `reserve_read`).
+const LARGE_RESERVE: usize = 64 * 1024;
+
 impl Connection {
     /// Copies received bytes in. Events are produced by [`poll_event`](Self::poll_event).
     ///
@@ -116,7 +120,21 @@ impl Connection {
                 want = want.max(missing.min(MAX_RESERVE));
             }
         }
-        self.rbuf.reserve(want as usize);
+        let want = want as usize;
+        if self.rbuf.capacity() - self.rbuf.len() >= want {
+            return;
+        }
+        if want >= LARGE_RESERVE && !self.rbuf.try_reclaim(want) {
+            // A large frame and a buffer that cannot hold it: a new buffer with only the
+            // live bytes. (`reserve` would grow the old allocation in place, copying the
+            // bytes already consumed before the live ones too: a whole message's worth.)
+            let len = self.rbuf.len();
+            let mut fresh = BytesMut::with_capacity((len + want).max(2 * len));
+            fresh.extend_from_slice(&self.rbuf);
+            self.rbuf = fresh;
+            return;
+        }
+        self.rbuf.reserve(want);
     }
 
     /// Bytes received and not yet turned into events.
