@@ -177,7 +177,7 @@ impl fmt::Debug for Connection {
 }
 
 /// Read buffers larger than this are released when they fall empty.
-const IDLE_BUFFER_KEEP: usize = 64 * 1024;
+const IDLE_BUFFER_KEEP: usize = 256 * 1024;
 
 impl Connection {
     /// A connection for `role` with `config`, ready for frames. With
