@@ -537,7 +537,8 @@ fn main() {
                 continue;
             }
             let wire = if dir == "decode" { w.masked.len() } else { w.unmasked_len };
-            for i in 0..5 {
+            let count = if dir == "decode" { decoders.len() } else { encoders.len() };
+            for i in 0..count {
                 let (lib, t) = if dir == "decode" {
                     let (lib, f) = decoders[i];
                     if opts.only.as_deref().is_some_and(|o| o != lib && !lib.starts_with("memcpy")) {
