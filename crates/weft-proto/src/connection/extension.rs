@@ -242,14 +242,7 @@ impl Connection {
                 self.check_decoded_text(&out)?;
             }
             if done && end != Boundary::None {
-                self.recv = RecvState::Header;
-                if fin {
-                    self.finish_message()?;
-                }
-                self.pending.push_back(Event::FrameEnd);
-                if fin {
-                    self.pending.push_back(Event::MessageEnd);
-                }
+                self.end_chunked_frame(fin)?;
                 if !out.is_empty() {
                     return Ok(Step::Event(Event::FrameData(Bytes::from(out))));
                 }

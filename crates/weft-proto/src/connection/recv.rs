@@ -247,14 +247,7 @@ impl Connection {
             match self.config.recv_level {
                 RecvLevel::Chunk => {
                     if complete {
-                        self.recv = RecvState::Header;
-                        if fin {
-                            self.finish_message()?;
-                        }
-                        self.pending.push_back(Event::FrameEnd);
-                        if fin {
-                            self.pending.push_back(Event::MessageEnd);
-                        }
+                        self.end_chunked_frame(fin)?;
                     } else {
                         p.remaining -= avail as u64;
                         p.checked = 0;
@@ -352,6 +345,20 @@ impl Connection {
             }
             _ => Message::Binary(payload),
         }))
+    }
+
+    /// The end of a frame at the chunk level: back to reading headers, the message closed
+    /// if the frame was its last, and `FrameEnd` (then `MessageEnd`) queued.
+    pub(super) fn end_chunked_frame(&mut self, fin: bool) -> Result<(), ProtocolError> {
+        self.recv = RecvState::Header;
+        if fin {
+            self.finish_message()?;
+        }
+        self.pending.push_back(Event::FrameEnd);
+        if fin {
+            self.pending.push_back(Event::MessageEnd);
+        }
+        Ok(())
     }
 
     /// Closes the open message: its UTF-8 must be complete. Returns its kind, and whether
