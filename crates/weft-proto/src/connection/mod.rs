@@ -209,7 +209,7 @@ impl Connection {
     }
 
     fn build(role: Role, config: Config, ext: Option<Box<dyn Extension>>) -> Self {
-        let read_reserve = config.read_buffer_size;
+        let read_reserve = config.read_buffer_size.max(1);
         let mut c = Connection {
             role,
             config,

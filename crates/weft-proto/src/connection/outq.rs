@@ -5,9 +5,11 @@
 //! Control frames jump ahead of queued data frames, but only at a frame boundary
 //! (REQUIREMENTS R4): never inside a frame that has started to go out, nor inside a
 //! streamed frame whose declared length has not been supplied yet. The boundaries it can use
-//! are segment starts: the coalescing buffer is cut every `TAIL_CAP` bytes and before each
-//! large frame, so a control frame waits behind at most 8 KiB of small frames or the rest of
-//! the one large frame being written.
+//! are segment starts: the coalescing buffer is cut once it holds `TAIL_CAP` bytes and before
+//! each large frame, so a control frame waits behind at most about 8 KiB of small frames (16
+//! KiB when a client copies a shared payload of up to 8 KiB into it to mask it) or the rest of
+//! the one large frame being written. A large frame's header travels inline with its
+//! payload's segment.
 
 use crate::frame::MAX_HEADER_LEN;
 use bytes::{Buf, Bytes, BytesMut};
@@ -305,8 +307,9 @@ impl OutQueue {
         }
     }
 
-    /// Takes the next contiguous piece of the queue whole (a payload segment or the
-    /// coalescing buffer), without copying, as if it had been written. For a writer that
+    /// Takes the next contiguous piece of the queue whole (a payload segment, the coalescing
+    /// buffer, or a large frame's inline header, which is the one piece copied: at most 14
+    /// bytes), as if it had been written. For a writer that
     /// must write outside a lock on the connection: take pieces under the lock, write them
     /// after, in the order taken.
     pub fn pop_chunk(&mut self) -> Option<Bytes> {

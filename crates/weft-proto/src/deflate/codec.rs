@@ -103,9 +103,9 @@ impl Inflater {
     }
 
     /// Inflates from `input` into `out` until `input` is used up or `out` holds `max`
-    /// bytes; returns how much of `input` was used. `out` never grows past `max` bytes, and
-    /// grows by at most 64 KiB at a time, whatever the input: a deflate bomb cannot make it
-    /// allocate more. `input` used up with the last step not filled means all the output of
+    /// bytes; returns how much of `input` was used. `out` never holds more than `max` bytes
+    /// and its capacity never passes `max` by more than 64 KiB, whatever the input: a
+    /// deflate bomb cannot make it allocate more. `input` used up with the last step not filled means all the output of
     /// `input` is in `out`.
     pub(crate) fn inflate(
         &mut self,
