@@ -80,6 +80,44 @@ def noise_cpu(r):
     return (r.get("other_cpu_s") or 0.0) + (r.get("irq_cpu_s") or 0.0)
 
 
+def ratio_table(title, head, cols, peers, keys, by, metric, cell_name, field, higher_better,
+                digits, note=None):
+    """One table of an echo matrix: a row per cell, a column per library with its ratio to
+    the best peer, weft's ratio in bold, and the other processes' CPU. Returns the lines and
+    weft's (ratio, cell) pairs."""
+    t = [f"### {title}", ""]
+    if note:
+        t += [note, ""]
+    t += [f"| {head} | " + " | ".join(cols) + " | weft / best peer | other procs, cores |",
+          "|---|" + "---:|" * (len(cols) + 2)]
+    ratios = []
+    for k in keys:
+        vals = {l: metric(k, l, field) for l in cols}
+        pv = [vals[l] for l in peers if vals[l] is not None]
+        best = (max(pv) if higher_better else min(pv)) if pv else None
+        cells = []
+        for l in cols:
+            v = vals[l]
+            if v is None:
+                cells.append("-")
+            elif best:
+                cells.append(f"{fmt(v, digits)} ({v / best:.2f})")
+            else:
+                cells.append(fmt(v, digits))
+        w = vals.get("weft")
+        r = (w / best) if (w is not None and best) else None
+        if r is not None:
+            ratios.append((r, k))
+        noise = med([max(0.0, noise_cpu(x)) / x["secs"]
+                     for runs in by[k].values() for x in runs if x.get("secs")])
+        row = f"| {cell_name(k)} | " + " | ".join(cells)
+        row += f" | **{r:.2f}**" if r is not None else " | -"
+        row += f" | {noise:.2f} |" if noise is not None else " | - |"
+        t.append(row)
+    t.append("")
+    return t, ratios
+
+
 def matrix_section(rows, m):
     out = ["## Echo matrix", "", meta_line(m), ""]
     out += [
@@ -117,35 +155,8 @@ def matrix_section(rows, m):
         return f"{c} x {size} x {f}" + (" text" if kind == "text" else "")
 
     def table(title, field, higher_better, digits):
-        t = [f"### {title}", "",
-             "| conns x size x in flight | " + " | ".join(present) + " | weft / best peer | other procs, cores |",
-             "|---|" + "---:|" * (len(present) + 2)]
-        ratios = []
-        for k in keys:
-            vals = {l: metric(k, l, field) for l in present}
-            pv = [vals[l] for l in peers if vals[l] is not None]
-            best = (max(pv) if higher_better else min(pv)) if pv else None
-            cells = []
-            for l in present:
-                v = vals[l]
-                if v is None:
-                    cells.append("-")
-                elif best:
-                    cells.append(f"{fmt(v, digits)} ({v / best:.2f})")
-                else:
-                    cells.append(fmt(v, digits))
-            w = vals.get("weft")
-            r = (w / best) if (w is not None and best) else None
-            if r is not None:
-                ratios.append((r, k))
-            noise = med([max(0.0, noise_cpu(x)) / x["secs"]
-                         for runs in by[k].values() for x in runs if x.get("secs")])
-            row = f"| {cell_name(k)} | " + " | ".join(cells)
-            row += f" | **{r:.2f}**" if r is not None else " | -"
-            row += f" | {noise:.2f} |" if noise is not None else " | - |"
-            t.append(row)
-        t.append("")
-        return t, ratios
+        return ratio_table(title, "conns x size x in flight", present, peers, keys, by, metric,
+                           cell_name, field, higher_better, digits)
 
     t, msg_ratios = table("Throughput, echoes/s", "msgs_per_sec", True, 1)
     out += t
@@ -288,37 +299,8 @@ def deflate_section(rows, m, zlib_versions):
         return f"{c} x {size} x {f}" + (" no takeover" if offer != "takeover" else "")
 
     def table(title, field, higher_better, digits, note=None):
-        t = [f"### {title}", ""]
-        if note:
-            t += [note, ""]
-        t += ["| conns x text size x in flight | " + " | ".join(cols) + " | weft / best peer | other procs, cores |",
-              "|---|" + "---:|" * (len(cols) + 2)]
-        ratios = []
-        for k in keys:
-            vals = {l: metric(k, l, field) for l in cols}
-            pv = [vals[l] for l in peers if vals[l] is not None]
-            best = (max(pv) if higher_better else min(pv)) if pv else None
-            cells = []
-            for l in cols:
-                v = vals[l]
-                if v is None:
-                    cells.append("-")
-                elif best:
-                    cells.append(f"{fmt(v, digits)} ({v / best:.2f})")
-                else:
-                    cells.append(fmt(v, digits))
-            w = vals.get("weft")
-            r = (w / best) if (w is not None and best) else None
-            if r is not None:
-                ratios.append((r, k))
-            noise = med([max(0.0, noise_cpu(x)) / x["secs"]
-                         for runs in by[k].values() for x in runs if x.get("secs")])
-            row = f"| {cell_name(k)} | " + " | ".join(cells)
-            row += f" | **{r:.2f}**" if r is not None else " | -"
-            row += f" | {noise:.2f} |" if noise is not None else " | - |"
-            t.append(row)
-        t.append("")
-        return t, ratios
+        return ratio_table(title, "conns x text size x in flight", cols, peers, keys, by, metric,
+                           cell_name, field, higher_better, digits, note)
 
     t, _ = table("Throughput, echoes/s", "msgs_per_sec", True, 1)
     out += t
