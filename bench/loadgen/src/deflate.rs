@@ -10,7 +10,7 @@
 //! sent as plain text frames, so a server without compression can be compared on the same
 //! messages.
 
-use crate::frame::{Expect, MASK, TAG_LEN};
+use crate::frame::{payload_len, Expect, MASK, TAG_LEN};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// What a sync flush ends with; removed by the sender, appended by the receiver.
@@ -640,22 +640,8 @@ fn header(b: &[u8]) -> Result<Option<(u8, u64, usize)>, String> {
     if b[1] & 0x80 != 0 {
         return Err("the server masked a frame".into());
     }
-    let (len, hlen) = match b[1] & 0x7f {
-        126 => {
-            if b.len() < 4 {
-                return Ok(None);
-            }
-            (u16::from_be_bytes([b[2], b[3]]) as u64, 4)
-        }
-        127 => {
-            if b.len() < 10 {
-                return Ok(None);
-            }
-            let mut l = [0u8; 8];
-            l.copy_from_slice(&b[2..10]);
-            (u64::from_be_bytes(l), 10)
-        }
-        n => (n as u64, 2),
+    let Some((len, hlen)) = payload_len(b) else {
+        return Ok(None);
     };
     Ok(Some((b[0], len, hlen)))
 }

@@ -337,24 +337,23 @@ fn parse_header(b: &[u8]) -> Result<Option<(bool, u8, u64, usize)>, String> {
     if b[1] & 0x80 != 0 {
         return Err("the server masked a frame".into());
     }
-    let (len, hlen) = match b[1] & 0x7f {
-        126 => {
-            if b.len() < 4 {
-                return Ok(None);
-            }
-            (u16::from_be_bytes([b[2], b[3]]) as u64, 4)
-        }
-        127 => {
-            if b.len() < 10 {
-                return Ok(None);
-            }
-            let mut l = [0u8; 8];
-            l.copy_from_slice(&b[2..10]);
-            (u64::from_be_bytes(l), 10)
-        }
-        n => (n as u64, 2),
+    let Some((len, hlen)) = payload_len(b) else {
+        return Ok(None);
     };
     Ok(Some((fin, opcode, len, hlen)))
+}
+
+/// The payload length and header length of a server frame header whose first two bytes are
+/// in `b`; `None` if the extended length is cut short.
+pub fn payload_len(b: &[u8]) -> Option<(u64, usize)> {
+    match b[1] & 0x7f {
+        126 => Some((u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as u64, 4)),
+        127 => {
+            let l: [u8; 8] = b.get(2..10)?.try_into().ok()?;
+            Some((u64::from_be_bytes(l), 10))
+        }
+        n => Some((n as u64, 2)),
+    }
 }
 
 /// The client's upgrade request, with the fixed key and `extra` header lines (each ending
