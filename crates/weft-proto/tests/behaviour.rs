@@ -633,3 +633,42 @@ fn idle_connection_gives_its_buffers_back() {
     client.send_binary(vec![2u8; 10]).unwrap();
     assert_eq!(take_out(&mut client).len(), 2 + 4 + 10);
 }
+
+#[test]
+fn a_read_that_would_block_releases_buffers_only_after_small_reads() {
+    let mut config = Config::default();
+    config.read_buffer_size = 1024;
+    let (mut client, mut server) = pair(config);
+    // A small read, then nothing: the empty buffer goes.
+    client.send_binary(vec![1u8; 10]).unwrap();
+    let small = take_out(&mut client);
+    read_some(&mut server, &small);
+    assert_eq!(drain(&mut server).unwrap().len(), 1);
+    server.read_buf();
+    server.read_would_block();
+    let (mut client2, mut server2) = pair({
+        let mut c = Config::default();
+        c.read_buffer_size = 1024;
+        c
+    });
+    // Reads that fill a growing room, then nothing: the buffer stays for the next read.
+    // (128-byte frames: each read ends at a frame boundary, so the buffer is empty.)
+    for _ in 0..50 {
+        client2.send_binary(vec![7u8; 122]).unwrap();
+    }
+    let wire = take_out(&mut client2);
+    let mut at = 0;
+    for _ in 0..2 {
+        at += read_some(&mut server2, &wire[at..]);
+        drain(&mut server2).unwrap();
+    }
+    assert!(server2.read_reserve() > 1024);
+    // A read of half the room: the buffer keeps spare capacity once drained.
+    let half = server2.read_reserve() / 2;
+    read_some(&mut server2, &wire[at..at + half]);
+    drain(&mut server2).unwrap();
+    assert_eq!(server2.buffered(), 0);
+    server2.read_would_block();
+    assert!(server2.take_read_buffer().capacity() > 0);
+    assert_eq!(server.take_read_buffer().capacity(), 0);
+}

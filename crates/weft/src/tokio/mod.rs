@@ -330,17 +330,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                 Poll::Pending => {
-                    // Nothing to read for now. A connection whose reads have been small
-                    // gives its empty buffers back, so it idles holding none. One whose
-                    // reads have been filling a grown read room keeps them, and still
-                    // holds them if it goes quiet now (this is its last poll until data
-                    // comes: no clock says it is idle), until a small read shrinks the
-                    // room again: freeing and remaking a 64 KiB buffer at every wake made
-                    // glibc move the heap's top with `brk` once per echo (+25% CPU per
-                    // 64 KiB echo).
-                    if self.conn.read_reserve() <= self.conn.config().read_buffer_size {
-                        self.conn.release_idle_buffers();
-                    }
+                    // The engine decides which buffers an idle connection gives back.
+                    self.conn.read_would_block();
                     return Poll::Pending;
                 }
             }
