@@ -4,18 +4,23 @@
 //! The variants fall in three groups:
 //!
 //! - the client's request is not an acceptable WebSocket handshake (found by
-//!   [`parse_request`](super::parse_request)); [`HandshakeError::status`] is
-//!   the 4xx answer and [`rejection_bytes`](super::rejection_bytes) writes it;
+//!   [`parse_request`](super::parse_request),
+//!   [`Request::from_http`](super::Request::from_http) or
+//!   [`Request::from_extended_connect`](super::Request::from_extended_connect));
+//!   [`HandshakeError::status`] is the 4xx answer and
+//!   [`rejection_bytes`](super::rejection_bytes) writes it
+//!   ([`rejection_for`](super::rejection_for) makes it for an HTTP library);
 //! - the application asked for something impossible while building a
 //!   handshake (a subprotocol the client did not offer, a header value with a
 //!   line break, a URL that is not `ws://` or `wss://`): status 500;
 //! - the server's response is not an acceptable answer (found by
-//!   [`parse_response`](super::parse_response)): status 502, what a gateway
-//!   relaying the connection would answer.
+//!   [`parse_response`](super::parse_response) or
+//!   [`check_extended_connect_response`](super::check_extended_connect_response)):
+//!   status 502, what a gateway relaying the connection would answer.
 
 use std::fmt;
 
-use http::{Method, StatusCode};
+use http::{Method, StatusCode, Version};
 
 use super::extensions::ExtensionError;
 
@@ -76,6 +81,30 @@ pub enum HandshakeError {
     InvalidProtocols,
     /// `Sec-WebSocket-Extensions` does not follow RFC 6455 §9.1 (400).
     MalformedExtensions(ExtensionError),
+    /// A request given as an extended CONNECT (RFC 8441) has another
+    /// method (405; the answer carries `Allow: CONNECT`).
+    MethodNotConnect {
+        /// The method the client used.
+        method: Method,
+    },
+    /// A request given as an extended CONNECT is not HTTP/2 or later, the
+    /// versions that have the `:protocol` pseudo-header (400).
+    ExtendedConnectVersion {
+        /// The request's version.
+        version: Version,
+    },
+    /// The CONNECT request has no `:protocol` pseudo-header: it is a plain
+    /// CONNECT, a tunnel, not a WebSocket handshake (400).
+    MissingConnectProtocol,
+    /// The extended CONNECT's `:protocol` is not `websocket` (400).
+    InvalidConnectProtocol {
+        /// The protocol asked for.
+        protocol: String,
+    },
+    /// The extended CONNECT has neither an `:authority` nor a `Host` header (400).
+    MissingAuthority,
+    /// The extended CONNECT's `:authority` is not `host[:port]` (400).
+    InvalidAuthority,
 
     // ----- The application's own mistakes while building a handshake -----
     /// The server application selected a subprotocol that the client did
@@ -120,12 +149,15 @@ pub enum HandshakeError {
         /// The limit that was exceeded.
         limit: usize,
     },
-    /// The server answered with a status other than 101 (502). The whole
-    /// head is kept: a 401 carries `WWW-Authenticate`, a 3xx `Location`.
+    /// The server answered with a status other than 101 (502), or other
+    /// than 200 to an extended CONNECT. The whole head is kept: a 401
+    /// carries `WWW-Authenticate`, a 3xx `Location`.
     UnexpectedStatus {
         /// The response head (status, version and headers).
         response: Box<http::Response<()>>,
         /// The length of the head in the input; a body, if any, follows.
+        /// 0 for a response that came through an HTTP library
+        /// ([`check_extended_connect_response`](super::check_extended_connect_response)).
         head_len: usize,
     },
     /// The 101 response has no `Upgrade` header containing `websocket` (502).
@@ -176,11 +208,16 @@ impl HandshakeError {
             | MissingKey
             | InvalidKey
             | InvalidProtocols
-            | MalformedExtensions(_) => StatusCode::BAD_REQUEST,
+            | MalformedExtensions(_)
+            | ExtendedConnectVersion { .. }
+            | MissingConnectProtocol
+            | InvalidConnectProtocol { .. }
+            | MissingAuthority
+            | InvalidAuthority => StatusCode::BAD_REQUEST,
             HeadTooLarge { .. } | TooManyHeaders { .. } => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
-            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            MethodNotAllowed { .. } | MethodNotConnect { .. } => StatusCode::METHOD_NOT_ALLOWED,
             MissingVersion | UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
             ProtocolNotOffered { .. }
             | ExtensionNotOffered { .. }
@@ -243,6 +280,27 @@ impl fmt::Display for HandshakeError {
                 f.write_str("Sec-WebSocket-Protocol is not a comma-separated list of tokens")
             }
             MalformedExtensions(err) => write!(f, "{err}"),
+            MethodNotConnect { method } => write!(
+                f,
+                "a WebSocket handshake over HTTP/2 must be an extended CONNECT, not {}",
+                method.as_str()
+            ),
+            ExtendedConnectVersion { version } => write!(
+                f,
+                "an extended CONNECT needs HTTP/2 or later; the request is {version:?}"
+            ),
+            MissingConnectProtocol => f.write_str(
+                "the CONNECT request has no :protocol pseudo-header; a WebSocket needs \
+                 :protocol websocket",
+            ),
+            InvalidConnectProtocol { protocol } => write!(
+                f,
+                "the extended CONNECT asks for the protocol {protocol:?}, not \"websocket\""
+            ),
+            MissingAuthority => {
+                f.write_str("the extended CONNECT has neither an :authority nor a Host header")
+            }
+            InvalidAuthority => f.write_str("the :authority is not host[:port]"),
             ProtocolNotOffered { protocol } => {
                 write!(f, "the client did not offer the subprotocol {protocol:?}")
             }
@@ -263,9 +321,14 @@ impl fmt::Display for HandshakeError {
             }
             UnexpectedStatus { response, .. } => {
                 let status = response.status();
+                let expected = if response.version() >= Version::HTTP_2 {
+                    "200 OK to its extended CONNECT"
+                } else {
+                    "101 Switching Protocols"
+                };
                 write!(
                     f,
-                    "the server answered {} {} instead of 101 Switching Protocols",
+                    "the server answered {} {} instead of {expected}",
                     status.as_str(),
                     status.canonical_reason().unwrap_or("")
                 )

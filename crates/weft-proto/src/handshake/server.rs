@@ -47,14 +47,18 @@ impl Default for ServerLimits {
 }
 
 /// A client's handshake request that passed every check of RFC 6455
-/// §4.2.1: the resource, `Host`, key, offered subprotocols and extensions
-/// are there for the application to decide on.
+/// §4.2.1 (an HTTP/1.1 upgrade, from [`parse_request`] or
+/// [`Request::from_http`]) or of RFC 8441 §5 (an extended CONNECT over
+/// HTTP/2 or HTTP/3, from [`Request::from_extended_connect`]): the resource,
+/// host, key, offered subprotocols and extensions are there for the
+/// application to decide on.
 #[derive(Debug)]
 pub struct Request {
     inner: http::Request<()>,
     resource: String,
     key: String,
     extensions: Vec<ExtensionOffer>,
+    extended_connect: bool,
 }
 
 /// Parses the client's handshake request from the start of `buf`.
@@ -116,28 +120,18 @@ pub fn parse_request(
 
     // The request line. httparse fills all three in a complete parse.
     let method = parsed.method.ok_or(malformed("no method"))?;
-    if method != "GET" {
-        let method =
-            Method::from_bytes(method.as_bytes()).map_err(|_| malformed("invalid method"))?;
-        return Err(HandshakeError::MethodNotAllowed { method });
-    }
-    match parsed.version {
-        Some(1) => {}
-        Some(0) => return Err(HandshakeError::UnsupportedHttpVersion),
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| malformed("invalid method"))?;
+    let version = match parsed.version {
+        Some(1) => Version::HTTP_11,
+        Some(0) => Version::HTTP_10,
         _ => return Err(malformed("unknown HTTP version")),
-    }
+    };
+    check_upgrade_line(&method, version)?;
     let target = parsed.path.ok_or(malformed("no request target"))?;
     let uri: Uri = target
         .parse()
         .map_err(|_| HandshakeError::InvalidRequestTarget)?;
-    if !uri.path().starts_with('/') {
-        // The asterisk form (`*`) and the authority form (`host:port`).
-        return Err(HandshakeError::InvalidRequestTarget);
-    }
-    let resource = match uri.query() {
-        Some(query) => format!("{}?{}", uri.path(), query),
-        None => uri.path().to_owned(),
-    };
+    let resource = resource_of(&uri)?;
 
     let headers = head::to_header_map(parsed.headers).map_err(|err| match err {
         HeaderMapError::Invalid(reason) => malformed(reason),
@@ -145,25 +139,59 @@ pub fn parse_request(
             limit: head::effective_header_limit(limits.max_headers),
         },
     })?;
+    let request = upgrade_request(uri, resource, Version::HTTP_11, headers)?;
+    Ok(Some((request, consumed)))
+}
 
+/// The request line's checks for an HTTP/1.1 upgrade: GET (else 405), and
+/// HTTP/1.1 or later (else 400).
+fn check_upgrade_line(method: &Method, version: Version) -> Result<(), HandshakeError> {
+    if method != Method::GET {
+        return Err(HandshakeError::MethodNotAllowed {
+            method: method.clone(),
+        });
+    }
+    if version < Version::HTTP_11 {
+        return Err(HandshakeError::UnsupportedHttpVersion);
+    }
+    Ok(())
+}
+
+/// The resource of a request target: its path and query. The asterisk form
+/// (`*`) and the authority form (`host:port`) have no path and are refused.
+fn resource_of(uri: &Uri) -> Result<String, HandshakeError> {
+    if !uri.path().starts_with('/') {
+        return Err(HandshakeError::InvalidRequestTarget);
+    }
+    Ok(match uri.query() {
+        Some(query) => format!("{}?{}", uri.path(), query),
+        None => uri.path().to_owned(),
+    })
+}
+
+/// The header checks of an HTTP/1.1 upgrade, after the request line's, and
+/// the [`Request`] they make.
+fn upgrade_request(
+    uri: Uri,
+    resource: String,
+    version: Version,
+    headers: HeaderMap,
+) -> Result<Request, HandshakeError> {
     let key = check_headers(&headers)?;
     let extensions =
         parse_extension_headers(&headers).map_err(HandshakeError::MalformedExtensions)?;
-
     let mut inner = http::Request::new(());
     *inner.method_mut() = Method::GET;
     *inner.uri_mut() = uri;
-    *inner.version_mut() = Version::HTTP_11;
+    *inner.version_mut() = version;
     *inner.headers_mut() = headers;
-    Ok(Some((
-        Request {
-            inner,
-            resource,
-            key,
-            extensions,
-        },
-        consumed,
-    )))
+    Ok(Request {
+        inner,
+        resource,
+        key,
+        extensions,
+        extended_connect: false,
+    })
 }
 
 /// The only one value of `name`, or `Err(count)` when absent or repeated.
@@ -176,18 +204,10 @@ fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a HeaderVal
     }
 }
 
-/// The header checks of RFC 6455 §4.2.1, in the order a client most needs
-/// to hear about them. Returns the key.
+/// The header checks of RFC 6455 §4.2.1 for an HTTP/1.1 upgrade, in the
+/// order a client most needs to hear about them. Returns the key.
 fn check_headers(headers: &HeaderMap) -> Result<String, HandshakeError> {
-    let host = single(headers, &HOST).map_err(|count| match count {
-        0 => HandshakeError::MissingHost,
-        _ => HandshakeError::InvalidHost,
-    })?;
-    let host =
-        std::str::from_utf8(trim_ows(host.as_bytes())).map_err(|_| HandshakeError::InvalidHost)?;
-    if split_host_port(host).is_none() {
-        return Err(HandshakeError::InvalidHost);
-    }
+    check_host(headers)?;
 
     if !headers.contains_key(UPGRADE) {
         return Err(HandshakeError::MissingUpgrade);
@@ -202,12 +222,7 @@ fn check_headers(headers: &HeaderMap) -> Result<String, HandshakeError> {
         return Err(HandshakeError::InvalidConnection);
     }
 
-    // §4.4: an unsupported version gets 426 with the versions we speak.
-    match single(headers, &SEC_WEBSOCKET_VERSION) {
-        Err(0) => return Err(HandshakeError::MissingVersion),
-        Ok(version) if trim_ows(version.as_bytes()) == b"13" => {}
-        _ => return Err(HandshakeError::UnsupportedVersion),
-    }
+    check_version(headers)?;
 
     let key = single(headers, &SEC_WEBSOCKET_KEY).map_err(|count| match count {
         0 => HandshakeError::MissingKey,
@@ -220,29 +235,212 @@ fn check_headers(headers: &HeaderMap) -> Result<String, HandshakeError> {
     // A valid key is base64, hence ASCII.
     let key = std::str::from_utf8(key).map_err(|_| HandshakeError::InvalidKey)?;
 
+    check_protocols(headers)?;
+    Ok(key.to_owned())
+}
+
+/// One `Host` header, `host[:port]`.
+fn check_host(headers: &HeaderMap) -> Result<(), HandshakeError> {
+    let host = single(headers, &HOST).map_err(|count| match count {
+        0 => HandshakeError::MissingHost,
+        _ => HandshakeError::InvalidHost,
+    })?;
+    let host =
+        std::str::from_utf8(trim_ows(host.as_bytes())).map_err(|_| HandshakeError::InvalidHost)?;
+    if split_host_port(host).is_none() {
+        return Err(HandshakeError::InvalidHost);
+    }
+    Ok(())
+}
+
+/// §4.4: an unsupported version gets 426 with the versions we speak.
+fn check_version(headers: &HeaderMap) -> Result<(), HandshakeError> {
+    match single(headers, &SEC_WEBSOCKET_VERSION) {
+        Err(0) => Err(HandshakeError::MissingVersion),
+        Ok(version) if trim_ows(version.as_bytes()) == b"13" => Ok(()),
+        _ => Err(HandshakeError::UnsupportedVersion),
+    }
+}
+
+/// `Sec-WebSocket-Protocol`: comma-separated lists of tokens.
+fn check_protocols(headers: &HeaderMap) -> Result<(), HandshakeError> {
     let protocols_ok = headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter().all(|value| {
         value.as_bytes().split(|&c| c == b',').all(|element| {
             let element = trim_ows(element);
             element.iter().all(|&c| is_tchar(c))
         })
     });
-    if !protocols_ok {
-        return Err(HandshakeError::InvalidProtocols);
+    if protocols_ok {
+        Ok(())
+    } else {
+        Err(HandshakeError::InvalidProtocols)
     }
-    Ok(key.to_owned())
 }
 
 impl Request {
+    /// Checks an HTTP/1.1 upgrade request that an HTTP library (such as
+    /// hyper) already parsed: the same checks as [`parse_request`], with the
+    /// same errors and statuses. GET (else 405), HTTP/1.1 or later (else
+    /// 400), a path as the target, one valid `Host`, `Upgrade: websocket`,
+    /// `Connection: upgrade`, `Sec-WebSocket-Version: 13` (else 426), a
+    /// `Sec-WebSocket-Key` of 16 bytes, well-formed `Sec-WebSocket-Protocol`
+    /// and `Sec-WebSocket-Extensions`. The body is not looked at; the
+    /// request's method, URI, version and headers are copied.
+    ///
+    /// Refuse with [`rejection`] (or [`rejection_for`] with the request's
+    /// version); accept with [`Request::accept`].
+    ///
+    /// ```
+    /// use weft_proto::handshake::{HandshakeError, Request};
+    /// let request = http::Request::get("/chat?room=1")
+    ///     .header("host", "example.com")
+    ///     .header("upgrade", "websocket")
+    ///     .header("connection", "Upgrade")
+    ///     .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+    ///     .header("sec-websocket-version", "13")
+    ///     .body(())
+    ///     .expect("a valid request");
+    /// let offer = Request::from_http(&request)?;
+    /// assert_eq!(offer.resource(), "/chat?room=1");
+    /// assert!(!offer.is_extended_connect());
+    /// # Ok::<(), HandshakeError>(())
+    /// ```
+    pub fn from_http<B>(request: &http::Request<B>) -> Result<Request, HandshakeError> {
+        check_upgrade_line(request.method(), request.version())?;
+        let resource = resource_of(request.uri())?;
+        upgrade_request(
+            request.uri().clone(),
+            resource,
+            request.version(),
+            request.headers().clone(),
+        )
+    }
+
+    /// Checks an RFC 8441 extended CONNECT request, the WebSocket handshake
+    /// of HTTP/2 (and of HTTP/3, RFC 9220), as an HTTP library parsed it.
+    /// `protocol` is the value of the `:protocol` pseudo-header, `None` when
+    /// there is none (hyper gives it as the `hyper::ext::Protocol` request
+    /// extension; the caller passes its string).
+    ///
+    /// The checks, in order, with the status each refusal answers
+    /// ([`HandshakeError::status`]):
+    ///
+    /// - the method is CONNECT (else [`HandshakeError::MethodNotConnect`], 405);
+    /// - the version is HTTP/2 or later (else
+    ///   [`HandshakeError::ExtendedConnectVersion`], 400): HTTP/1.1 has no
+    ///   pseudo-headers, so an extended CONNECT cannot arrive over it;
+    /// - `:protocol` is `websocket`, in any ASCII case (else
+    ///   [`HandshakeError::MissingConnectProtocol`] or
+    ///   [`HandshakeError::InvalidConnectProtocol`], 400);
+    /// - a `Host` header, if there is one, is one valid `host[:port]` (else
+    ///   [`HandshakeError::InvalidHost`]); without one the URI has an
+    ///   authority (`:authority`), a valid `host[:port]` (else
+    ///   [`HandshakeError::MissingAuthority`] or
+    ///   [`HandshakeError::InvalidAuthority`], 400);
+    /// - the URI has a path (`:path`; else [`HandshakeError::InvalidRequestTarget`], 400);
+    /// - `Sec-WebSocket-Version: 13` (else 426, as for HTTP/1.1);
+    /// - `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions` as for HTTP/1.1.
+    ///
+    /// There is no `Sec-WebSocket-Key`, `Upgrade` or `Connection` to check
+    /// (RFC 8441 §5; HTTP/2 forbids connection-specific headers): any that
+    /// are there are ignored, and [`key`](Request::key) is empty. The
+    /// answer is a 200 (see [`AcceptBuilder::build`]); refuse with
+    /// [`rejection_for`]`(&err, request.version())`, which leaves out the
+    /// headers HTTP/2 forbids.
+    ///
+    /// ```
+    /// use weft_proto::handshake::{HandshakeError, Request};
+    /// let request = http::Request::connect("https://example.com/chat")
+    ///     .version(http::Version::HTTP_2)
+    ///     .header("sec-websocket-version", "13")
+    ///     .body(())
+    ///     .expect("a valid request");
+    /// let offer = Request::from_extended_connect(&request, Some("websocket"))?;
+    /// assert_eq!((offer.resource(), offer.host()), ("/chat", Some("example.com")));
+    /// assert!(offer.is_extended_connect());
+    /// # Ok::<(), HandshakeError>(())
+    /// ```
+    pub fn from_extended_connect<B>(
+        request: &http::Request<B>,
+        protocol: Option<&str>,
+    ) -> Result<Request, HandshakeError> {
+        if request.method() != Method::CONNECT {
+            return Err(HandshakeError::MethodNotConnect {
+                method: request.method().clone(),
+            });
+        }
+        if request.version() < Version::HTTP_2 {
+            return Err(HandshakeError::ExtendedConnectVersion {
+                version: request.version(),
+            });
+        }
+        match protocol {
+            None => return Err(HandshakeError::MissingConnectProtocol),
+            Some(protocol) if protocol.eq_ignore_ascii_case("websocket") => {}
+            Some(protocol) => {
+                return Err(HandshakeError::InvalidConnectProtocol {
+                    protocol: protocol.to_owned(),
+                })
+            }
+        }
+        let uri = request.uri();
+        let headers = request.headers();
+        if headers.contains_key(HOST) {
+            check_host(headers)?;
+        } else {
+            let authority = uri.authority().ok_or(HandshakeError::MissingAuthority)?;
+            if split_host_port(authority.as_str()).is_none() {
+                return Err(HandshakeError::InvalidAuthority);
+            }
+        }
+        let resource = resource_of(uri)?;
+        check_version(headers)?;
+        check_protocols(headers)?;
+        let extensions =
+            parse_extension_headers(headers).map_err(HandshakeError::MalformedExtensions)?;
+
+        let mut inner = http::Request::new(());
+        *inner.method_mut() = Method::CONNECT;
+        *inner.uri_mut() = uri.clone();
+        *inner.version_mut() = request.version();
+        *inner.headers_mut() = headers.clone();
+        Ok(Request {
+            inner,
+            resource,
+            key: String::new(),
+            extensions,
+            extended_connect: true,
+        })
+    }
+
+    /// Whether the request came by extended CONNECT
+    /// ([`from_extended_connect`](Request::from_extended_connect)): its
+    /// answer is a `200 OK` through the HTTP library, not a 101.
+    pub fn is_extended_connect(&self) -> bool {
+        self.extended_connect
+    }
+
+    /// The request's HTTP version: HTTP/1.1 from [`parse_request`], the
+    /// library's from [`from_http`](Request::from_http) and
+    /// [`from_extended_connect`](Request::from_extended_connect).
+    pub fn version(&self) -> Version {
+        self.inner.version()
+    }
+
     /// The resource the client asked for: path and query, e.g.
     /// `/chat?room=1` (an absolute-form target is reduced to these).
     pub fn resource(&self) -> &str {
         &self.resource
     }
 
-    /// The `Host` header (`host[:port]`), without surrounding whitespace.
-    /// Always present in a request that passed [`parse_request`].
+    /// The `Host` header (`host[:port]`), without surrounding whitespace;
+    /// for an extended CONNECT without one, the URI's authority
+    /// (`:authority`). Always present in a request that passed the checks.
     pub fn host(&self) -> Option<&str> {
-        self.header_str(&HOST)
+        match self.header_str(&HOST) {
+            None if self.extended_connect => self.inner.uri().authority().map(|a| a.as_str()),
+            host => host,
+        }
     }
 
     /// The `Origin` header, which browsers send and which a server may check
@@ -251,7 +449,8 @@ impl Request {
         self.header_str(&ORIGIN)
     }
 
-    /// The client's `Sec-WebSocket-Key`.
+    /// The client's `Sec-WebSocket-Key`; empty for an extended CONNECT,
+    /// which has none.
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -262,7 +461,7 @@ impl Request {
     }
 
     /// The extensions the client offers, in its order of preference.
-    /// `parse_request` already refused a malformed header, so this cannot fail.
+    /// A malformed header was already refused, so this cannot fail.
     pub fn extensions(&self) -> &[ExtensionOffer] {
         &self.extensions
     }
@@ -282,7 +481,9 @@ impl Request {
         self.inner
     }
 
-    /// Starts the 101 Switching Protocols answer to this request.
+    /// Starts the answer to this request: 101 Switching Protocols for an
+    /// HTTP/1.1 upgrade, 200 OK for an extended CONNECT (see
+    /// [`AcceptBuilder::build`]).
     ///
     /// ```
     /// # use weft_proto::handshake::*;
@@ -318,7 +519,8 @@ impl Request {
     }
 }
 
-/// Builds the 101 answer to a [`Request`]; see [`Request::accept`].
+/// Builds the answer to a [`Request`] (a 101, or a 200 for an extended
+/// CONNECT); see [`Request::accept`].
 ///
 /// Each setter records the first mistake; [`build`](AcceptBuilder::build)
 /// reports it.
@@ -387,28 +589,35 @@ impl AcceptBuilder<'_> {
         self
     }
 
-    /// The answer: `101 Switching Protocols` with `Upgrade: websocket`,
-    /// `Connection: Upgrade`, `Sec-WebSocket-Accept`, the selected
-    /// subprotocol and extensions, then the added headers. Write it with
-    /// [`write_response`].
+    /// The answer to an HTTP/1.1 upgrade: `101 Switching Protocols`
+    /// (HTTP/1.1) with `Upgrade: websocket`, `Connection: Upgrade`,
+    /// `Sec-WebSocket-Accept`, the selected subprotocol and extensions, then
+    /// the added headers. Write it with [`write_response`].
+    ///
+    /// The answer to an extended CONNECT
+    /// ([`Request::is_extended_connect`]): `200 OK` in the request's
+    /// version (HTTP/2 or HTTP/3) with the selected subprotocol and
+    /// extensions and the added headers, and no `Upgrade`, `Connection` or
+    /// `Sec-WebSocket-Accept` (RFC 8441 §5). Hand it to the HTTP library,
+    /// which sends it as HEADERS; the stream is then the WebSocket.
     pub fn build(self) -> Result<http::Response<()>, HandshakeError> {
         if let Some(err) = self.error {
             return Err(err);
         }
         let mut response = http::Response::new(());
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        *response.version_mut() = Version::HTTP_11;
         let headers = response.headers_mut();
-        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-        let accept =
-            HeaderValue::try_from(accept_key(self.request.key().as_bytes())).map_err(|_| {
-                HandshakeError::InvalidHeader {
-                    name: SEC_WEBSOCKET_ACCEPT.as_str().to_owned(),
-                    reason: "not a valid header value",
-                }
-            })?;
-        headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+        if !self.request.extended_connect {
+            headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+            let accept =
+                HeaderValue::try_from(accept_key(self.request.key().as_bytes())).map_err(|_| {
+                    HandshakeError::InvalidHeader {
+                        name: SEC_WEBSOCKET_ACCEPT.as_str().to_owned(),
+                        reason: "not a valid header value",
+                    }
+                })?;
+            headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+        }
         if let Some(protocol) = self.protocol {
             let value = HeaderValue::try_from(protocol.as_str()).map_err(|_| {
                 HandshakeError::InvalidHeader {
@@ -430,10 +639,21 @@ impl AcceptBuilder<'_> {
         for (name, value) in self.headers {
             headers.append(name, value);
         }
+        if self.request.extended_connect {
+            *response.status_mut() = StatusCode::OK;
+            *response.version_mut() = self.request.version().max(Version::HTTP_2);
+        } else {
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            *response.version_mut() = Version::HTTP_11;
+        }
         Ok(response)
     }
 
-    /// Builds the answer and appends its bytes to `out`, in one step.
+    /// Builds the answer and appends its bytes to `out`, in one step, as an
+    /// HTTP/1.1 head ([`write_response`]). For an extended CONNECT this is
+    /// the `HTTP/1.1 200 OK` head of the same answer, which is of use only
+    /// to a caller that writes HTTP/1.1 itself: over HTTP/2 the answer goes
+    /// through the HTTP library, from [`build`](AcceptBuilder::build).
     pub fn write(self, out: &mut Vec<u8>) -> Result<(), HandshakeError> {
         let response = self.build()?;
         write_response(&response, out);
@@ -496,22 +716,54 @@ pub fn write_response(response: &http::Response<()>, out: &mut Vec<u8>) {
 /// `Connection: close`, `Content-Length`, `reason` as the body; plus
 /// `Sec-WebSocket-Version: 13` for 426 (RFC 6455 §4.4) and `Allow: GET` for
 /// 405. Close the connection after sending it.
+///
+/// This is the HTTP/1.1 refusal; [`reject_for`] makes the one for any version.
 pub fn reject(status: StatusCode, reason: &str) -> http::Response<String> {
+    reject_for(status, reason, Version::HTTP_11)
+}
+
+/// [`reject`] for a request of `version`, through an HTTP library.
+///
+/// For HTTP/1.0 and HTTP/1.1 it is exactly [`reject`]: an HTTP/1.1
+/// response with `Connection: close` and, for 405, `Allow: GET`. For
+/// HTTP/2 and later (the refusal of an extended CONNECT, see
+/// [`Request::from_extended_connect`]) the response is of that version and
+/// has no `Connection` header, which HTTP/2 forbids (only the stream is
+/// refused, not the connection), and a 405 says `Allow: CONNECT`. Both carry
+/// `Content-Type`, `Content-Length`, the reason as the body and, for 426,
+/// `Sec-WebSocket-Version: 13`.
+///
+/// ```
+/// use http::{header, StatusCode, Version};
+/// use weft_proto::handshake::reject_for;
+/// let response = reject_for(StatusCode::FORBIDDEN, "origin not allowed", Version::HTTP_2);
+/// assert_eq!(response.version(), Version::HTTP_2);
+/// assert!(!response.headers().contains_key(header::CONNECTION));
+/// ```
+pub fn reject_for(status: StatusCode, reason: &str, version: Version) -> http::Response<String> {
+    let multiplexed = version >= Version::HTTP_2;
     let mut response = http::Response::new(reason.to_owned());
     *response.status_mut() = status;
-    *response.version_mut() = Version::HTTP_11;
+    *response.version_mut() = if multiplexed {
+        version
+    } else {
+        Version::HTTP_11
+    };
     let headers = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     headers.insert(CONTENT_LENGTH, HeaderValue::from(reason.len()));
-    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    if !multiplexed {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     if status == StatusCode::UPGRADE_REQUIRED {
         headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
     }
     if status == StatusCode::METHOD_NOT_ALLOWED {
-        headers.insert(ALLOW, HeaderValue::from_static("GET"));
+        let allow = if multiplexed { "CONNECT" } else { "GET" };
+        headers.insert(ALLOW, HeaderValue::from_static(allow));
     }
     response
 }
@@ -549,9 +801,32 @@ pub fn rejection_bytes(err: &HandshakeError) -> Vec<u8> {
 }
 
 /// [`reject`] for a [`HandshakeError`], for applications that answer
-/// through an HTTP library.
+/// through an HTTP library: the HTTP/1.1 refusal, with `Connection: close`.
+/// For a request of another version use [`rejection_for`].
 pub fn rejection(err: &HandshakeError) -> http::Response<String> {
     reject(err.status(), &err.to_string())
+}
+
+/// [`reject_for`] for a [`HandshakeError`]: the refusal of a request of
+/// `version`. Over HTTP/2 and later it has no `Connection` header; pass the
+/// request's version (`request.version()` of the `http::Request`).
+///
+/// ```
+/// use http::{header, StatusCode, Version};
+/// use weft_proto::handshake::{rejection_for, Request};
+/// let request = http::Request::connect("https://example.com/chat")
+///     .version(Version::HTTP_2)
+///     .header("sec-websocket-version", "8")
+///     .body(())
+///     .expect("a valid request");
+/// let err = Request::from_extended_connect(&request, Some("websocket")).unwrap_err();
+/// let response = rejection_for(&err, request.version());
+/// assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
+/// assert_eq!(response.headers()["sec-websocket-version"], "13");
+/// assert!(!response.headers().contains_key(header::CONNECTION));
+/// ```
+pub fn rejection_for(err: &HandshakeError, version: Version) -> http::Response<String> {
+    reject_for(err.status(), &err.to_string(), version)
 }
 
 #[cfg(test)]
