@@ -13,7 +13,7 @@ use http::header::{
     SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
     UPGRADE,
 };
-use http::{StatusCode, Uri, Version};
+use http::{Method, StatusCode, Uri, Version};
 
 use super::error::HandshakeError;
 use super::extensions::{
@@ -56,6 +56,8 @@ pub struct ClientRequest {
     extensions: Vec<ExtensionOffer>,
     extensions_value: Option<HeaderValue>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// `http[s]://authority/path?query`, the extended CONNECT's URI.
+    connect_uri: Uri,
 }
 
 /// Builds a [`ClientRequest`]; see [`ClientRequest::builder`].
@@ -176,6 +178,60 @@ impl ClientRequest {
         }
         out.extend_from_slice(b"\r\n");
     }
+
+    /// The RFC 8441 extended CONNECT request for this URL, for an HTTP/2
+    /// (or HTTP/3) client library: method CONNECT, version HTTP/2, the URI
+    /// `https://authority/path?query` for `wss://` (`http://` for `ws://`;
+    /// the authority is [`host_header`](ClientRequest::host_header)),
+    /// `sec-websocket-version: 13`, then `origin`,
+    /// `sec-websocket-protocol` and `sec-websocket-extensions` when set, and
+    /// the extra headers. No `Sec-WebSocket-Key` (there is no accept hash to
+    /// check), no `Upgrade`, `Connection` or `Host` (HTTP/2 forbids the
+    /// first two and carries the third as `:authority`, from the URI).
+    /// Extra headers are sent as given: leave out connection-specific ones
+    /// (`Keep-Alive`, `Transfer-Encoding`...), which HTTP/2 forbids.
+    ///
+    /// The caller adds the `:protocol` pseudo-header, `websocket`, the way
+    /// its library wants (hyper: the `hyper::ext::Protocol` request
+    /// extension), sends the request on a connection whose peer allows
+    /// extended CONNECT (`SETTINGS_ENABLE_CONNECT_PROTOCOL`), and checks the
+    /// answer with [`check_extended_connect_response`].
+    ///
+    /// ```
+    /// use weft_proto::handshake::ClientRequest;
+    /// let request = ClientRequest::builder("wss://example.com/chat")
+    ///     .protocols(["chat"])
+    ///     .build()?
+    ///     .to_extended_connect();
+    /// assert_eq!(request.method(), http::Method::CONNECT);
+    /// assert_eq!(request.uri(), "https://example.com/chat");
+    /// assert_eq!(request.headers()["sec-websocket-protocol"], "chat");
+    /// # Ok::<(), weft_proto::handshake::HandshakeError>(())
+    /// ```
+    pub fn to_extended_connect(&self) -> http::Request<()> {
+        let mut request = http::Request::new(());
+        *request.method_mut() = Method::CONNECT;
+        *request.uri_mut() = self.connect_uri.clone();
+        *request.version_mut() = Version::HTTP_2;
+        let headers = request.headers_mut();
+        headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        if let Some(origin) = &self.origin {
+            headers.insert(ORIGIN, origin.clone());
+        }
+        if !self.protocols.is_empty() {
+            // Tokens joined by ", " make a valid value; the check is for form.
+            if let Ok(value) = HeaderValue::try_from(self.protocols.join(", ")) {
+                headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+            }
+        }
+        if let Some(extensions) = &self.extensions_value {
+            headers.insert(SEC_WEBSOCKET_EXTENSIONS, extensions.clone());
+        }
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        request
+    }
 }
 
 /// Splits a `ws://` or `wss://` URL into what the request needs.
@@ -221,6 +277,14 @@ fn parse_url(url: &str) -> Result<ClientRequest, HandshakeError> {
         Some(query) => format!("{path}?{query}"),
         None => path.to_owned(),
     };
+    // The same authority and resource, as the URI an HTTP/2 library sends
+    // as :scheme, :authority and :path.
+    let connect_uri = Uri::builder()
+        .scheme(if tls { "https" } else { "http" })
+        .authority(host_header.as_str())
+        .path_and_query(resource.as_str())
+        .build()
+        .map_err(|_| invalid("not a valid URL"))?;
     Ok(ClientRequest {
         host: bare_host.to_owned(),
         port,
@@ -233,6 +297,7 @@ fn parse_url(url: &str) -> Result<ClientRequest, HandshakeError> {
         extensions: Vec::new(),
         extensions_value: None,
         headers: Vec::new(),
+        connect_uri,
     })
 }
 
@@ -348,8 +413,9 @@ impl ClientRequestBuilder {
     }
 }
 
-/// The server's 101 answer, after every check of RFC 6455 §4.1: the
-/// selected subprotocol and extensions are there for the application.
+/// The server's 101 answer, after every check of RFC 6455 §4.1 (or its 200
+/// answer to an extended CONNECT, after those of RFC 8441 §5): the selected
+/// subprotocol and extensions are there for the application.
 #[derive(Debug)]
 pub struct Response {
     inner: http::Response<()>,
@@ -373,7 +439,8 @@ impl Response {
         self.inner.headers()
     }
 
-    /// The status: always 101 Switching Protocols.
+    /// The status: 101 Switching Protocols, or 200 OK for the answer to an
+    /// extended CONNECT.
     pub fn status(&self) -> StatusCode {
         self.inner.status()
     }
@@ -475,6 +542,72 @@ pub fn parse_response(
         _ => return Err(HandshakeError::AcceptMismatch),
     }
 
+    let (protocol, extensions) = check_selection(headers, request)?;
+    Ok(Some((
+        Response {
+            inner,
+            protocol,
+            extensions,
+        },
+        consumed,
+    )))
+}
+
+/// Checks a server's answer to an extended CONNECT (RFC 8441) made from
+/// [`ClientRequest::to_extended_connect`], as the HTTP library gave it:
+/// the status is 200 (any other, a 101 included, is
+/// [`HandshakeError::UnexpectedStatus`] with the head and `head_len` 0),
+/// and the subprotocol and extensions are ones that were offered, by the
+/// same rules as [`parse_response`]. There is no `Sec-WebSocket-Accept` to
+/// check. The body is not looked at: after a 200 it is the WebSocket
+/// stream.
+///
+/// The [`Response`] is the same as [`parse_response`] gives, so what comes
+/// next (the permessage-deflate answer, the subprotocol) is shared.
+///
+/// ```
+/// use weft_proto::handshake::{check_extended_connect_response, ClientRequest};
+/// let request = ClientRequest::builder("wss://example.com/chat")
+///     .protocols(["chat"])
+///     .build()?;
+/// let answer = http::Response::builder()
+///     .version(http::Version::HTTP_2)
+///     .header("sec-websocket-protocol", "chat")
+///     .body(())
+///     .expect("a valid response");
+/// let response = check_extended_connect_response(&answer, &request)?;
+/// assert_eq!(response.protocol(), Some("chat"));
+/// # Ok::<(), weft_proto::handshake::HandshakeError>(())
+/// ```
+pub fn check_extended_connect_response<B>(
+    response: &http::Response<B>,
+    request: &ClientRequest,
+) -> Result<Response, HandshakeError> {
+    let mut inner = http::Response::new(());
+    *inner.status_mut() = response.status();
+    *inner.version_mut() = response.version();
+    *inner.headers_mut() = response.headers().clone();
+    if response.status() != StatusCode::OK {
+        return Err(HandshakeError::UnexpectedStatus {
+            response: Box::new(inner),
+            head_len: 0,
+        });
+    }
+    let (protocol, extensions) = check_selection(inner.headers(), request)?;
+    Ok(Response {
+        inner,
+        protocol,
+        extensions,
+    })
+}
+
+/// The subprotocol and extensions a server's answer selected, each one
+/// that `request` offered (RFC 6455 §4.1, points 5 and 6).
+fn check_selection(
+    headers: &HeaderMap,
+    request: &ClientRequest,
+) -> Result<(Option<String>, Vec<ExtensionOffer>), HandshakeError> {
+    let malformed = |reason| HandshakeError::MalformedResponse { reason };
     let mut protocols = headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter();
     let protocol = match (protocols.next(), protocols.next()) {
         (None, _) => None,
@@ -510,14 +643,7 @@ pub fn parse_response(
         });
     }
 
-    Ok(Some((
-        Response {
-            inner,
-            protocol,
-            extensions,
-        },
-        consumed,
-    )))
+    Ok((protocol, extensions))
 }
 
 #[cfg(test)]

@@ -29,6 +29,64 @@
 //!    extensions are ones that were offered.
 //! 3. `buf[consumed..]` is the start of the WebSocket stream.
 //!
+//! # HTTP libraries and HTTP/2 (RFC 8441)
+//!
+//! A server built on an HTTP library (hyper) gets requests already parsed,
+//! and still leaves every WebSocket rule to this module:
+//!
+//! - an HTTP/1.1 upgrade: [`Request::from_http`] makes the checks of
+//!   [`parse_request`], with the same errors; answer with
+//!   [`AcceptBuilder::build`] (the 101) through the library;
+//! - an HTTP/2 (or HTTP/3) extended CONNECT (RFC 8441, RFC 9220):
+//!   [`Request::from_extended_connect`] with the `:protocol` pseudo-header
+//!   the library reports; [`Request::is_extended_connect`] is then true and
+//!   [`AcceptBuilder::build`] gives a `200 OK` without `Upgrade`,
+//!   `Connection` or `Sec-WebSocket-Accept`;
+//! - a refusal: [`rejection_for`] / [`reject_for`] with the request's
+//!   version; over HTTP/2 they leave out `Connection`, which HTTP/2 forbids.
+//!
+//! A client on an HTTP/2 library sends [`ClientRequest::to_extended_connect`]
+//! (adding `:protocol: websocket` as the library wants) and checks the answer
+//! with [`check_extended_connect_response`]; the [`Response`] is the one
+//! [`parse_response`] gives.
+//!
+//! ```
+//! use http::{StatusCode, Version};
+//! use weft_proto::handshake::{
+//!     check_extended_connect_response, rejection_for, ClientRequest, HandshakeError, Request,
+//! };
+//!
+//! // Client: the request an HTTP/2 library sends, with `:protocol` beside it.
+//! let client = ClientRequest::builder("wss://example.com/chat?room=1")
+//!     .protocols(["v2.chat", "v1.chat"])
+//!     .build()?;
+//! let request = client.to_extended_connect();
+//! let protocol = Some("websocket"); // hyper: the `hyper::ext::Protocol` extension
+//!
+//! // Server: the library hands over the request and its `:protocol`; the
+//! // answer goes back through it.
+//! let response: http::Response<String> =
+//!     match Request::from_extended_connect(&request, protocol) {
+//!         Ok(offer) => {
+//!             assert_eq!(offer.resource(), "/chat?room=1");
+//!             assert_eq!(offer.host(), Some("example.com"));
+//!             match offer.accept().protocol("v1.chat").build() {
+//!                 Ok(answer) => answer.map(|()| String::new()),
+//!                 Err(err) => rejection_for(&err, request.version()),
+//!             }
+//!         }
+//!         Err(err) => rejection_for(&err, request.version()),
+//!     };
+//! assert_eq!(response.status(), StatusCode::OK);
+//! assert_eq!(response.version(), Version::HTTP_2);
+//! assert!(!response.headers().contains_key("sec-websocket-accept"));
+//!
+//! // Client: check the answer; the stream is now the WebSocket.
+//! let accepted = check_extended_connect_response(&response, &client)?;
+//! assert_eq!(accepted.protocol(), Some("v1.chat"));
+//! # Ok::<(), HandshakeError>(())
+//! ```
+//!
 //! The pieces are usable alone (REQUIREMENTS H3): [`request_key`],
 //! [`accept_key`], [`is_valid_key`], [`header_contains_token`],
 //! [`protocols`], [`parse_extensions`].
@@ -90,7 +148,8 @@ mod keys;
 mod server;
 
 pub use client::{
-    parse_response, ClientRequest, ClientRequestBuilder, Response, MAX_RESPONSE_HEADERS,
+    check_extended_connect_response, parse_response, ClientRequest, ClientRequestBuilder, Response,
+    MAX_RESPONSE_HEADERS,
 };
 pub use error::HandshakeError;
 pub use extensions::{
@@ -100,7 +159,7 @@ pub use extensions::{
 pub use headers::{header_contains_token, header_list, headers_contain_token, is_token, protocols};
 pub use keys::{accept_key, encode_key, is_valid_key, request_key, ACCEPT_GUID};
 pub use server::{
-    parse_request, reject, reject_bytes, rejection, rejection_bytes, select_protocol,
-    write_response, AcceptBuilder, Request, ServerLimits, DEFAULT_MAX_HEADERS,
+    parse_request, reject, reject_bytes, reject_for, rejection, rejection_bytes, rejection_for,
+    select_protocol, write_response, AcceptBuilder, Request, ServerLimits, DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_HEAD_SIZE,
 };
