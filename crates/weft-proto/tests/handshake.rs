@@ -1,15 +1,18 @@
 //! Integration tests of the opening handshake (`weft_proto::handshake`),
 //! through the public API only: every server-side rule with the status it
 //! answers, incremental parsing, leftover bytes, both round trips between
-//! client and server, every client-side refusal, and property tests that no
+//! client and server, every client-side refusal, the same checks on
+//! requests an HTTP library parsed (`Request::from_http`), the HTTP/2
+//! extended CONNECT of RFC 8441 on both sides, and property tests that no
 //! input makes either parser panic.
 
-use http::StatusCode;
+use http::{Method, StatusCode, Version};
 use proptest::prelude::*;
 use weft_proto::handshake::{
-    accept_key, header_contains_token, parse_extensions, parse_request, parse_response,
-    rejection_bytes, to_header_value, write_response, ClientRequest, ExtensionOffer,
-    ExtensionParam, HandshakeError, Request, ServerLimits, DEFAULT_MAX_HEAD_SIZE,
+    accept_key, check_extended_connect_response, header_contains_token, parse_extensions,
+    parse_request, parse_response, rejection_bytes, rejection_for, to_header_value, write_response,
+    ClientRequest, ExtensionOffer, ExtensionParam, HandshakeError, Request, ServerLimits,
+    DEFAULT_MAX_HEAD_SIZE,
 };
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -752,6 +755,617 @@ fn an_oversized_response_is_refused() {
         parse_response(&buf, &client(), 100),
         Err(HandshakeError::ResponseTooLarge { limit: 100 })
     ));
+}
+
+// ----- Requests parsed by an HTTP library: Request::from_http -----
+
+/// The `http::Request` an HTTP library would make of `head`: the request
+/// line and `Name: value` lines, parsed here by hand so that the test does
+/// not trust the code under test.
+fn library_request(head: &[u8]) -> http::Request<()> {
+    let head = text(head);
+    let mut lines = head.split("\r\n").take_while(|line| !line.is_empty());
+    let request_line = lines.next().expect("a request line");
+    let mut parts = request_line.split(' ');
+    let (method, target, version) = (
+        parts.next().expect("a method"),
+        parts.next().expect("a target"),
+        parts.next().expect("a version"),
+    );
+    let version = match version {
+        "HTTP/1.0" => Version::HTTP_10,
+        "HTTP/1.1" => Version::HTTP_11,
+        other => panic!("version {other}"),
+    };
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(target)
+        .version(version);
+    for line in lines {
+        let (name, value) = line.split_once(':').expect("name: value");
+        builder = builder.header(name, value.trim_matches([' ', '\t']));
+    }
+    builder.body(()).expect("a request the http crate takes")
+}
+
+/// Bad HTTP/1.1 requests, each with the refusal both parse_request and
+/// from_http must give.
+#[allow(clippy::type_complexity)]
+fn bad_upgrade_requests() -> Vec<(&'static str, Vec<u8>, fn(&HandshakeError) -> bool, u16)> {
+    use HandshakeError as E;
+    let key15 = format!("Sec-WebSocket-Key: {}", base64_encode(&[7; 15]));
+    vec![
+        (
+            "no key",
+            request_replacing("Sec-WebSocket-Key", None),
+            |e| matches!(e, E::MissingKey),
+            400,
+        ),
+        (
+            "15-byte key",
+            request_replacing("Sec-WebSocket-Key", Some(&key15)),
+            |e| matches!(e, E::InvalidKey),
+            400,
+        ),
+        (
+            "non-base64 key",
+            request_replacing(
+                "Sec-WebSocket-Key",
+                Some("Sec-WebSocket-Key: ########################"),
+            ),
+            |e| matches!(e, E::InvalidKey),
+            400,
+        ),
+        (
+            "two keys",
+            request_adding(&[&format!("Sec-WebSocket-Key: {KEY}")]),
+            |e| matches!(e, E::InvalidKey),
+            400,
+        ),
+        (
+            "version 8",
+            request_replacing("Sec-WebSocket-Version", Some("Sec-WebSocket-Version: 8")),
+            |e| matches!(e, E::UnsupportedVersion),
+            426,
+        ),
+        (
+            "no version",
+            request_replacing("Sec-WebSocket-Version", None),
+            |e| matches!(e, E::MissingVersion),
+            426,
+        ),
+        (
+            "POST",
+            request_replacing("GET", Some("POST /chat HTTP/1.1")),
+            |e| matches!(e, E::MethodNotAllowed { method } if method == "POST"),
+            405,
+        ),
+        (
+            "HTTP/1.0",
+            request_replacing("GET", Some("GET /chat HTTP/1.0")),
+            |e| matches!(e, E::UnsupportedHttpVersion),
+            400,
+        ),
+        (
+            "asterisk target",
+            request_replacing("GET", Some("GET * HTTP/1.1")),
+            |e| matches!(e, E::InvalidRequestTarget),
+            400,
+        ),
+        (
+            "no Host",
+            request_replacing("Host", None),
+            |e| matches!(e, E::MissingHost),
+            400,
+        ),
+        (
+            "bad Host",
+            request_replacing("Host", Some("Host: user@server.example.com")),
+            |e| matches!(e, E::InvalidHost),
+            400,
+        ),
+        (
+            "no Upgrade",
+            request_replacing("Upgrade", None),
+            |e| matches!(e, E::MissingUpgrade),
+            400,
+        ),
+        (
+            "Upgrade without websocket",
+            request_replacing("Upgrade", Some("Upgrade: h2c")),
+            |e| matches!(e, E::InvalidUpgrade),
+            400,
+        ),
+        (
+            "no Connection",
+            request_replacing("Connection", None),
+            |e| matches!(e, E::MissingConnection),
+            400,
+        ),
+        (
+            "Connection without upgrade",
+            request_replacing("Connection", Some("Connection: keep-alive")),
+            |e| matches!(e, E::InvalidConnection),
+            400,
+        ),
+        (
+            "bad protocols",
+            request_adding(&["Sec-WebSocket-Protocol: chat, \"super chat\""]),
+            |e| matches!(e, E::InvalidProtocols),
+            400,
+        ),
+        (
+            "malformed extensions",
+            request_adding(&["Sec-WebSocket-Extensions: permessage-deflate;"]),
+            |e| matches!(e, E::MalformedExtensions(_)),
+            400,
+        ),
+    ]
+}
+
+#[test]
+fn from_http_refuses_what_parse_request_refuses() {
+    for (what, head, is_expected, status) in bad_upgrade_requests() {
+        let parsed = refusal(&head);
+        let library = match Request::from_http(&library_request(&head)) {
+            Err(err) => err,
+            Ok(request) => panic!("{what}: from_http accepted {request:?}"),
+        };
+        assert!(
+            is_expected(&parsed),
+            "{what}: parse_request gave {parsed:?}"
+        );
+        assert!(is_expected(&library), "{what}: from_http gave {library:?}");
+        assert_eq!(format!("{parsed:?}"), format!("{library:?}"), "{what}");
+        assert_eq!(parsed.status().as_u16(), status, "{what}");
+        assert_eq!(library.status().as_u16(), status, "{what}");
+    }
+}
+
+#[test]
+fn from_http_accepts_what_parse_request_accepts() {
+    let head = request_adding(&[
+        "Sec-WebSocket-Protocol: chat, superchat",
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
+        "X-Custom: 1",
+    ]);
+    let parsed = parse_ok(&head);
+    let library = Request::from_http(&library_request(&head)).unwrap();
+    same_request(&parsed, &library);
+    assert_eq!(library.host(), Some("server.example.com"));
+    assert_eq!(library.origin(), Some("http://example.com"));
+    assert_eq!(library.protocols(), ["chat", "superchat"]);
+    assert!(!library.is_extended_connect());
+    // Its answer is the HTTP/1.1 101, exactly as for parse_request.
+    let from_library = library.accept().protocol("chat").build().unwrap();
+    let from_parser = parsed.accept().protocol("chat").build().unwrap();
+    assert_eq!(from_library.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(from_library.version(), Version::HTTP_11);
+    assert_eq!(from_library.headers(), from_parser.headers());
+    assert_eq!(from_library.headers()["sec-websocket-accept"], ACCEPT);
+}
+
+// ----- The server's side of RFC 8441: Request::from_extended_connect -----
+
+/// A valid extended CONNECT, as an HTTP/2 library gives it: the
+/// pseudo-headers in the URI, `:protocol` beside it.
+fn connect_builder(uri: &str) -> http::request::Builder {
+    http::Request::builder()
+        .method(Method::CONNECT)
+        .uri(uri)
+        .version(Version::HTTP_2)
+        .header("sec-websocket-version", "13")
+}
+
+fn connect(builder: http::request::Builder) -> http::Request<()> {
+    builder.body(()).expect("a valid http::Request")
+}
+
+fn valid_connect() -> http::Request<()> {
+    connect(
+        connect_builder("https://example.com:8443/chat?room=1")
+            .header("origin", "https://example.com")
+            .header("sec-websocket-protocol", "chat, superchat")
+            .header(
+                "sec-websocket-extensions",
+                "permessage-deflate; client_max_window_bits",
+            ),
+    )
+}
+
+fn connect_refusal(request: &http::Request<()>, protocol: Option<&str>) -> HandshakeError {
+    match Request::from_extended_connect(request, protocol) {
+        Err(err) => err,
+        Ok(other) => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_valid_extended_connect_is_accepted() {
+    let request = Request::from_extended_connect(&valid_connect(), Some("websocket")).unwrap();
+    assert!(request.is_extended_connect());
+    assert_eq!(request.resource(), "/chat?room=1");
+    assert_eq!(request.host(), Some("example.com:8443"));
+    assert_eq!(request.origin(), Some("https://example.com"));
+    assert_eq!(request.protocols(), ["chat", "superchat"]);
+    assert_eq!(
+        request.extensions(),
+        [offer(
+            "permessage-deflate",
+            &[("client_max_window_bits", None)]
+        )]
+    );
+    assert_eq!(request.key(), "");
+    assert_eq!(request.version(), Version::HTTP_2);
+    assert_eq!(request.as_http().method(), Method::CONNECT);
+
+    // `:protocol` in another case; HTTP/3 too (RFC 9220).
+    let mut h3 = valid_connect();
+    *h3.version_mut() = Version::HTTP_3;
+    assert!(Request::from_extended_connect(&h3, Some("WebSocket")).is_ok());
+}
+
+#[test]
+fn extended_connect_host_is_the_host_header_or_the_authority() {
+    // A Host header wins over the authority.
+    let with_host = connect(connect_builder("https://example.com/").header("host", "other:81"));
+    let request = Request::from_extended_connect(&with_host, Some("websocket")).unwrap();
+    assert_eq!(request.host(), Some("other:81"));
+    // A Host header and no authority.
+    let path_only = connect(connect_builder("/chat").header("host", "example.com"));
+    let request = Request::from_extended_connect(&path_only, Some("websocket")).unwrap();
+    assert_eq!(
+        (request.host(), request.resource()),
+        (Some("example.com"), "/chat")
+    );
+}
+
+#[test]
+fn extended_connect_refusals() {
+    use HandshakeError as E;
+    let websocket = Some("websocket");
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(&str, http::Request<()>, Option<&str>, fn(&E) -> bool, u16)> = vec![
+        (
+            "GET",
+            connect(connect_builder("https://example.com/").method(Method::GET)),
+            websocket,
+            |e| matches!(e, E::MethodNotConnect { method } if method == Method::GET),
+            405,
+        ),
+        (
+            "HTTP/1.1",
+            connect(connect_builder("https://example.com/").version(Version::HTTP_11)),
+            websocket,
+            |e| matches!(e, E::ExtendedConnectVersion { version } if *version == Version::HTTP_11),
+            400,
+        ),
+        (
+            "no :protocol",
+            valid_connect(),
+            None,
+            |e| matches!(e, E::MissingConnectProtocol),
+            400,
+        ),
+        (
+            "another :protocol",
+            valid_connect(),
+            Some("connect-udp"),
+            |e| matches!(e, E::InvalidConnectProtocol { protocol } if protocol == "connect-udp"),
+            400,
+        ),
+        (
+            "no authority and no Host",
+            connect(connect_builder("/chat")),
+            websocket,
+            |e| matches!(e, E::MissingAuthority),
+            400,
+        ),
+        (
+            "user information in the authority",
+            connect(connect_builder("https://user@example.com/")),
+            websocket,
+            |e| matches!(e, E::InvalidAuthority),
+            400,
+        ),
+        (
+            "a bad Host header",
+            connect(connect_builder("https://example.com/").header("host", "a b")),
+            websocket,
+            |e| matches!(e, E::InvalidHost),
+            400,
+        ),
+        (
+            "no path",
+            connect(connect_builder("example.com:443")),
+            websocket,
+            |e| matches!(e, E::InvalidRequestTarget),
+            400,
+        ),
+        (
+            "version 8",
+            connect(
+                connect_builder("https://example.com/")
+                    .header("sec-websocket-version", "8")
+                    .version(Version::HTTP_2),
+            ),
+            websocket,
+            |e| matches!(e, E::UnsupportedVersion),
+            426,
+        ),
+        (
+            "no version",
+            {
+                let mut request = valid_connect();
+                request.headers_mut().remove("sec-websocket-version");
+                request
+            },
+            websocket,
+            |e| matches!(e, E::MissingVersion),
+            426,
+        ),
+        (
+            "bad protocols",
+            connect(
+                connect_builder("https://example.com/").header("sec-websocket-protocol", "a b"),
+            ),
+            websocket,
+            |e| matches!(e, E::InvalidProtocols),
+            400,
+        ),
+        (
+            "malformed extensions",
+            connect(
+                connect_builder("https://example.com/").header("sec-websocket-extensions", "x; y="),
+            ),
+            websocket,
+            |e| matches!(e, E::MalformedExtensions(_)),
+            400,
+        ),
+    ];
+    for (what, request, protocol, is_expected, status) in cases {
+        let err = connect_refusal(&request, protocol);
+        assert!(is_expected(&err), "{what}: unexpected {err:?}");
+        assert_eq!(err.status().as_u16(), status, "{what}: {err}");
+
+        // The refusal through the library: no Connection in HTTP/2.
+        let answer = rejection_for(&err, Version::HTTP_2);
+        assert_eq!(answer.status().as_u16(), status, "{what}");
+        assert_eq!(answer.version(), Version::HTTP_2, "{what}");
+        assert!(!answer.headers().contains_key("connection"), "{what}");
+        assert_eq!(answer.body(), &err.to_string(), "{what}");
+        assert_eq!(
+            answer.headers().get("sec-websocket-version").is_some(),
+            status == 426,
+            "{what}: the version header goes with 426 only"
+        );
+        assert_eq!(
+            answer.headers().get("allow").map(|v| v.as_bytes()),
+            (status == 405).then_some(&b"CONNECT"[..]),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn a_key_upgrade_or_connection_in_an_extended_connect_is_not_needed() {
+    // They are not checked, present or not; the answer has no Accept anyway.
+    let with_key = connect(
+        connect_builder("https://example.com/")
+            .header("sec-websocket-key", "not a key")
+            .header("upgrade", "h2c"),
+    );
+    let request = Request::from_extended_connect(&with_key, Some("websocket")).unwrap();
+    let response = request.accept().build().unwrap();
+    assert!(!response.headers().contains_key("sec-websocket-accept"));
+}
+
+#[test]
+fn the_answer_to_an_extended_connect_is_a_200() {
+    let request = Request::from_extended_connect(&valid_connect(), Some("websocket")).unwrap();
+    let response = request
+        .accept()
+        .protocol("superchat")
+        .extensions(&[offer(
+            "permessage-deflate",
+            &[("server_no_context_takeover", None)],
+        )])
+        .header("Server", "weft-test")
+        .build()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.version(), Version::HTTP_2);
+    let headers = response.headers();
+    for absent in ["upgrade", "connection", "sec-websocket-accept"] {
+        assert!(!headers.contains_key(absent), "{absent}: {headers:?}");
+    }
+    assert_eq!(headers["sec-websocket-protocol"], "superchat");
+    assert_eq!(
+        headers["sec-websocket-extensions"],
+        "permessage-deflate; server_no_context_takeover"
+    );
+    assert_eq!(headers["server"], "weft-test");
+    assert_eq!(headers.len(), 3);
+
+    // The same mistakes as for HTTP/1.1.
+    let err = request.accept().protocol("mqtt").build().unwrap_err();
+    assert!(
+        matches!(err, HandshakeError::ProtocolNotOffered { .. }),
+        "{err:?}"
+    );
+    let err = request
+        .accept()
+        .header("Connection", "close")
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, HandshakeError::InvalidHeader { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn rejection_for_http1_is_the_http1_refusal() {
+    let err = refusal(&request_replacing("GET", Some("POST /chat HTTP/1.1")));
+    for version in [Version::HTTP_10, Version::HTTP_11] {
+        let answer = rejection_for(&err, version);
+        assert_eq!(answer.version(), Version::HTTP_11);
+        assert_eq!(answer.headers()["connection"], "close");
+        assert_eq!(answer.headers()["allow"], "GET");
+    }
+}
+
+// ----- The client's side of RFC 8441 -----
+
+#[test]
+fn to_extended_connect_is_the_rfc_8441_request() {
+    let client = ClientRequest::builder("wss://example.com:8443/chat?room=1")
+        .key(KEY)
+        .origin("https://example.com")
+        .protocols(["v2", "v1"])
+        .extensions(&[offer(
+            "permessage-deflate",
+            &[("client_max_window_bits", None)],
+        )])
+        .header("Authorization", "Bearer t0ken")
+        .build()
+        .unwrap();
+    let request = client.to_extended_connect();
+    assert_eq!(request.method(), Method::CONNECT);
+    assert_eq!(request.version(), Version::HTTP_2);
+    assert_eq!(request.uri(), "https://example.com:8443/chat?room=1");
+    let headers = request.headers();
+    assert_eq!(headers["sec-websocket-version"], "13");
+    assert_eq!(headers["origin"], "https://example.com");
+    assert_eq!(headers["sec-websocket-protocol"], "v2, v1");
+    assert_eq!(
+        headers["sec-websocket-extensions"],
+        "permessage-deflate; client_max_window_bits"
+    );
+    assert_eq!(headers["authorization"], "Bearer t0ken");
+    for absent in ["sec-websocket-key", "upgrade", "connection", "host"] {
+        assert!(!headers.contains_key(absent), "{absent}: {headers:?}");
+    }
+    assert_eq!(headers.len(), 5);
+
+    // ws:// is http://, the default port left out; nothing optional sent.
+    let plain = ClientRequest::new("ws://[::1]:80")
+        .unwrap()
+        .to_extended_connect();
+    assert_eq!(plain.uri(), "http://[::1]/");
+    assert_eq!(plain.headers().len(), 1);
+}
+
+#[test]
+fn extended_connect_round_trips() {
+    let client = ClientRequest::builder("wss://example.com/echo?x=1")
+        .protocols(["a", "b"])
+        .extensions(&[offer("permessage-deflate", &[])])
+        .build()
+        .unwrap();
+    let request = client.to_extended_connect();
+    let server = Request::from_extended_connect(&request, Some("websocket")).unwrap();
+    assert_eq!(server.resource(), "/echo?x=1");
+    assert_eq!(server.host(), Some("example.com"));
+    assert_eq!(server.protocols(), ["a", "b"]);
+    assert_eq!(server.extensions(), client.extensions());
+    let answer = server
+        .accept()
+        .protocol("b")
+        .extensions(&[offer(
+            "permessage-deflate",
+            &[("server_no_context_takeover", None)],
+        )])
+        .build()
+        .unwrap();
+    let accepted = check_extended_connect_response(&answer, &client).unwrap();
+    assert_eq!(accepted.status(), StatusCode::OK);
+    assert_eq!(accepted.protocol(), Some("b"));
+    assert_eq!(
+        accepted.extensions(),
+        [offer(
+            "permessage-deflate",
+            &[("server_no_context_takeover", None)]
+        )]
+    );
+}
+
+fn h2_response(status: u16, headers: &[(&str, &str)]) -> http::Response<()> {
+    let mut builder = http::Response::builder()
+        .status(status)
+        .version(Version::HTTP_2);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(()).expect("a valid response")
+}
+
+#[test]
+fn check_extended_connect_response_accepts_a_200() {
+    let response = check_extended_connect_response(&h2_response(200, &[]), &client()).unwrap();
+    assert_eq!(response.protocol(), None);
+    assert!(response.extensions().is_empty());
+    // The body type does not matter.
+    let with_body = h2_response(200, &[("sec-websocket-protocol", "chat")]).map(|()| "body");
+    let response = check_extended_connect_response(&with_body, &client()).unwrap();
+    assert_eq!(response.protocol(), Some("chat"));
+}
+
+#[test]
+fn check_extended_connect_response_refusals() {
+    for status in [400, 101, 403, 302] {
+        match check_extended_connect_response(&h2_response(status, &[("x-why", "no")]), &client()) {
+            Err(HandshakeError::UnexpectedStatus { response, head_len }) => {
+                assert_eq!(response.status().as_u16(), status);
+                assert_eq!(response.headers()["x-why"], "no");
+                assert_eq!(head_len, 0);
+            }
+            other => panic!("{status}: {other:?}"),
+        }
+    }
+    let err = check_extended_connect_response(&h2_response(400, &[]), &client()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the server answered 400 Bad Request instead of 200 OK to its extended CONNECT"
+    );
+    assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+
+    let err = check_extended_connect_response(
+        &h2_response(200, &[("sec-websocket-protocol", "superchat")]),
+        &client(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, HandshakeError::UnrequestedProtocol { protocol } if protocol == "superchat"),
+        "{err:?}"
+    );
+    let err = check_extended_connect_response(
+        &h2_response(200, &[("sec-websocket-protocol", "chat, chat")]),
+        &client(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, HandshakeError::MalformedResponse { .. }),
+        "{err:?}"
+    );
+    let err = check_extended_connect_response(
+        &h2_response(200, &[("sec-websocket-extensions", "permessage-deflate")]),
+        &client(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, HandshakeError::UnrequestedExtension { name } if name == "permessage-deflate"),
+        "{err:?}"
+    );
+    let err = check_extended_connect_response(
+        &h2_response(200, &[("sec-websocket-extensions", "x;")]),
+        &client(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, HandshakeError::MalformedResponseExtensions(_)),
+        "{err:?}"
+    );
 }
 
 // ----- Properties -----
