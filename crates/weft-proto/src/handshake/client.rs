@@ -1033,4 +1033,72 @@ mod tests {
             .unwrap()
             .is_some());
     }
+
+    #[test]
+    fn extended_connect_uris() {
+        for (url, uri) in [
+            ("ws://h", "http://h/"),
+            ("wss://h/a?b=c", "https://h/a?b=c"),
+            ("wss://h:443/", "https://h/"),
+            ("ws://h:443/", "http://h:443/"),
+            ("ws://[::1]:9001/x", "http://[::1]:9001/x"),
+            ("WSS://H:8443?q", "https://H:8443/?q"),
+        ] {
+            let request = request(url).to_extended_connect();
+            assert_eq!(request.uri(), uri, "{url}");
+            assert_eq!(request.method(), Method::CONNECT, "{url}");
+            assert_eq!(request.version(), Version::HTTP_2, "{url}");
+        }
+    }
+
+    #[test]
+    fn extended_connect_headers() {
+        let request = ClientRequest::builder("ws://h/")
+            .key(KEY)
+            .protocols(["a"])
+            .header("cookie", "x=1")
+            .header("cookie", "y=2")
+            .build()
+            .unwrap()
+            .to_extended_connect();
+        let headers = request.headers();
+        assert_eq!(headers[SEC_WEBSOCKET_VERSION], "13");
+        assert_eq!(headers[SEC_WEBSOCKET_PROTOCOL], "a");
+        assert_eq!(headers.get_all("cookie").iter().count(), 2);
+        for absent in [SEC_WEBSOCKET_KEY, UPGRADE, CONNECTION, HOST, ORIGIN] {
+            assert!(!headers.contains_key(&absent), "{absent}");
+        }
+    }
+
+    #[test]
+    fn extended_connect_response() {
+        let offered = ClientRequest::builder("wss://h/")
+            .protocols(["a"])
+            .extensions(&[ExtensionOffer::new("permessage-deflate")])
+            .build()
+            .unwrap();
+        let answer = http::Response::builder()
+            .version(Version::HTTP_2)
+            .header(SEC_WEBSOCKET_PROTOCOL, "a")
+            .header(SEC_WEBSOCKET_EXTENSIONS, "permessage-deflate")
+            .body(())
+            .unwrap();
+        let response = check_extended_connect_response(&answer, &offered).unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.protocol(), Some("a"));
+        assert_eq!(response.extensions()[0].name, "permessage-deflate");
+        assert_eq!(response.as_http().version(), Version::HTTP_2);
+
+        let refused = http::Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap();
+        let err = check_extended_connect_response(&refused, &offered).unwrap_err();
+        assert!(
+            matches!(&err, HandshakeError::UnexpectedStatus { response, head_len: 0 }
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS),
+            "{err:?}"
+        );
+    }
 }

@@ -421,4 +421,46 @@ mod tests {
             "the server answered 403 Forbidden instead of 101 Switching Protocols"
         );
     }
+
+    #[test]
+    fn extended_connect_statuses_and_messages() {
+        assert_eq!(
+            HandshakeError::MethodNotConnect {
+                method: Method::GET
+            }
+            .status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        for err in [
+            HandshakeError::ExtendedConnectVersion {
+                version: Version::HTTP_11,
+            },
+            HandshakeError::MissingConnectProtocol,
+            HandshakeError::InvalidConnectProtocol {
+                protocol: "x".into(),
+            },
+            HandshakeError::MissingAuthority,
+            HandshakeError::InvalidAuthority,
+        ] {
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{err:?}");
+        }
+        assert_eq!(
+            HandshakeError::MethodNotConnect {
+                method: Method::GET
+            }
+            .to_string(),
+            "a WebSocket handshake over HTTP/2 must be an extended CONNECT, not GET"
+        );
+        let mut response = http::Response::new(());
+        *response.status_mut() = StatusCode::FORBIDDEN;
+        *response.version_mut() = Version::HTTP_2;
+        let err = HandshakeError::UnexpectedStatus {
+            response: Box::new(response),
+            head_len: 0,
+        };
+        assert_eq!(
+            err.to_string(),
+            "the server answered 403 Forbidden instead of 200 OK to its extended CONNECT"
+        );
+    }
 }

@@ -1204,4 +1204,98 @@ mod tests {
             "the request has no Sec-WebSocket-Key header"
         );
     }
+
+    fn library_upgrade(version: Version) -> http::Request<()> {
+        http::Request::get("/chat?room=1")
+            .version(version)
+            .header(HOST, "example.com:8080")
+            .header(UPGRADE, "websocket")
+            .header(CONNECTION, "Upgrade")
+            .header(SEC_WEBSOCKET_KEY, KEY)
+            .header(SEC_WEBSOCKET_VERSION, "13")
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn from_http_keeps_the_version_and_refuses_before_http_1_1() {
+        let request = Request::from_http(&library_upgrade(Version::HTTP_11)).unwrap();
+        assert_eq!(request.resource(), "/chat?room=1");
+        assert_eq!(request.host(), Some("example.com:8080"));
+        assert_eq!(request.key(), KEY);
+        assert_eq!(request.version(), Version::HTTP_11);
+        assert!(!request.is_extended_connect());
+        // "HTTP/1.1 or later", as RFC 6455 §4.1 says.
+        let later = Request::from_http(&library_upgrade(Version::HTTP_2)).unwrap();
+        assert_eq!(later.version(), Version::HTTP_2);
+        for old in [Version::HTTP_09, Version::HTTP_10] {
+            let err = Request::from_http(&library_upgrade(old)).unwrap_err();
+            assert!(
+                matches!(err, HandshakeError::UnsupportedHttpVersion),
+                "{old:?}: {err:?}"
+            );
+        }
+        // The 101, whatever the version.
+        let response = later.accept().build().unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(response.version(), Version::HTTP_11);
+    }
+
+    fn extended_connect() -> Request {
+        let request = http::Request::connect("https://example.com/chat")
+            .version(Version::HTTP_2)
+            .header(SEC_WEBSOCKET_VERSION, "13")
+            .header(SEC_WEBSOCKET_PROTOCOL, "chat")
+            .body(())
+            .unwrap();
+        Request::from_extended_connect(&request, Some("websocket")).unwrap()
+    }
+
+    #[test]
+    fn extended_connect_answer() {
+        let request = extended_connect();
+        assert!(request.is_extended_connect());
+        assert_eq!(request.host(), Some("example.com"));
+        let response = request.accept().protocol("chat").build().unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.version(), Version::HTTP_2);
+        assert!(!response.headers().contains_key(UPGRADE));
+        assert!(!response.headers().contains_key(CONNECTION));
+        assert!(!response.headers().contains_key(SEC_WEBSOCKET_ACCEPT));
+        assert_eq!(response.headers()[SEC_WEBSOCKET_PROTOCOL], "chat");
+
+        // write() still writes the head, as HTTP/1.1.
+        let mut out = Vec::new();
+        request.accept().protocol("chat").write(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn rejections_by_version() {
+        for version in [Version::HTTP_10, Version::HTTP_11] {
+            let answer = reject_for(StatusCode::METHOD_NOT_ALLOWED, "no", version);
+            let plain = reject(StatusCode::METHOD_NOT_ALLOWED, "no");
+            assert_eq!(answer.version(), Version::HTTP_11);
+            assert_eq!(answer.headers(), plain.headers());
+            assert_eq!(answer.headers()[CONNECTION], "close");
+            assert_eq!(answer.headers()[ALLOW], "GET");
+        }
+        for version in [Version::HTTP_2, Version::HTTP_3] {
+            let answer = reject_for(StatusCode::METHOD_NOT_ALLOWED, "no", version);
+            assert_eq!(answer.version(), version);
+            assert!(!answer.headers().contains_key(CONNECTION));
+            assert_eq!(answer.headers()[ALLOW], "CONNECT");
+            assert_eq!(answer.headers()[CONTENT_LENGTH], "2");
+            assert_eq!(answer.body(), "no");
+        }
+        let err = HandshakeError::UnsupportedVersion;
+        let answer = rejection_for(&err, Version::HTTP_2);
+        assert_eq!(answer.status(), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(answer.headers()[SEC_WEBSOCKET_VERSION], "13");
+        assert!(!answer.headers().contains_key(CONNECTION));
+        assert_eq!(answer.body(), &err.to_string());
+    }
 }
