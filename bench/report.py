@@ -13,11 +13,15 @@ LIBS = ["weft", "tungstenite", "fastwebsockets", "tokio-websockets"]
 PEERS = LIBS[1:]
 VERSIONED = ["tokio-tungstenite", "tungstenite", "fastwebsockets", "tokio-websockets",
              "hyper", "hyper-util", "tokio", "mio", "bytes", "simdutf8", "yawc", "flate2",
-             "zlib-rs"]
+             "zlib-rs", "axum"]
 # The permessage-deflate servers (bench/run's DEFLATE_SERVERS) and the reference without
 # compression.
 DEFLATE_LIBS = ["weft", "yawc", "ratchet"]
 DEFLATE_OFF = "weft/off"
+# The server-stacks part (bench/run --only server), by binary: the echo through each stack
+# against echo-weft (weft's direct accept), plain HTTP against bare hyper.
+SERVER_ECHO = ["echo-weft", "echo-weft-server", "echo-axum", "echo-fastwebsockets"]
+SERVER_HTTP = ["http-hyper", "echo-axum", "echo-weft-server"]
 
 
 def load(path):
@@ -65,7 +69,7 @@ def meta_line(m):
     if not m:
         return ""
     s = f"_{m['date']}, {m['mode']} run"
-    if m["part"] in ("matrix", "deflate"):
+    if m["part"] in ("matrix", "deflate", "server"):
         s += f", {m['repeats']} repeat(s) of {m['duration']} s after {m['warmup']} s warm-up"
     s += f"; weft at {m['weft_commit']}{' + uncommitted changes' if m['weft_dirty'] else ''}"
     s += f"; load average at start {m['loadavg_start']}_"
@@ -81,14 +85,14 @@ def noise_cpu(r):
 
 
 def ratio_table(title, head, cols, peers, keys, by, metric, cell_name, field, higher_better,
-                digits, note=None):
+                digits, note=None, subject="weft", ratio_head="weft / best peer"):
     """One table of an echo matrix: a row per cell, a column per library with its ratio to
-    the best peer, weft's ratio in bold, and the other processes' CPU. Returns the lines and
-    weft's (ratio, cell) pairs."""
+    the best of `peers` (one peer: the reference), `subject`'s ratio in bold, and the other
+    processes' CPU. Returns the lines and the subject's (ratio, cell) pairs."""
     t = [f"### {title}", ""]
     if note:
         t += [note, ""]
-    t += [f"| {head} | " + " | ".join(cols) + " | weft / best peer | other procs, cores |",
+    t += [f"| {head} | " + " | ".join(cols) + f" | {ratio_head} | other procs, cores |",
           "|---|" + "---:|" * (len(cols) + 2)]
     ratios = []
     for k in keys:
@@ -104,7 +108,7 @@ def ratio_table(title, head, cols, peers, keys, by, metric, cell_name, field, hi
                 cells.append(f"{fmt(v, digits)} ({v / best:.2f})")
             else:
                 cells.append(fmt(v, digits))
-        w = vals.get("weft")
+        w = vals.get(subject)
         r = (w / best) if (w is not None and best) else None
         if r is not None:
             ratios.append((r, k))
@@ -414,6 +418,108 @@ def deflate_settings_section(rows, m):
     return out
 
 
+def server_section(rows, m):
+    out = ["## Server stacks", "", meta_line(m), ""]
+    out += [
+        "The echo matrix's method (server on CPU 0, load generator on CPU 1, a fresh server "
+        "per run, rotated order, median over repeats) across server stacks: _echo-weft_ is "
+        "weft's direct accept (`weft::tokio::accept_with` on the TCP stream), "
+        "_echo-weft-server_ the same echo behind weft::server (hyper's HTTP/1 server, the "
+        "WebSocket then on the transport itself), _echo-axum_ axum's `extract::ws` "
+        "(tokio-tungstenite on hyper's upgraded connection), _echo-fastwebsockets_ "
+        "fastwebsockets with hyper's upgrade. In parentheses: the ratio to echo-weft; in bold "
+        "echo-weft-server's. Then plain HTTP/1.1 (`httpload`: keep-alive connections, "
+        "`GET /` -> 200 `ok`, each response's status, headers, length and body checked) "
+        "against bare hyper (_http-hyper_: `http1::Builder`, `service_fn`); in parentheses "
+        "the ratio to http-hyper, in bold echo-weft-server's (the target: within 5%).",
+        "",
+    ]
+    targets = []
+    echo_rows = [r for r in rows if r.get("part") == "echo"]
+    http_rows = [r for r in rows if r.get("part") == "http"]
+    errors = [r for r in rows if r.get("errors")]
+
+    def group(rs, key):
+        by = {}
+        for r in rs:
+            by.setdefault(key(r), {}).setdefault(r["binary"], []).append(r)
+        return by
+
+    def metric_of(by):
+        def metric(k, b, field):
+            runs = [x for x in by[k].get(b, []) if not x.get("errors")]
+            return med([x.get(field) for x in runs])
+        return metric
+
+    def echo_name(k):
+        c, s, f = k
+        return f"{c} x " + {16: "16 B", 1024: "1 KiB", 65536: "64 KiB"}.get(s, f"{s} B") + f" x {f}"
+
+    def http_name(k):
+        c, f = k
+        return f"{c} conn{'s' if c != 1 else ''}, " + ("1 request at a time" if f == 1
+                                                        else f"{f} pipelined")
+
+    if echo_rows:
+        by = group(echo_rows, lambda r: (r["conns"], r["size"], r["inflight"]))
+        keys = sorted(by)
+        cols = [b for b in SERVER_ECHO if any(b in by[k] for k in keys)]
+        if "echo-weft-server" not in cols:
+            out += ["_echo-weft-server was not in this run (not built yet)._", ""]
+        metric = metric_of(by)
+        out += ["### Echo through each stack", ""]
+        for title, field, hb, digits in [("Throughput, echoes/s", "msgs_per_sec", True, 1),
+                                         ("Server CPU per echo, µs", "server_cpu_us_per_echo", False, 2),
+                                         ("p99 latency, µs", "p99_us", False, 0)]:
+            t, r = ratio_table(title, "conns x size x in flight", cols, ["echo-weft"], keys, by,
+                               metric, echo_name, field, hb, digits, subject="echo-weft-server",
+                               ratio_head="echo-weft-server / echo-weft")
+            t[0] = "#" + t[0]
+            out += t
+            if field == "server_cpu_us_per_echo" and r:
+                worst = max(r)
+                targets.append(f"- weft::server's echo, server CPU per echo against the direct accept: "
+                               f"{min(r)[0]:.2f}-{worst[0]:.2f}x (worst at {echo_name(worst[1])})")
+    if http_rows:
+        by = group(http_rows, lambda r: (r["conns"], r["inflight"]))
+        keys = sorted(by)
+        cols = [b for b in SERVER_HTTP if any(b in by[k] for k in keys)]
+        metric = metric_of(by)
+        sizes = ", ".join(f"{b} {fmt(med([x.get('response_bytes') for k in keys for x in by[k].get(b, [])]), 0)} B"
+                          for b in cols)
+        out += ["### Plain HTTP requests", "",
+                f"Response size on the wire (head and body): {sizes}.", ""]
+        rate = cpu = None
+        for title, field, hb, digits in [("Requests/s", "requests_per_sec", True, 1),
+                                         ("Server CPU per request, µs", "server_cpu_us_per_request", False, 2),
+                                         ("p99 latency, µs", "p99_us", False, 0)]:
+            t, r = ratio_table(title, "connections, requests in flight", cols, ["http-hyper"], keys,
+                               by, metric, http_name, field, hb, digits, subject="echo-weft-server",
+                               ratio_head="echo-weft-server / http-hyper")
+            t[0] = "#" + t[0]
+            out += t
+            if field == "requests_per_sec":
+                rate = r
+            elif field == "server_cpu_us_per_request":
+                cpu = r
+        if rate:
+            ok = [x for x, _ in rate if x >= 0.95]
+            targets.append(f"- weft::server plain HTTP requests/s >= 0.95x bare hyper's: **{len(ok)}/{len(rate)} cells**; "
+                           f"worst {min(rate)[0]:.2f} at {http_name(min(rate)[1])}")
+        if cpu:
+            ok = [x for x, _ in cpu if x <= 1.05]
+            targets.append(f"- weft::server plain HTTP CPU per request <= 1.05x bare hyper's: **{len(ok)}/{len(cpu)} cells**; "
+                           f"worst {max(cpu)[0]:.2f} at {http_name(max(cpu)[1])}")
+    if errors:
+        out += ["### Runs with errors", ""]
+        for e in errors:
+            cell = (echo_name((e.get("conns"), e.get("size"), e.get("inflight"))) if e.get("part") == "echo"
+                    else http_name((e.get("conns"), e.get("inflight"))))
+            out.append(f"- {e['binary']} {e['part']} {cell} repeat {e.get('repeat')}: {e.get('first_error')}")
+        out.append("")
+    return out, targets
+
+
 def main():
     res, lock = sys.argv[1], sys.argv[2]
     machine = {}
@@ -491,6 +597,11 @@ def main():
         if not (drows or dirows):
             body += ["## Compressed echo (permessage-deflate, RFC 7692)", ""]
         body += deflate_settings_section(dsrows, meta(res, "deflate-settings"))
+    srows = load(os.path.join(res, "server.jsonl"))
+    if srows:
+        t, st = server_section(srows, meta(res, "server"))
+        body += t
+        targets += st
     targets.append("")
     print("\n".join(out + targets + body))
 

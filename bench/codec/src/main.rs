@@ -113,10 +113,20 @@ fn workloads() -> Vec<Workload> {
     assert_eq!(utf8.len(), 1024);
     let big: Vec<u8> = (0..1usize << 20).map(|i| (i * 7 % 251) as u8).collect();
     vec![
-        workload("text ascii 1 KiB x 10,000", true, Bytes::from(ascii), 10_000),
+        workload(
+            "text ascii 1 KiB x 10,000",
+            true,
+            Bytes::from(ascii),
+            10_000,
+        ),
         workload("text utf8 1 KiB x 10,000", true, Bytes::from(utf8), 10_000),
         workload("binary 1 MiB x 100", false, Bytes::from(big), 100),
-        workload("binary 16 B x 100,000", false, Bytes::from_static(b"0123456789abcdef"), 100_000),
+        workload(
+            "binary 16 B x 100,000",
+            false,
+            Bytes::from_static(b"0123456789abcdef"),
+            100_000,
+        ),
     ]
 }
 
@@ -186,7 +196,11 @@ impl tokio::io::AsyncRead for MemIo<'_> {
 }
 
 impl tokio::io::AsyncWrite for MemIo<'_> {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Poll::Ready(Ok(self.get_mut().write_from(buf)))
     }
     fn poll_write_vectored(
@@ -419,7 +433,8 @@ fn encode_weft(w: &Workload, p: &Prepared) -> usize {
 
 fn encode_tungstenite(w: &Workload, p: &Prepared) -> usize {
     use tungstenite::protocol::{Role, WebSocket};
-    let mut ws = WebSocket::from_raw_socket(MemIo::new(&[]), Role::Server, Some(tungstenite_config()));
+    let mut ws =
+        WebSocket::from_raw_socket(MemIo::new(&[]), Role::Server, Some(tungstenite_config()));
     for _ in 0..w.count {
         ws.write(p.tungstenite.clone()).expect("tungstenite encode");
     }
@@ -490,7 +505,9 @@ fn main() {
             "--reps" => opts.reps = it.next().and_then(|v| v.parse().ok()).expect("--reps N"),
             "--min-secs" => {
                 opts.min = Duration::from_secs_f64(
-                    it.next().and_then(|v| v.parse().ok()).expect("--min-secs S"),
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--min-secs S"),
                 )
             }
             "--json" => opts.json = true,
@@ -528,7 +545,11 @@ fn main() {
         );
     }
     for w in workloads() {
-        if opts.workload.as_deref().is_some_and(|x| !w.name.contains(x)) {
+        if opts
+            .workload
+            .as_deref()
+            .is_some_and(|x| !w.name.contains(x))
+        {
             continue;
         }
         let prepared = prepare(&w);
@@ -536,31 +557,53 @@ fn main() {
             if opts.dir.as_deref().is_some_and(|d| d != dir) {
                 continue;
             }
-            let wire = if dir == "decode" { w.masked.len() } else { w.unmasked_len };
-            let count = if dir == "decode" { decoders.len() } else { encoders.len() };
+            let wire = if dir == "decode" {
+                w.masked.len()
+            } else {
+                w.unmasked_len
+            };
+            let count = if dir == "decode" {
+                decoders.len()
+            } else {
+                encoders.len()
+            };
             for i in 0..count {
                 let (lib, t) = if dir == "decode" {
                     let (lib, f) = decoders[i];
-                    if opts.only.as_deref().is_some_and(|o| o != lib && !lib.starts_with("memcpy")) {
+                    if opts
+                        .only
+                        .as_deref()
+                        .is_some_and(|o| o != lib && !lib.starts_with("memcpy"))
+                    {
                         continue;
                     }
                     // Check once, then time.
                     let (n, bytes) = f(&w);
                     assert_eq!(n, w.count, "{lib} {}: messages", w.name);
                     assert_eq!(bytes, w.count * w.payload.len(), "{lib} {}: bytes", w.name);
-                    (lib, best(&opts, || {
-                        black_box(f(black_box(&w)));
-                    }))
+                    (
+                        lib,
+                        best(&opts, || {
+                            black_box(f(black_box(&w)));
+                        }),
+                    )
                 } else {
                     let (lib, f) = encoders[i];
-                    if opts.only.as_deref().is_some_and(|o| o != lib && !lib.starts_with("memcpy")) {
+                    if opts
+                        .only
+                        .as_deref()
+                        .is_some_and(|o| o != lib && !lib.starts_with("memcpy"))
+                    {
                         continue;
                     }
                     let written = f(&w, &prepared);
                     assert_eq!(written, w.unmasked_len, "{lib} {}: bytes written", w.name);
-                    (lib, best(&opts, || {
-                        black_box(f(black_box(&w), &prepared));
-                    }))
+                    (
+                        lib,
+                        best(&opts, || {
+                            black_box(f(black_box(&w), &prepared));
+                        }),
+                    )
                 };
                 let secs = t.as_secs_f64();
                 let gbps = wire as f64 / secs / 1e9;

@@ -36,6 +36,7 @@ mod frame;
 
 use deflate::{Offer, Pool, Reader};
 use frame::{Expect, Parser, Template};
+use loadgen::measure::{json_num, json_str, latency_ns, percentile, Schedule, Step};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::VecDeque;
@@ -388,8 +389,7 @@ impl Conn {
                 let (_, sent) = self.inflight.pop_front().expect("the parser checked one");
                 if stats.recording {
                     stats.echoes += 1;
-                    let ns = now.saturating_duration_since(sent).as_nanos();
-                    stats.latencies_ns.push(ns.min(u32::MAX as u128) as u32);
+                    stats.latencies_ns.push(latency_ns(sent, now));
                 }
                 if stats.sending {
                     self.queue_message(ctx, now, stats);
@@ -403,83 +403,6 @@ impl Conn {
         self.rlen -= off;
         Ok(())
     }
-}
-
-/// utime + stime of a process, in seconds, and its on-CPU time from schedstat (ns precision).
-fn proc_cpu(pid: u32) -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); utime is field 14, stime 15.
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let sched = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|ns| ns / 1e9)
-        .unwrap_or(f64::NAN);
-    Some(((utime + stime) / tck, sched))
-}
-
-/// CPU time spent by the whole machine (all CPUs), in seconds: (process time: user, nice,
-/// system, steal; interrupt time: irq, softirq). With IRQ time accounting (this kernel has
-/// it) loopback TCP processing done in softirq is charged to softirq, not to the processes.
-fn machine_busy() -> (f64, f64) {
-    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = s.lines().next() else {
-        return (f64::NAN, f64::NAN);
-    };
-    let v: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    if v.len() < 8 {
-        return (f64::NAN, f64::NAN);
-    }
-    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    // user nice system idle iowait irq softirq steal (guest time is inside user)
-    ((v[0] + v[1] + v[2] + v[7]) / tck, (v[5] + v[6]) / tck)
-}
-
-/// This process's CPU time (user + system), in seconds.
-fn self_cpu() -> f64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-fn percentile(sorted: &[u32], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i] as f64 / 1000.0
-}
-
-fn json_num(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.3}")
-    } else {
-        "null".into()
-    }
-}
-
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
 }
 
 fn main() {
@@ -553,23 +476,18 @@ fn main() {
         recording: false,
         sending: true,
     };
-    let start = Instant::now();
     let mut open = 0usize;
-    let mut all_open_at: Option<Instant> = None;
-    // (when, own CPU, the server's CPU): at the start and the end of the measured window.
-    type Mark = (Instant, f64, Option<(f64, f64)>);
-    let mut window_start: Option<Mark> = None;
-    let mut window_end: Option<Mark> = None;
     let mut dead = 0usize;
-    let (mut busy0, mut busy1) = ((f64::NAN, f64::NAN), (f64::NAN, f64::NAN));
+    let mut schedule = Schedule::new(
+        args.warmup,
+        args.duration,
+        args.connect_timeout,
+        args.server_pid,
+    );
 
     loop {
-        let now = Instant::now();
-        // Phase changes.
-        if all_open_at.is_none() {
-            if open + dead == args.conns {
-                all_open_at = Some(now);
-            } else if now - start > args.connect_timeout {
+        match schedule.step(Instant::now(), open + dead == args.conns) {
+            Step::TimedOut => {
                 stats.error(
                     0,
                     format!(
@@ -579,20 +497,9 @@ fn main() {
                 );
                 break;
             }
-        }
-        if let Some(t0) = all_open_at {
-            if window_start.is_none() && now - t0 >= args.warmup {
-                stats.recording = true;
-                window_start = Some((now, self_cpu(), args.server_pid.and_then(proc_cpu)));
-                busy0 = machine_busy();
-            }
-        }
-        if let Some((ws, _, _)) = window_start {
-            if now - ws >= args.duration {
-                window_end = Some((now, self_cpu(), args.server_pid.and_then(proc_cpu)));
-                busy1 = machine_busy();
-                break;
-            }
+            Step::Done => break,
+            Step::Measuring => stats.recording = true,
+            Step::Connecting | Step::Warmup => {}
         }
         if dead == args.conns {
             break;
@@ -661,31 +568,14 @@ fn main() {
         }
     }
 
-    let (secs, own_cpu, server) = match (window_start, window_end) {
-        (Some((t0, c0, s0)), Some((t1, c1, s1))) => {
-            let server = match (s0, s1) {
-                (Some(a), Some(b)) => Some((b.0 - a.0, b.1 - a.1)),
-                _ => None,
-            };
-            ((t1 - t0).as_secs_f64(), c1 - c0, server)
-        }
-        _ => (f64::NAN, f64::NAN, None),
-    };
+    let w = schedule.window();
     if stats.errors == 0 && stats.echoes == 0 {
         stats.error(0, "no echo completed in the measured window".into());
     }
     let mut lat = std::mem::take(&mut stats.latencies_ns);
     lat.sort_unstable();
-    let rate = stats.echoes as f64 / secs;
-    let (server_cpu, server_sched) = server.unwrap_or((f64::NAN, f64::NAN));
+    let rate = stats.echoes as f64 / w.secs;
     let per_echo = |cpu: f64| cpu * 1e6 / stats.echoes as f64;
-    // What the rest of the machine used meanwhile: noise. The kernel reports the loopback TCP
-    // work of this very test done in softirq as interrupt time in /proc/stat, yet also
-    // charges it to the process it ran in: so the noise is all busy time less ours and the
-    // server's (about 0 on a quiet machine), and the interrupt time is reported apart for
-    // information.
-    let irq_cpu = busy1.1 - busy0.1;
-    let noise_cpu = (busy1.0 - busy0.0) + irq_cpu - own_cpu - server_cpu;
     let controls: u64 = conns
         .iter()
         .map(|c| c.parser.controls + c.json.as_ref().map_or(0, |j| j.reader.controls))
@@ -708,19 +598,19 @@ fn main() {
         args.size,
         if args.text { "text" } else { "binary" },
         args.inflight,
-        json_num(secs),
+        json_num(w.secs),
         stats.echoes,
         json_num(rate),
         json_num(percentile(&lat, 0.50)),
         json_num(percentile(&lat, 0.99)),
         json_num(lat.last().map(|&x| x as f64 / 1000.0).unwrap_or(f64::NAN)),
-        json_num(own_cpu),
-        json_num(server_cpu),
-        json_num(per_echo(server_cpu)),
-        json_num(server_sched),
-        json_num(per_echo(server_sched)),
-        json_num(noise_cpu),
-        json_num(irq_cpu),
+        json_num(w.own_cpu),
+        json_num(w.server_cpu),
+        json_num(per_echo(w.server_cpu)),
+        json_num(w.server_sched),
+        json_num(per_echo(w.server_sched)),
+        json_num(w.noise_cpu),
+        json_num(w.irq_cpu),
         controls,
         if args.json { "json" } else { "pattern" },
         args.deflate.name(),

@@ -1,6 +1,10 @@
 //! What the echo servers share (this file is also compiled into bench/zlib-peers'): the command line, the accept loop on a current-thread
 //! tokio runtime, and a counting global allocator for the idle-memory benchmark.
 //!
+//! The server stacks (`echo-axum`, `echo-weft-server`) also answer a plain `GET /` (no
+//! upgrade) with 200 `ok`, as `http-hyper` (bare hyper, no WebSocket) does, for the HTTP
+//! requests/s benchmark (`httpload`). They take the same flags.
+//!
 //! Every server takes:
 //!
 //! - `--addr HOST:PORT` (default 127.0.0.1:9001);
@@ -225,42 +229,15 @@ where
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let args = parse_args(name);
-    if (args.deflate || args.deflate_nct) && !DEFLATE_SERVERS.contains(&name) {
-        eprintln!("{name}: --deflate: this library has no permessage-deflate");
-        std::process::exit(2);
-    }
-    raise_fd_limit();
-    if args.heap_file.is_some() {
-        COUNTING.store(true, Relaxed);
-    }
-    // IO and time for every server: weft's handshake timeout needs the timer.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let name = name.to_string();
-    let result: std::io::Result<()> = rt.block_on(async move {
-        // A backlog of 1024 (tokio's `bind` uses 128): 512 connections arrive at once.
-        let socket = if args.addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(args.addr)?;
-        let listener = socket.listen(1024)?;
-        eprintln!("{name} listening on {}", listener.local_addr()?);
-        if let Some(path) = args.heap_file.clone() {
-            tokio::spawn(report_heap_on_sigusr1(path));
-        }
+    let label = name.to_string();
+    serve_listener(name, move |listener, args| async move {
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(s) => s,
                 // Out of descriptors and the like: keep serving the connections we have.
                 Err(e) => {
                     if args.verbose {
-                        eprintln!("{name}: accept: {e}");
+                        eprintln!("{label}: accept: {e}");
                     }
                     tokio::task::yield_now().await;
                     continue;
@@ -278,6 +255,48 @@ where
                 }
             }));
         }
+    });
+}
+
+/// What [`serve`] does before its accept loop, for a server whose library runs its own
+/// (`echo-axum`: `axum::serve`): parses the command line, raises the descriptor limit,
+/// switches the heap counting on, builds the current-thread runtime, listens on `--addr`
+/// (backlog 1024), installs the `SIGUSR1` heap reporter, then runs `run(listener, args)`
+/// on the runtime. The caller sets TCP_NODELAY on each accepted connection.
+pub fn serve_listener<F, Fut>(name: &str, run: F)
+where
+    F: FnOnce(tokio::net::TcpListener, Args) -> Fut,
+    Fut: Future<Output = std::io::Result<()>>,
+{
+    let args = parse_args(name);
+    if (args.deflate || args.deflate_nct) && !DEFLATE_SERVERS.contains(&name) {
+        eprintln!("{name}: --deflate: this library has no permessage-deflate");
+        std::process::exit(2);
+    }
+    raise_fd_limit();
+    if args.heap_file.is_some() {
+        COUNTING.store(true, Relaxed);
+    }
+    // IO and time for every server: weft's handshake timeout needs the timer.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let result: std::io::Result<()> = rt.block_on(async move {
+        // A backlog of 1024 (tokio's `bind` uses 128): 512 connections arrive at once.
+        let socket = if args.addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(args.addr)?;
+        let listener = socket.listen(1024)?;
+        eprintln!("{name} listening on {}", listener.local_addr()?);
+        if let Some(path) = args.heap_file.clone() {
+            tokio::spawn(report_heap_on_sigusr1(path));
+        }
+        run(listener, args).await
     });
     if let Err(e) = result {
         eprintln!("{e}");
