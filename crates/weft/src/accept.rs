@@ -3,7 +3,7 @@
 
 use crate::options::Options;
 use http::StatusCode;
-use weft_proto::handshake::{reject_bytes, rejection_bytes, Request};
+use weft_proto::handshake::{reject_bytes, reject_for, rejection_for, write_response, Request};
 use weft_proto::Config;
 
 /// Accept the connection, optionally with a subprotocol and extra response headers.
@@ -52,38 +52,59 @@ impl Reject {
 /// The application's decision on a request. `Ok(Accept::new())` accepts it as it is.
 pub type Decision = Result<Accept, Reject>;
 
+/// The answer to `request` that `decision` leads to: the handshake response (101, or 200
+/// for an HTTP/2 extended CONNECT) with the engine configuration the connection goes on
+/// with (permessage-deflate, if `options` allow it and the client offered it acceptably);
+/// or the refusal to send instead.
+#[allow(clippy::result_large_err)] // built once per handshake, answered at once
+pub(crate) fn negotiate(
+    request: &Request,
+    decision: Decision,
+    options: &Options,
+) -> Result<(http::Response<()>, Config), http::Response<String>> {
+    // An HTTP/2 refusal carries no `Connection` header.
+    let version = if request.is_extended_connect() {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
+    let accept = decision.map_err(|reject| reject_for(reject.status, &reject.reason, version))?;
+    let mut config = options.config.clone();
+    let mut builder = request.accept();
+    if let Some(d) = &options.deflate {
+        if let Some((params, response)) = d.negotiate(request.extensions()) {
+            builder = builder.extensions(&[response]);
+            config.deflate = Some(d.with_params(params));
+        }
+    }
+    if let Some(p) = &accept.protocol {
+        builder = builder.protocol(p);
+    }
+    for (name, value) in &accept.headers {
+        builder = builder.header(name, value);
+    }
+    match builder.build() {
+        Ok(response) => Ok((response, config)),
+        Err(e) => Err(rejection_for(&e, version)),
+    }
+}
+
 /// The bytes to send for `decision`, whether the connection goes on (101), and the engine
-/// configuration it goes on with (permessage-deflate, if `options` allow it and the client
-/// offered it acceptably).
+/// configuration it goes on with.
 pub(crate) fn respond(
     request: &Request,
     decision: Decision,
     options: &Options,
 ) -> (Vec<u8>, bool, Config) {
-    let mut config = options.config.clone();
-    let negotiated = options.deflate.as_ref().and_then(|d| {
-        d.negotiate(request.extensions())
-            .map(|(p, r)| (d.with_params(p), r))
-    });
-    match decision {
-        Ok(accept) => {
-            let mut builder = request.accept();
-            if let Some((settings, response)) = negotiated {
-                builder = builder.extensions(&[response]);
-                config.deflate = Some(settings);
-            }
-            if let Some(p) = &accept.protocol {
-                builder = builder.protocol(p);
-            }
-            for (name, value) in &accept.headers {
-                builder = builder.header(name, value);
-            }
+    match negotiate(request, decision, options) {
+        Ok((response, config)) => {
             let mut out = Vec::new();
-            match builder.write(&mut out) {
-                Ok(()) => (out, true, config),
-                Err(e) => (rejection_bytes(&e), false, config),
-            }
+            write_response(&response, &mut out);
+            (out, true, config)
         }
-        Err(reject) => (reject_bytes(reject.status, &reject.reason), false, config),
+        Err(refusal) => {
+            let out = reject_bytes(refusal.status(), refusal.body());
+            (out, false, options.config.clone())
+        }
     }
 }

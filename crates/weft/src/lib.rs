@@ -17,6 +17,8 @@ pub mod blocking;
 mod client;
 mod error;
 mod options;
+#[cfg(feature = "server")]
+pub mod server;
 mod source;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -63,6 +63,24 @@ pub struct WebSocket<S> {
     timer: Option<Pin<Box<Sleep>>>,
     timer_kind: TimerKind,
     last_read: Instant,
+    /// A close to send when a token is cancelled (a server's graceful shutdown).
+    close_signal: Option<Box<CloseSignal>>,
+}
+
+/// What [`WebSocket::close_on`] waits for, and the close it then sends.
+struct CloseSignal {
+    cancelled: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    code: CloseCode,
+    reason: &'static str,
+}
+
+impl std::fmt::Debug for CloseSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloseSignal")
+            .field("code", &self.code)
+            .field("reason", &self.reason)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +118,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             timer: None,
             timer_kind: TimerKind::None,
             last_read: Instant::now(),
+            close_signal: None,
+        }
+    }
+
+    /// Starts the close handshake with `code` and `reason` when `token` is cancelled, from
+    /// whichever call is driving the connection then (`recv`, `next_event`, `flush`...):
+    /// the next `recv` returns the messages still arriving, then `Ok(None)` once the peer
+    /// answers. `weft::server` uses it to send 1001 (going away) to every WebSocket on a
+    /// graceful shutdown. A later call replaces the earlier one.
+    pub fn close_on(
+        &mut self,
+        token: tokio_util::sync::CancellationToken,
+        code: CloseCode,
+        reason: &'static str,
+    ) {
+        self.close_signal = Some(Box::new(CloseSignal {
+            cancelled: Box::pin(token.cancelled_owned()),
+            code,
+            reason,
+        }));
+    }
+
+    /// Polls the [`close_on`](Self::close_on) token; once cancelled, queues the close.
+    fn poll_close_signal(&mut self, cx: &mut Context<'_>) {
+        let Some(signal) = &mut self.close_signal else {
+            return;
+        };
+        if signal.cancelled.as_mut().poll(cx).is_pending() {
+            return;
+        }
+        let (code, reason) = (signal.code, signal.reason);
+        self.close_signal = None;
+        if self.conn.close_sent().is_none() && !self.conn.is_closed() {
+            // Fails only if the connection already failed; its own error is reported then.
+            let _ = self.conn.close(code, reason);
         }
     }
 
@@ -266,6 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     fn poll_event_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>>> {
+        self.poll_close_signal(cx);
         loop {
             if self.stashed.is_none() {
                 match self.conn.poll_event() {

@@ -1,0 +1,130 @@
+//! What a handler can ask about the connection a request came on: the peer, the local
+//! address, the transport, and for TLS the server name (SNI), the protocol chosen by ALPN
+//! and the client's certificates.
+
+use super::stream::TransportKind;
+use rustls_pki_types::CertificateDer;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// An address at one end of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Addr {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket: its path, if it has one (a client's end usually has none).
+    Unix(Option<PathBuf>),
+    /// Not known (a connection handed over as a plain stream, stdin/stdout).
+    Unknown,
+}
+
+impl Addr {
+    /// The TCP address, if this is one.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            Addr::Tcp(a) => Some(*a),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Addr::Tcp(a) => write!(f, "{a}"),
+            Addr::Unix(Some(p)) => write!(f, "unix:{}", p.display()),
+            Addr::Unix(None) => f.write_str("unix:(unnamed)"),
+            Addr::Unknown => f.write_str("(unknown)"),
+        }
+    }
+}
+
+/// The connection a request came on. The server puts it in every request's extensions:
+/// `ConnInfo::of(&request)` (or `request.extensions().get::<ConnInfo>()`). Cloning it is
+/// cheap (a reference count).
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    inner: Arc<Info>,
+}
+
+#[derive(Debug)]
+struct Info {
+    peer: Addr,
+    local: Addr,
+    kind: TransportKind,
+    sni: Option<String>,
+    alpn: Option<Vec<u8>>,
+    client_certificates: Vec<CertificateDer<'static>>,
+}
+
+impl ConnInfo {
+    /// Describes a connection.
+    pub fn new(peer: Addr, local: Addr, kind: TransportKind) -> Self {
+        ConnInfo {
+            inner: Arc::new(Info {
+                peer,
+                local,
+                kind,
+                sni: None,
+                alpn: None,
+                client_certificates: Vec::new(),
+            }),
+        }
+    }
+
+    /// Adds what a TLS session tells: SNI, ALPN, client certificates.
+    pub(crate) fn with_tls(mut self, tls: &rustls::ServerConnection) -> Self {
+        if let Some(info) = Arc::get_mut(&mut self.inner) {
+            info.sni = tls.server_name().map(str::to_owned);
+            info.alpn = tls.alpn_protocol().map(<[u8]>::to_vec);
+            info.client_certificates = tls
+                .peer_certificates()
+                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default();
+        }
+        self
+    }
+
+    /// The connection of `request`, if a `weft::server` served it.
+    pub fn of<B>(request: &http::Request<B>) -> Option<&ConnInfo> {
+        request.extensions().get::<ConnInfo>()
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> &Addr {
+        &self.inner.peer
+    }
+
+    /// The server's address the client connected to.
+    pub fn local(&self) -> &Addr {
+        &self.inner.local
+    }
+
+    /// The transport: TCP, TLS, Unix socket, other.
+    pub fn transport(&self) -> TransportKind {
+        self.inner.kind
+    }
+
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        self.inner.kind == TransportKind::Tls
+    }
+
+    /// The server name the TLS client asked for (SNI).
+    pub fn sni(&self) -> Option<&str> {
+        self.inner.sni.as_deref()
+    }
+
+    /// The protocol chosen by ALPN (`h2`, `http/1.1`), for TLS.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.inner.alpn.as_deref()
+    }
+
+    /// The client's certificate chain, when the TLS configuration asks for one
+    /// (end-entity first); empty otherwise.
+    pub fn client_certificates(&self) -> &[CertificateDer<'static>] {
+        &self.inner.client_certificates
+    }
+}

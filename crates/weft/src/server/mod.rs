@@ -1,0 +1,682 @@
+//! # weft::server: one HTTP server that serves requests and upgrades them
+//!
+//! An HTTP/1.1 and HTTP/2 server (hyper) made from a handler, that answers plain requests
+//! and upgrades some of them: to a weft WebSocket ([`WebSocketUpgrade`], over HTTP/1.1 and,
+//! by RFC 8441's extended CONNECT, over HTTP/2), or to any other protocol
+//! ([`upgrade_raw`]). The same handler serves TCP, TLS (rustls; ALPN offers `h2` and
+//! `http/1.1`) and Unix-socket clients, and h2c with prior knowledge on the same port as
+//! HTTP/1.1; it sees the connection in [`ConnInfo`].
+//!
+//! weft-proto makes every WebSocket decision; this module only moves requests and bytes.
+//! After an HTTP/1.1 upgrade the WebSocket runs on the transport itself ([`Stream`]), not
+//! behind hyper.
+//!
+//! ```no_run
+//! use weft::server::{handler_fn, Body, Model, Server, WebSocketUpgrade};
+//!
+//! async fn handle(mut req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
+//!     if req.uri().path() == "/ws" {
+//!         return match WebSocketUpgrade::from_request(&mut req) {
+//!             Ok(upgrade) => upgrade.on_upgrade(|mut ws| async move {
+//!                 while let Ok(Some(msg)) = ws.recv().await {
+//!                     if ws.send(msg).await.is_err() {
+//!                         break;
+//!                     }
+//!                 }
+//!             }),
+//!             Err(refusal) => refusal.map(Body::from),
+//!         };
+//!     }
+//!     http::Response::new(Body::from("hello"))
+//! }
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let server = Server::builder().bind("127.0.0.1:8080")?.build(handler_fn(handle))?;
+//! server.run(Model::CurrentThread)
+//! # }
+//! ```
+//!
+//! ## Threading models
+//!
+//! The model is chosen where the server runs, never inside a handler; the handler is the
+//! same in each.
+//!
+//! - **(a) One current-thread runtime** ([`Model::CurrentThread`]): one thread serves every
+//!   connection. The cheapest per connection; handlers must not block.
+//! - **(b) A multi-thread runtime** ([`Model::MultiThread`]): tokio's work-stealing pool;
+//!   connections and WebSockets move between threads as load requires. Handlers must not
+//!   block.
+//! - **(c) Thread per core** ([`Model::PerCore`]): N current-thread runtimes, each with
+//!   its own `SO_REUSEPORT` listener for every TCP address, so the kernel spreads
+//!   connections and a connection stays on one thread for its life (no cross-thread
+//!   wake-ups). Unix listeners are shared. Handlers must not block.
+//! - **(d) Embedded** ([`Server::serve`]): the server is a future on the application's
+//!   own runtime, beside its other tasks (the seed's "external" loop). Handlers must not
+//!   block.
+//! - **(e) Blocking** ([`Model::Blocking`]): a thread per connection, each with a runtime
+//!   of its own that serves only it, so a handler may block (it stalls only its own
+//!   connection; over HTTP/2 that is every stream of the connection). A WebSocket
+//!   accepted with [`WebSocketUpgrade::on_upgrade_blocking`] gets a
+//!   [`BlockingWebSocket`](crate::blocking::WebSocket) on a thread of its own — over TLS
+//!   and HTTP/2 too (an HTTP/2 stream has no socket: it is bridged). `on_upgrade_blocking`
+//!   works in every model; only in (e) may plain handlers block.
+//!
+//! ## Corking and closing
+//!
+//! On any server WebSocket, [`WebSocket::cork`](crate::tokio::WebSocket::cork) holds
+//! small writes (in the engine's queue and, with `TCP_CORK`, in the kernel) and
+//! [`uncork`](crate::tokio::WebSocket::uncork) sends them together, plain or TLS, without
+//! handing out the socket. `close` sends the Close frame, then shuts the transport.
+//!
+//! ## Limits and lifecycle
+//!
+//! [`Builder`] sets the request head's size and header count (431 past them), a header
+//! timeout (a slowloris head is cut; hyper applies the same timer to a keep-alive
+//! connection waiting for its next request, so it is the idle timeout too), a connection
+//! limit (503 with `Retry-After` past it), and the grace period of a graceful shutdown:
+//! [`Shutdown::shutdown`] stops accepting, ends HTTP connections after their current
+//! request, sends Close 1001 to every async WebSocket, waits up to the grace period, then
+//! cuts what is left. Each connection runs in a `tracing` span `conn` with the peer.
+
+mod blocking_stream;
+mod conn;
+mod info;
+mod listener;
+mod service;
+mod stream;
+mod upgrade;
+
+pub use blocking_stream::BlockingStream;
+pub use info::{Addr, ConnInfo};
+pub use service::{handler_fn, BoxError, HandlerFn, HandlerFuture};
+pub use stream::{AnyIo, Stream, TransportKind};
+pub use upgrade::{
+    is_websocket_request, upgrade_raw, BlockingWebSocket, WebSocket, WebSocketUpgrade,
+};
+
+use crate::options::Options;
+use http_body::Body as HttpBody;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use listener::{Bound, BoundSocket, Listener};
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The response body for handlers that answer with whole bodies: `Body::from("text")`,
+/// `Body::from(bytes)`, `Body::default()` (empty). Any other `http_body::Body` works too.
+pub type Body = http_body_util::Full<bytes::Bytes>;
+
+/// How the server's threads and runtimes are laid out; see the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Model {
+    /// (a) One current-thread runtime.
+    CurrentThread,
+    /// (b) A multi-thread runtime with this many workers (`None`: one per CPU).
+    MultiThread(Option<usize>),
+    /// (c) This many current-thread runtimes (`None`: one per CPU), each with its own
+    /// `SO_REUSEPORT` listener.
+    PerCore(Option<usize>),
+    /// (e) A thread per connection; handlers may block.
+    Blocking,
+}
+
+/// The server's limits and timers.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) max_head_size: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) header_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) retry_after: Duration,
+    pub(crate) grace: Duration,
+    pub(crate) http2: bool,
+    pub(crate) websocket: Options,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_head_size: 16 * 1024,
+            max_headers: 100,
+            header_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            retry_after: Duration::from_secs(1),
+            grace: Duration::from_secs(10),
+            http2: true,
+            websocket: Options::default(),
+        }
+    }
+}
+
+/// What every connection of a server shares.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) http: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    pub(crate) shutdown: CancellationToken,
+    /// Cancelled when the grace period is over: what is left is cut.
+    pub(crate) cut: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) live: AtomicUsize,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection's context, in each of its requests' extensions (private to weft).
+pub(crate) struct ConnCtx {
+    pub(crate) info: ConnInfo,
+    pub(crate) shared: Arc<Shared>,
+    /// In the blocking model, the tasks of this connection's own runtime.
+    pub(crate) local_tracker: Option<TaskTracker>,
+    pub(crate) seen_request: AtomicBool,
+    pub(crate) span: tracing::Span,
+    pub(crate) _guard: conn::ConnGuard,
+}
+
+impl ConnCtx {
+    /// Spawns a task of this connection (an upgraded stream's), tracked for shutdown and
+    /// cut at the end of the grace period.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        use tracing::Instrument;
+        let cut = self.shared.cut.clone();
+        let task = async move {
+            tokio::select! {
+                () = task => {}
+                () = cut.cancelled() => {}
+            }
+        }
+        .instrument(self.span.clone());
+        match &self.local_tracker {
+            Some(t) => t.spawn(task),
+            None => self.shared.tracker.spawn(task),
+        };
+    }
+}
+
+/// Builds a [`Server`]: where it listens, its limits, the WebSockets' options.
+#[derive(Debug, Default)]
+pub struct Builder {
+    bound: Vec<Bound>,
+    config: Config,
+}
+
+impl Builder {
+    /// Listens on a TCP address (every address `addr` resolves to), plain HTTP.
+    pub fn bind(mut self, addr: impl ToSocketAddrs) -> io::Result<Self> {
+        for a in addr.to_socket_addrs()? {
+            self.bound.push(Bound {
+                socket: BoundSocket::Tcp(listener::bind_tcp(a)?),
+                tls: None,
+            });
+        }
+        Ok(self)
+    }
+
+    /// Listens on a TCP address with TLS. ALPN offers `h2` and `http/1.1` unless `config`
+    /// names protocols of its own.
+    pub fn bind_tls(
+        mut self,
+        addr: impl ToSocketAddrs,
+        config: Arc<rustls::ServerConfig>,
+    ) -> io::Result<Self> {
+        let config = with_alpn(config, self.config.http2);
+        for a in addr.to_socket_addrs()? {
+            self.bound.push(Bound {
+                socket: BoundSocket::Tcp(listener::bind_tcp(a)?),
+                tls: Some(config.clone()),
+            });
+        }
+        Ok(self)
+    }
+
+    /// Listens on a Unix socket at `path` (a stale socket file there is replaced).
+    pub fn bind_unix(mut self, path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref();
+        self.bound.push(Bound {
+            socket: BoundSocket::Unix(listener::bind_unix(path)?, Some(path.to_path_buf())),
+            tls: None,
+        });
+        Ok(self)
+    }
+
+    /// Serves on a TCP listener that is already bound (systemd socket activation), with
+    /// TLS if `tls` is given.
+    pub fn listener(
+        mut self,
+        listener: std::net::TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
+        let tls = tls.map(|c| with_alpn(c, self.config.http2));
+        self.bound.push(Bound {
+            socket: BoundSocket::Tcp(listener),
+            tls,
+        });
+        self
+    }
+
+    /// Serves on a Unix listener that is already bound.
+    pub fn unix_listener(mut self, listener: std::os::unix::net::UnixListener) -> Self {
+        let path = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+        self.bound.push(Bound {
+            socket: BoundSocket::Unix(listener, path),
+            tls: None,
+        });
+        self
+    }
+
+    /// The largest request head accepted, in bytes (at least 8 KiB; default 16 KiB).
+    /// Past it the request is refused with 431.
+    pub fn max_head_size(mut self, bytes: usize) -> Self {
+        self.config.max_head_size = bytes.max(8192);
+        self
+    }
+
+    /// The most header lines in a request (default 100). Past them: 431.
+    pub fn max_headers(mut self, count: usize) -> Self {
+        self.config.max_headers = count;
+        self
+    }
+
+    /// How long a request head (and a TLS handshake, and a keep-alive connection waiting
+    /// for its next request) may take; past it the connection is closed. Default 10 s.
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.config.header_timeout = timeout;
+        self
+    }
+
+    /// The most connections served at once, upgraded ones included (default 10,000). Past
+    /// it a new connection is answered `503 Service Unavailable` with `Retry-After`.
+    pub fn max_connections(mut self, count: usize) -> Self {
+        self.config.max_connections = count;
+        self
+    }
+
+    /// The `Retry-After` of the 503 past the connection limit (default 1 s).
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.config.retry_after = after;
+        self
+    }
+
+    /// How long a graceful shutdown waits for connections to end before cutting them
+    /// (default 10 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config.grace = grace;
+        self
+    }
+
+    /// Whether HTTP/2 is served (by ALPN over TLS, by prior knowledge in clear text).
+    /// Default true. Set before `bind_tls` to keep `h2` out of ALPN.
+    pub fn http2(mut self, enabled: bool) -> Self {
+        self.config.http2 = enabled;
+        self
+    }
+
+    /// The options of every WebSocket the server accepts (limits, timers,
+    /// permessage-deflate); [`WebSocketUpgrade::options`] changes them per request.
+    pub fn websocket_options(mut self, options: Options) -> Self {
+        self.config.websocket = options;
+        self
+    }
+
+    /// The server, serving `service`: a [`handler_fn`] or any `tower::Service` from
+    /// `http::Request<Incoming>` to `http::Response<B>`.
+    pub fn build<S, B>(self, service: S) -> io::Result<Server<S>>
+    where
+        S: tower_service::Service<http::Request<Incoming>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: HttpBody + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let config = self.config;
+        let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_timeout)
+            .max_headers(config.max_headers)
+            .max_buf_size(config.max_head_size);
+        http.http2()
+            .timer(TokioTimer::new())
+            .enable_connect_protocol()
+            .max_header_list_size(u32::try_from(config.max_head_size).unwrap_or(u32::MAX));
+        if !config.http2 {
+            http = http.http1_only();
+        }
+        let shared = Arc::new(Shared {
+            config,
+            http,
+            shutdown: CancellationToken::new(),
+            cut: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            live: AtomicUsize::new(0),
+        });
+        Ok(Server {
+            bound: self.bound,
+            service,
+            shared,
+        })
+    }
+}
+
+fn with_alpn(config: Arc<rustls::ServerConfig>, http2: bool) -> Arc<rustls::ServerConfig> {
+    if !config.alpn_protocols.is_empty() {
+        return config;
+    }
+    let mut config = (*config).clone();
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Arc::new(config)
+}
+
+/// Starts a graceful shutdown of the server it came from; see [`Server::shutdown_handle`].
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    token: CancellationToken,
+}
+
+impl Shutdown {
+    /// Stops accepting, lets HTTP connections finish their current request, sends Close
+    /// 1001 to every async WebSocket; the server's `run`/`serve` returns once all are done
+    /// or the grace period is over.
+    pub fn shutdown(&self) {
+        self.token.cancel();
+    }
+
+    /// Whether a shutdown was started.
+    pub fn is_shutting_down(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
+/// A server: its listeners, its handler, its limits. Run it in a threading model
+/// ([`run`](Self::run)) or as a future on your own runtime ([`serve`](Self::serve)).
+#[derive(Debug)]
+pub struct Server<S> {
+    bound: Vec<Bound>,
+    service: S,
+    shared: Arc<Shared>,
+}
+
+impl Server<()> {
+    /// Starts building a server.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
+
+impl<S, B> Server<S>
+where
+    S: tower_service::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// The addresses the server listens on (a port 0 resolved to the real port).
+    pub fn local_addrs(&self) -> Vec<Addr> {
+        self.bound.iter().map(Bound::local_addr).collect()
+    }
+
+    /// The first TCP address the server listens on.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addrs().iter().find_map(Addr::tcp)
+    }
+
+    /// A handle that starts a graceful shutdown from anywhere (a signal handler, a test).
+    pub fn shutdown_handle(&self) -> Shutdown {
+        Shutdown {
+            token: self.shared.shutdown.clone(),
+        }
+    }
+
+    /// (d) Serves on the current tokio runtime (current-thread or multi-thread) until a
+    /// graceful shutdown completes.
+    pub async fn serve(self) -> io::Result<()> {
+        let Server {
+            bound,
+            service,
+            shared,
+        } = self;
+        let mut loops = Vec::new();
+        for b in bound {
+            let listener = b.into_tokio()?;
+            loops.push(tokio::spawn(accept_loop(
+                listener,
+                service.clone(),
+                shared.clone(),
+                false,
+            )));
+        }
+        for l in loops {
+            let _ = l.await;
+        }
+        drain(&shared).await;
+        Ok(())
+    }
+
+    /// Serves one connection that is already open (an inetd-style socket, stdin/stdout
+    /// joined into a [`Stream::other`]) until it ends, on the current runtime. `info`
+    /// describes it to the handler.
+    pub async fn serve_connection(&self, stream: Stream, info: ConnInfo) {
+        let Some(guard) = conn::ConnGuard::new(&self.shared) else {
+            return;
+        };
+        conn::serve_stream(
+            stream,
+            info,
+            self.service.clone(),
+            self.shared.clone(),
+            None,
+            guard,
+        )
+        .await;
+        self.shared.tracker.close();
+        self.shared.tracker.wait().await;
+    }
+
+    /// Runs the server in threading model `model` until a graceful shutdown completes.
+    pub fn run(self, model: Model) -> io::Result<()> {
+        match model {
+            Model::CurrentThread => current_thread()?.block_on(self.serve()),
+            Model::MultiThread(workers) => {
+                let mut rt = tokio::runtime::Builder::new_multi_thread();
+                if let Some(n) = workers {
+                    rt.worker_threads(n.max(1));
+                }
+                rt.enable_all().build()?.block_on(self.serve())
+            }
+            Model::PerCore(threads) => self.run_per_core(threads),
+            Model::Blocking => self.run_blocking(),
+        }
+    }
+
+    fn run_per_core(self, threads: Option<usize>) -> io::Result<()> {
+        let n = threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let Server {
+            bound,
+            service,
+            shared,
+        } = self;
+        let mut per_thread: Vec<Vec<Bound>> = (0..n).map(|_| Vec::new()).collect();
+        for b in bound {
+            for slot in per_thread.iter_mut().skip(1) {
+                slot.push(b.sibling()?);
+            }
+            per_thread[0].push(b);
+        }
+        let mut handles = Vec::new();
+        for (i, bound) in per_thread.into_iter().enumerate() {
+            let server = Server {
+                bound,
+                service: service.clone(),
+                shared: shared.clone(),
+            };
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("weft-core-{i}"))
+                    .spawn(move || current_thread()?.block_on(server.serve()))?,
+            );
+        }
+        let mut result = Ok(());
+        for h in handles {
+            match h.join() {
+                Ok(r) => result = result.and(r),
+                Err(_) => result = Err(io::Error::other("a server thread panicked")),
+            }
+        }
+        result
+    }
+
+    fn run_blocking(self) -> io::Result<()> {
+        let Server {
+            bound,
+            service,
+            shared,
+        } = self;
+        current_thread()?.block_on(async move {
+            let mut loops = Vec::new();
+            for b in bound {
+                let listener = b.into_tokio()?;
+                loops.push(tokio::spawn(accept_loop(
+                    listener,
+                    service.clone(),
+                    shared.clone(),
+                    true,
+                )));
+            }
+            for l in loops {
+                let _ = l.await;
+            }
+            drain(&shared).await;
+            Ok(())
+        })
+    }
+}
+
+fn current_thread() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Accepts until the shutdown; each connection on a task (or, `blocking`, on a thread
+/// with a runtime of its own).
+async fn accept_loop<S, B>(listener: Listener, service: S, shared: Arc<Shared>, blocking: bool)
+where
+    S: tower_service::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    loop {
+        let accepted = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (accepted, peer, local) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors or memory, or one connection failing: wait a
+                // little, then go on accepting.
+                tracing::warn!("accept failed: {e}");
+                if !listener::is_transient(&e) {
+                    tracing::error!("the listener failed: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let service = service.clone();
+        let shared2 = shared.clone();
+        if blocking {
+            let std_accepted = match accepted.into_std() {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("cannot move a connection to its thread: {e}");
+                    continue;
+                }
+            };
+            let token = shared.tracker.token();
+            let spawned = std::thread::Builder::new()
+                .name("weft-conn".into())
+                .spawn(move || {
+                    let _token = token;
+                    let Ok(rt) = current_thread() else { return };
+                    rt.block_on(async move {
+                        let Ok(accepted) = std_accepted.into_tokio() else {
+                            return;
+                        };
+                        let local_tracker = TaskTracker::new();
+                        let cut = shared2.cut.clone();
+                        tokio::select! {
+                            () = conn::serve_accepted(
+                                accepted, peer, local, service, shared2,
+                                Some(local_tracker.clone()),
+                            ) => {}
+                            () = cut.cancelled() => return,
+                        }
+                        local_tracker.close();
+                        local_tracker.wait().await;
+                    });
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start a connection thread: {e}");
+            }
+        } else {
+            let cut = shared.cut.clone();
+            shared.tracker.spawn(async move {
+                tokio::select! {
+                    () = conn::serve_accepted(accepted, peer, local, service, shared2, None) => {}
+                    () = cut.cancelled() => {}
+                }
+            });
+        }
+    }
+}
+
+/// After the accept loops stop: wait for the tracked connections up to the grace period,
+/// then cut the rest.
+async fn drain(shared: &Shared) {
+    shared.tracker.close();
+    if tokio::time::timeout(shared.config.grace, shared.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::info!("grace period over: cutting the connections left");
+    }
+    shared.cut.cancel();
+}

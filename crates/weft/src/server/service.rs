@@ -1,0 +1,96 @@
+//! The handler: an async fn ([`handler_fn`]) or any `tower::Service` from
+//! `http::Request<Incoming>` to an `http::Response`, and its adapter to hyper, which puts
+//! the connection's [`ConnInfo`](super::ConnInfo) into each request's extensions.
+
+use super::ConnCtx;
+use http_body::Body as HttpBody;
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// An error of any kind, as hyper and tower pass them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A handler made from an async fn: see [`handler_fn`].
+#[derive(Debug, Clone, Copy)]
+pub struct HandlerFn<F>(F);
+
+/// Makes a handler from an async fn (or closure) taking the request and returning the
+/// response; it cannot fail (answer errors with a status).
+///
+/// ```
+/// use weft::server::{handler_fn, Body};
+/// let handler = handler_fn(|_req: http::Request<hyper::body::Incoming>| async {
+///     http::Response::new(Body::from("hello"))
+/// });
+/// # let _ = handler;
+/// ```
+pub fn handler_fn<F, Fut, B>(f: F) -> HandlerFn<F>
+where
+    F: Fn(http::Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = http::Response<B>> + Send + 'static,
+{
+    HandlerFn(f)
+}
+
+/// The future of a [`HandlerFn`]: the fn's future, as a `Result` that is never `Err`.
+pub type HandlerFuture<Fut, B> =
+    futures_util::future::Map<Fut, fn(http::Response<B>) -> Result<http::Response<B>, Infallible>>;
+
+impl<F, Fut, B> tower_service::Service<http::Request<Incoming>> for HandlerFn<F>
+where
+    F: Fn(http::Request<Incoming>) -> Fut,
+    Fut: Future<Output = http::Response<B>>,
+{
+    type Response = http::Response<B>;
+    type Error = Infallible;
+    type Future = HandlerFuture<Fut, B>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
+        futures_util::FutureExt::map((self.0)(req), Ok)
+    }
+}
+
+/// A tower service as hyper calls it: a clone per request, made ready, then called, with
+/// the connection's context in the request's extensions.
+pub(crate) struct HyperService<S> {
+    pub(crate) service: S,
+    pub(crate) ctx: Arc<ConnCtx>,
+}
+
+impl<S, B> hyper::service::Service<http::Request<Incoming>> for HyperService<S>
+where
+    S: tower_service::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: HttpBody,
+{
+    type Response = http::Response<B>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<B>, BoxError>> + Send>>;
+
+    fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
+        self.ctx.seen_request.store(true, Ordering::Relaxed);
+        let extensions = req.extensions_mut();
+        extensions.insert(self.ctx.info.clone());
+        extensions.insert(self.ctx.clone());
+        let mut service = self.service.clone();
+        Box::pin(async move {
+            poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
+            service.call(req).await.map_err(Into::into)
+        })
+    }
+}

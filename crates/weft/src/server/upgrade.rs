@@ -1,0 +1,349 @@
+//! Answering a request with an upgrade: to a weft WebSocket ([`WebSocketUpgrade`], over
+//! HTTP/1.1 by `Upgrade: websocket` or over HTTP/2 by extended CONNECT, RFC 8441), or to
+//! any other protocol ([`upgrade_raw`]: the stream and the bytes that arrived behind the
+//! request head).
+//!
+//! Every WebSocket check is weft-proto's (`Request::from_http`,
+//! `Request::from_extended_connect`); this module only moves the request, the response and
+//! the stream. After an HTTP/1.1 upgrade the stream is taken back out of hyper (downcast to
+//! the server's own [`Stream`]), so the WebSocket runs on the transport itself.
+
+use super::blocking_stream::BlockingStream;
+use super::stream::Stream;
+use super::ConnCtx;
+use crate::accept::{negotiate, Accept, Decision};
+use crate::options::Options;
+use bytes::Bytes;
+use http::{header, Method};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::sync::Arc;
+use weft_proto::handshake::{rejection_for, Request};
+use weft_proto::{CloseCode, Connection, Role};
+
+/// A server WebSocket: the async driver over the server's [`Stream`].
+pub type WebSocket = crate::tokio::WebSocket<Stream>;
+
+/// A blocking server WebSocket (threading model (e), or any handler that must block).
+pub type BlockingWebSocket = crate::blocking::WebSocket<BlockingStream>;
+
+/// The reason sent with the 1001 close of a graceful shutdown.
+pub(crate) const SHUTDOWN_REASON: &str = "server shutting down";
+
+/// A request that asks for a WebSocket and passed every check of the handshake, ready to be
+/// answered. Made by [`from_request`](Self::from_request) in any hyper service (weft's
+/// server, a bare hyper server, axum), over HTTP/1.1 and HTTP/2.
+///
+/// ```no_run
+/// use weft::server::{Body, WebSocketUpgrade};
+/// async fn handle(mut req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
+///     match WebSocketUpgrade::from_request(&mut req) {
+///         Ok(upgrade) => upgrade.protocols(["chat"]).on_upgrade(|mut ws| async move {
+///             while let Ok(Some(msg)) = ws.recv().await {
+///                 if ws.send(msg).await.is_err() {
+///                     break;
+///                 }
+///             }
+///         }),
+///         Err(refusal) => refusal.map(Body::from),
+///     }
+/// }
+/// ```
+pub struct WebSocketUpgrade {
+    request: Request,
+    on_upgrade: OnUpgrade,
+    ctx: Option<Arc<ConnCtx>>,
+    options: Options,
+    protocols: Vec<String>,
+}
+
+impl std::fmt::Debug for WebSocketUpgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocketUpgrade")
+            .field("request", &self.request)
+            .field("protocols", &self.protocols)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `request` asks for a WebSocket (an HTTP/1.1 `Upgrade: websocket`, or an HTTP/2
+/// extended CONNECT for `websocket`), before any other check: for routing.
+pub fn is_websocket_request<B>(request: &http::Request<B>) -> bool {
+    if request.method() == Method::CONNECT {
+        return request
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    }
+    weft_proto::handshake::headers_contain_token(request.headers(), &header::UPGRADE, "websocket")
+}
+
+impl WebSocketUpgrade {
+    /// Checks `request` as a WebSocket handshake (weft-proto's checks, for HTTP/1.1 and
+    /// for RFC 8441 over HTTP/2) and takes its upgrade from it. A request that fails gets
+    /// back the refusal to send: its 4xx and the reason (426 with
+    /// `Sec-WebSocket-Version: 13` for another version).
+    ///
+    /// The options are the server's (`Builder::websocket_options`), or the defaults
+    /// outside `weft::server`; [`options`](Self::options) changes them.
+    #[allow(clippy::result_large_err)]
+    pub fn from_request<B>(
+        request: &mut http::Request<B>,
+    ) -> Result<WebSocketUpgrade, http::Response<String>> {
+        let checked = if request.method() == Method::CONNECT {
+            let protocol = request
+                .extensions()
+                .get::<hyper::ext::Protocol>()
+                .map(|p| p.as_str().to_owned());
+            Request::from_extended_connect(request, protocol.as_deref())
+        } else {
+            Request::from_http(request)
+        };
+        let checked = match checked {
+            Ok(r) => r,
+            Err(e) => return Err(rejection_for(&e, request.version())),
+        };
+        let ctx = request.extensions().get::<Arc<ConnCtx>>().cloned();
+        let options = match &ctx {
+            Some(ctx) => ctx.shared.config.websocket.clone(),
+            None => Options::default(),
+        };
+        Ok(WebSocketUpgrade {
+            request: checked,
+            on_upgrade: hyper::upgrade::on(request),
+            ctx,
+            options,
+            protocols: Vec::new(),
+        })
+    }
+
+    /// The checked handshake request: resource, Host, Origin, offered subprotocols and
+    /// extensions, all headers.
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    /// The connection the request came on, when a `weft::server` serves it.
+    pub fn conn_info(&self) -> Option<&super::ConnInfo> {
+        self.ctx.as_ref().map(|c| &c.info)
+    }
+
+    /// The connection's options (limits, timers, permessage-deflate) instead of the
+    /// server's.
+    pub fn options(mut self, options: Options) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The subprotocols this server speaks, in its order of preference: the first one the
+    /// client offered is selected by `on_upgrade` (none in common: no subprotocol).
+    pub fn protocols<I, S>(mut self, supported: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.protocols = supported.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The subprotocol [`protocols`](Self::protocols) selects for this request.
+    pub fn selected_protocol(&self) -> Option<&str> {
+        let supported: Vec<&str> = self.protocols.iter().map(String::as_str).collect();
+        weft_proto::handshake::select_protocol(&self.request.protocols(), &supported)
+    }
+
+    /// Accepts (with the subprotocol [`protocols`](Self::protocols) selects) and runs
+    /// `handler` with the WebSocket once the response is sent. Return the response from
+    /// the service.
+    pub fn on_upgrade<F, Fut, B>(self, handler: F) -> http::Response<B>
+    where
+        F: FnOnce(WebSocket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+        B: Default + From<String>,
+    {
+        let decision = self.default_decision();
+        self.respond(decision, handler)
+    }
+
+    /// Answers with `decision` (the same [`Accept`] / [`Reject`](crate::Reject) the
+    /// drivers' `accept_with` takes); if accepted, runs `handler` with the WebSocket once
+    /// the response is sent.
+    pub fn respond<F, Fut, B>(self, decision: Decision, handler: F) -> http::Response<B>
+    where
+        F: FnOnce(WebSocket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+        B: Default + From<String>,
+    {
+        let (response, config) = match negotiate(&self.request, decision, &self.options) {
+            Ok(ok) => ok,
+            Err(refusal) => return refusal.map(B::from),
+        };
+        let WebSocketUpgrade {
+            on_upgrade,
+            ctx,
+            options,
+            ..
+        } = self;
+        let shutdown = ctx.as_ref().map(|c| c.shared.shutdown.clone());
+        let task = async move {
+            let Ok((stream, rest)) = upgraded_stream(on_upgrade).await else {
+                return;
+            };
+            let mut conn = Connection::new(Role::Server, config);
+            conn.receive(&rest);
+            let mut ws = WebSocket::from_parts(stream, conn, options);
+            if let Some(token) = shutdown {
+                ws.close_on(token, CloseCode::GOING_AWAY, SHUTDOWN_REASON);
+            }
+            handler(ws).await;
+        };
+        spawn(ctx, task);
+        answer(response)
+    }
+
+    /// Accepts as [`on_upgrade`](Self::on_upgrade) does, and runs `handler` with a
+    /// blocking WebSocket on a thread of its own: the handler may block.
+    pub fn on_upgrade_blocking<F, B>(self, handler: F) -> http::Response<B>
+    where
+        F: FnOnce(BlockingWebSocket) + Send + 'static,
+        B: Default + From<String>,
+    {
+        let decision = self.default_decision();
+        self.respond_blocking(decision, handler)
+    }
+
+    /// Answers with `decision`; if accepted, runs `handler` with a blocking WebSocket on a
+    /// thread of its own.
+    pub fn respond_blocking<F, B>(self, decision: Decision, handler: F) -> http::Response<B>
+    where
+        F: FnOnce(BlockingWebSocket) + Send + 'static,
+        B: Default + From<String>,
+    {
+        let (response, config) = match negotiate(&self.request, decision, &self.options) {
+            Ok(ok) => ok,
+            Err(refusal) => return refusal.map(B::from),
+        };
+        let WebSocketUpgrade {
+            on_upgrade,
+            ctx,
+            options,
+            ..
+        } = self;
+        let token = ctx.as_ref().map(|c| c.shared.tracker.token());
+        let task = async move {
+            let Ok((stream, rest)) = upgraded_stream(on_upgrade).await else {
+                return;
+            };
+            let Ok(stream) = BlockingStream::from_async(stream) else {
+                return;
+            };
+            let spawned = std::thread::Builder::new()
+                .name("weft-ws".into())
+                .spawn(move || {
+                    let _token = token;
+                    let mut conn = Connection::new(Role::Server, config);
+                    conn.receive(&rest);
+                    handler(BlockingWebSocket::from_parts(stream, conn, options));
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start a thread for a blocking WebSocket: {e}");
+            }
+        };
+        spawn(ctx, task);
+        answer(response)
+    }
+
+    fn default_decision(&self) -> Decision {
+        let mut accept = Accept::new();
+        if let Some(p) = self.selected_protocol() {
+            accept = accept.protocol(p);
+        }
+        Ok(accept)
+    }
+}
+
+/// Takes the upgrade of `request` (it must already be answered with a response that
+/// switches protocols, a 101 over HTTP/1.1 or a 2xx to a CONNECT over HTTP/2) and runs
+/// `handler` with the raw stream and the bytes that arrived behind the request head, once
+/// the response is sent. For protocols other than WebSocket; weft checks nothing.
+///
+/// ```no_run
+/// use tokio::io::AsyncWriteExt;
+/// fn handle(mut req: http::Request<hyper::body::Incoming>) -> http::Response<weft::server::Body> {
+///     weft::server::upgrade_raw(&mut req, |mut stream, _early| async move {
+///         let _ = stream.write_all(b"hello, raw protocol\n").await;
+///     });
+///     http::Response::builder()
+///         .status(101)
+///         .header("upgrade", "my-protocol")
+///         .header("connection", "upgrade")
+///         .body(weft::server::Body::default())
+///         .unwrap_or_default()
+/// }
+/// ```
+pub fn upgrade_raw<B, F, Fut>(request: &mut http::Request<B>, handler: F)
+where
+    F: FnOnce(Stream, Bytes) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let ctx = request.extensions().get::<Arc<ConnCtx>>().cloned();
+    let on_upgrade = hyper::upgrade::on(request);
+    spawn(ctx, async move {
+        if let Ok((stream, rest)) = upgraded_stream(on_upgrade).await {
+            handler(stream, rest).await;
+        }
+    });
+}
+
+/// Spawns `task` where the connection's server tracks it (so a graceful shutdown waits
+/// for it), or on the current runtime outside `weft::server`.
+fn spawn(ctx: Option<Arc<ConnCtx>>, task: impl Future<Output = ()> + Send + 'static) {
+    match ctx {
+        Some(ctx) => {
+            let c = ctx.clone();
+            ctx.spawn(async move {
+                // The connection counts (for the connection limit) until the upgraded
+                // stream is done.
+                let _ctx = c;
+                task.await
+            })
+        }
+        None => {
+            tokio::spawn(task);
+        }
+    }
+}
+
+/// The stream an upgrade gives: the server's own `Stream` (or a TCP stream of a bare
+/// hyper server) taken back out of hyper with the bytes read behind the head; anything
+/// else (an HTTP/2 stream) as it is.
+async fn upgraded_stream(on_upgrade: OnUpgrade) -> hyper::Result<(Stream, Bytes)> {
+    let upgraded = on_upgrade.await?;
+    let upgraded =
+        match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<Stream>>(upgraded) {
+            Ok(parts) => return Ok((parts.io.into_inner(), parts.read_buf)),
+            Err(u) => u,
+        };
+    let upgraded = match upgraded.downcast::<TokioIo<Stream>>() {
+        Ok(parts) => return Ok((parts.io.into_inner(), parts.read_buf)),
+        Err(u) => u,
+    };
+    let upgraded = match hyper_util::server::conn::auto::upgrade::downcast::<
+        TokioIo<tokio::net::TcpStream>,
+    >(upgraded)
+    {
+        Ok(parts) => return Ok((Stream::from(parts.io.into_inner()), parts.read_buf)),
+        Err(u) => u,
+    };
+    let upgraded: Upgraded = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => return Ok((Stream::from(parts.io.into_inner()), parts.read_buf)),
+        Err(u) => u,
+    };
+    Ok((Stream::other(TokioIo::new(upgraded)), Bytes::new()))
+}
+
+/// The handshake's response, with the handler's body type.
+fn answer<B: Default>(response: http::Response<()>) -> http::Response<B> {
+    response.map(|()| B::default())
+}
