@@ -1,0 +1,676 @@
+//! `weft::server` end to end over real sockets on 127.0.0.1: one handler serving HTTP/1.1,
+//! HTTPS (ALPN), h2c, Unix-socket and WebSocket clients in every threading model; limits
+//! (slowloris, head size, connection limit), graceful shutdown (1001), corking, closing,
+//! raw upgrades and what the handler can learn about its connection.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft::server::{handler_fn, Body, ConnInfo, Model, Server, TransportKind, WebSocketUpgrade};
+use weft::{CloseCode, Message, Options};
+
+struct TestCert {
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn make_cert() -> TestCert {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    TestCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// What the handler saw, per request: path, HTTP version, transport, SNI, ALPN.
+type Seen = Arc<
+    Mutex<
+        Vec<(
+            String,
+            http::Version,
+            TransportKind,
+            Option<String>,
+            Option<Vec<u8>>,
+        )>,
+    >,
+>;
+
+/// The one handler of these tests: `/health` → `ok`, `/ws` → echo (async, or blocking in
+/// the blocking model), `/info` → the peer address, `/close` → the server closes with 4000,
+/// anything else 404.
+async fn handle(mut req: Request<Incoming>, blocking: bool, seen: Seen) -> Response<Body> {
+    if let Some(info) = ConnInfo::of(&req) {
+        seen.lock().unwrap().push((
+            req.uri().path().to_owned(),
+            req.version(),
+            info.transport(),
+            info.sni().map(str::to_owned),
+            info.alpn().map(<[u8]>::to_vec),
+        ));
+    }
+    match req.uri().path() {
+        "/health" => Response::new(Body::from("ok")),
+        "/info" => {
+            let peer = ConnInfo::of(&req)
+                .map(|i| i.peer().to_string())
+                .unwrap_or_default();
+            Response::new(Body::from(peer))
+        }
+        "/ws" => match WebSocketUpgrade::from_request(&mut req) {
+            Ok(up) if blocking => up.on_upgrade_blocking(|mut ws| {
+                while let Ok(Some(m)) = ws.recv(None) {
+                    if ws.send(m, None).is_err() {
+                        break;
+                    }
+                }
+            }),
+            Ok(up) => up.protocols(["echo"]).on_upgrade(|mut ws| async move {
+                while let Ok(Some(m)) = ws.recv().await {
+                    if ws.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            }),
+            Err(refusal) => refusal.map(Body::from),
+        },
+        "/close" => match WebSocketUpgrade::from_request(&mut req) {
+            Ok(up) => up.on_upgrade(|mut ws| async move {
+                let _ = ws.send("bye").await;
+                let _ = ws.close(CloseCode::from(4000), "done").await;
+            }),
+            Err(refusal) => refusal.map(Body::from),
+        },
+        _ => {
+            let mut r = Response::new(Body::from("not found"));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        }
+    }
+}
+
+struct Running {
+    tcp: SocketAddr,
+    tls: SocketAddr,
+    unix: std::path::PathBuf,
+    shutdown: weft::server::Shutdown,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+    seen: Seen,
+    cert: TestCert,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
+    let dir = std::env::temp_dir().join(format!("weft-server-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    TempDir(dir)
+}
+
+/// Starts the test server in `model` on a thread: plain TCP, TLS and a Unix socket.
+fn start(model: Model, name: &str) -> Running {
+    let cert = make_cert();
+    let tls = weft::tls::server_config_from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
+        .unwrap();
+    let dir = temp_dir(name);
+    let unix = dir.0.join("s.sock");
+    let seen: Seen = Arc::default();
+    let seen2 = seen.clone();
+    let blocking = model == Model::Blocking;
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .bind_tls("127.0.0.1:0", tls)
+        .unwrap()
+        .bind_unix(&unix)
+        .unwrap()
+        .shutdown_grace(Duration::from_secs(5))
+        .build(handler_fn(move |req| handle(req, blocking, seen2.clone())))
+        .unwrap();
+    let addrs: Vec<SocketAddr> = server
+        .local_addrs()
+        .iter()
+        .filter_map(|a| a.tcp())
+        .collect();
+    let shutdown = server.shutdown_handle();
+    let thread = std::thread::spawn(move || server.run(model));
+    Running {
+        tcp: addrs[0],
+        tls: addrs[1],
+        unix,
+        shutdown,
+        thread,
+        seen,
+        cert,
+        _dir: dir,
+    }
+}
+
+/// A plain HTTP/1.1 request over a fresh TCP connection; the whole response back.
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+async fn ws_echo_tcp(addr: SocketAddr) {
+    let url = format!("ws://{addr}/ws");
+    let (mut ws, _) = weft::tokio::connect_url(&url, Options::default())
+        .await
+        .unwrap();
+    ws.send("over tcp").await.unwrap();
+    ws.send(vec![7u8; 70_000]).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap(), Some(Message::from("over tcp")));
+    assert_eq!(
+        ws.recv().await.unwrap(),
+        Some(Message::from(vec![7u8; 70_000]))
+    );
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+}
+
+async fn ws_echo_tls(port: u16, cert: &TestCert) {
+    let mut options = Options::default();
+    options.tls = Some(weft::tls::client_config_with_roots(cert.cert_pem.as_bytes()).unwrap());
+    let url = format!("wss://localhost:{port}/ws");
+    let (mut ws, _) = weft::tokio::connect_url(&url, options).await.unwrap();
+    ws.send("over tls").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap(), Some(Message::from("over tls")));
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+}
+
+async fn ws_echo_unix(path: &std::path::Path) {
+    let stream = tokio::net::UnixStream::connect(path).await.unwrap();
+    let (mut ws, _) = weft::tokio::connect("ws://localhost/ws", stream)
+        .await
+        .unwrap();
+    ws.send("over unix").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap(), Some(Message::from("over unix")));
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+}
+
+/// `GET /health` over h2c with prior knowledge, through hyper's client.
+async fn h2c_get(addr: SocketAddr) -> (StatusCode, http::Version, Bytes) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{addr}/health"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let (status, version) = (resp.status(), resp.version());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, version, body)
+}
+
+/// `GET /health` over TLS with ALPN h2 (hyper's HTTP/2 client on a rustls stream).
+async fn h2_tls_get(port: u16, cert: &TestCert) -> (StatusCode, http::Version) {
+    let roots = weft::tls::client_config_with_roots(cert.cert_pem.as_bytes()).unwrap();
+    let mut config = (*roots).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = weft::tls::tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("https://localhost:{port}/health"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    (resp.status(), resp.version())
+}
+
+/// Every kind of client against one server in `model`, then a graceful shutdown.
+fn every_client(model: Model, name: &str) {
+    let r = start(model, name);
+    let plain = http_get(r.tcp, "/health");
+    assert!(plain.starts_with("HTTP/1.1 200 OK\r\n"), "{plain}");
+    assert!(plain.ends_with("\r\n\r\nok"), "{plain}");
+    assert!(http_get(r.tcp, "/nope").starts_with("HTTP/1.1 404"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        ws_echo_tcp(r.tcp).await;
+        ws_echo_tls(r.tls.port(), &r.cert).await;
+        ws_echo_unix(&r.unix).await;
+        let (status, version, body) = h2c_get(r.tcp).await;
+        assert_eq!(
+            (status, version, &body[..]),
+            (StatusCode::OK, http::Version::HTTP_2, &b"ok"[..])
+        );
+        let (status, version) = h2_tls_get(r.tls.port(), &r.cert).await;
+        assert_eq!((status, version), (StatusCode::OK, http::Version::HTTP_2));
+    });
+    {
+        let seen = r.seen.lock().unwrap();
+        let kinds: Vec<TransportKind> = seen.iter().filter(|s| s.0 == "/ws").map(|s| s.2).collect();
+        assert_eq!(
+            kinds,
+            [TransportKind::Tcp, TransportKind::Tls, TransportKind::Unix]
+        );
+        let h2_tls = seen
+            .iter()
+            .find(|s| s.1 == http::Version::HTTP_2 && s.2 == TransportKind::Tls)
+            .expect("an h2 request over TLS");
+        assert_eq!(h2_tls.3.as_deref(), Some("localhost"));
+        assert_eq!(h2_tls.4.as_deref(), Some(&b"h2"[..]));
+        let wss = seen
+            .iter()
+            .find(|s| s.0 == "/ws" && s.2 == TransportKind::Tls)
+            .unwrap();
+        // weft's own wss:// client offers no ALPN: the server then speaks HTTP/1.1.
+        assert_eq!((wss.1, wss.4.as_deref()), (http::Version::HTTP_11, None));
+    }
+    r.shutdown.shutdown();
+    r.thread.join().unwrap().unwrap();
+}
+
+#[test]
+fn current_thread_serves_every_client() {
+    every_client(Model::CurrentThread, "ct");
+}
+
+#[test]
+fn multi_thread_serves_every_client() {
+    every_client(Model::MultiThread(Some(2)), "mt");
+}
+
+#[test]
+fn per_core_serves_every_client() {
+    every_client(Model::PerCore(Some(2)), "pc");
+}
+
+#[test]
+fn blocking_serves_every_client() {
+    every_client(Model::Blocking, "bl");
+}
+
+/// (d) The server as a future on the test's own runtime, beside another task.
+#[tokio::test]
+async fn embedded_serves_beside_other_tasks() {
+    let seen: Seen = Arc::default();
+    let seen2 = seen.clone();
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .build(handler_fn(move |req| handle(req, false, seen2.clone())))
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let shutdown = server.shutdown_handle();
+    let served = tokio::spawn(server.serve());
+    let other = tokio::spawn(async { 40 + 2 });
+    ws_echo_tcp(addr).await;
+    let (status, version, _) = h2c_get(addr).await;
+    assert_eq!((status, version), (StatusCode::OK, http::Version::HTTP_2));
+    assert_eq!(other.await.unwrap(), 42);
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
+/// A small embedded server for the limit tests.
+async fn embedded(
+    configure: impl FnOnce(weft::server::Builder) -> weft::server::Builder,
+) -> (
+    SocketAddr,
+    weft::server::Shutdown,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let seen: Seen = Arc::default();
+    let builder = configure(Server::builder().bind("127.0.0.1:0").unwrap());
+    let server = builder
+        .build(handler_fn(move |req| handle(req, false, seen.clone())))
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let shutdown = server.shutdown_handle();
+    (addr, shutdown, tokio::spawn(server.serve()))
+}
+
+/// Reads until the peer closes (or resets), within `limit`; how long it took.
+async fn wait_closed(s: &mut tokio::net::TcpStream, limit: Duration) -> Duration {
+    let start = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(limit, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the connection was not closed within {limit:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slowloris_head_is_cut_at_the_timeout() {
+    let (addr, shutdown, served) = embedded(|b| b.header_timeout(Duration::from_millis(300))).await;
+    // A head that never ends, a byte at a time.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let writer = async {
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if slow.write_all(b"X").await.is_err() {
+                break;
+            }
+        }
+    };
+    writer.await;
+    let took = wait_closed(&mut slow, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(5));
+    // A client that sends one byte of what could be the HTTP/2 preface, then nothing.
+    let mut preface = tokio::net::TcpStream::connect(addr).await.unwrap();
+    preface.write_all(b"P").await.unwrap();
+    wait_closed(&mut preface, Duration::from_secs(5)).await;
+    // A client that sends nothing at all.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    wait_closed(&mut silent, Duration::from_secs(5)).await;
+    // Meanwhile the server still serves.
+    ws_echo_tcp(addr).await;
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_head_over_the_limit_is_431() {
+    let (addr, shutdown, served) = embedded(|b| b.max_head_size(8192)).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let big = "a".repeat(20_000);
+    let req = format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let _ = s.write_all(req.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn past_the_connection_limit_is_503_with_retry_after() {
+    let (addr, shutdown, served) =
+        embedded(|b| b.max_connections(1).retry_after(Duration::from_secs(7))).await;
+    // One WebSocket holds the only slot.
+    let url = format!("ws://{addr}/ws");
+    let (mut held, _) = weft::tokio::connect_url(&url, Options::default())
+        .await
+        .unwrap();
+    held.send("hold").await.unwrap();
+    assert_eq!(held.recv().await.unwrap(), Some(Message::from("hold")));
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("retry-after: 7\r\n"), "{out}");
+    // Once the WebSocket is gone, the slot is free again.
+    held.close(CloseCode::NORMAL, "").await.unwrap();
+    drop(held);
+    let mut ok = false;
+    for _ in 0..50 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        if out.starts_with(b"HTTP/1.1 200") {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "the slot was not freed");
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn graceful_shutdown_sends_1001_to_every_websocket() {
+    let (addr, shutdown, served) = embedded(|b| b.shutdown_grace(Duration::from_secs(5))).await;
+    let url = format!("ws://{addr}/ws");
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let (mut ws, _) = weft::tokio::connect_url(&url, Options::default())
+            .await
+            .unwrap();
+        ws.send(format!("hi {i}")).await.unwrap();
+        assert_eq!(
+            ws.recv().await.unwrap(),
+            Some(Message::from(format!("hi {i}")))
+        );
+        clients.push(ws);
+    }
+    let started = Instant::now();
+    shutdown.shutdown();
+    for mut ws in clients {
+        assert_eq!(ws.recv().await.unwrap(), None);
+        let close = ws
+            .connection()
+            .close_received()
+            .cloned()
+            .expect("a close frame");
+        assert_eq!(close.code, CloseCode::GOING_AWAY);
+    }
+    served.await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it waited for the grace period"
+    );
+    // No longer accepting.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn the_server_closes_with_its_code_then_the_transport() {
+    let (addr, shutdown, served) = embedded(|b| b).await;
+    let url = format!("ws://{addr}/close");
+    let (mut ws, _) = weft::tokio::connect_url(&url, Options::default())
+        .await
+        .unwrap();
+    assert_eq!(ws.recv().await.unwrap(), Some(Message::from("bye")));
+    assert_eq!(ws.recv().await.unwrap(), None);
+    let close = ws.connection().close_received().cloned().unwrap();
+    assert_eq!(
+        (close.code, &close.reason[..]),
+        (CloseCode::from(4000), "done")
+    );
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_handshake_gets_its_status() {
+    let (addr, shutdown, served) = embedded(|b| b).await;
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let cases: [(&str, &str); 4] = [
+        ("GET", "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8\r\n"),
+        ("GET", "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"),
+        ("POST", "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"),
+        ("GET", "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: c2hvcnQ=\r\n"),
+    ];
+    let expected = [
+        "HTTP/1.1 426",
+        "HTTP/1.1 400",
+        "HTTP/1.1 405",
+        "HTTP/1.1 400",
+    ];
+    for ((method, headers), want) in cases.iter().zip(expected) {
+        let with_key = if headers.contains("Version: 8") || *method == "POST" {
+            format!("Sec-WebSocket-Key: {key}\r\n")
+        } else {
+            String::new()
+        };
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "{method} /ws HTTP/1.1\r\nHost: x\r\n{headers}{with_key}Content-Length: 0\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out[..n]);
+        assert!(out.starts_with(want), "{method} {headers}: {out}");
+    }
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
+/// Corking: a handler corks, sends 100 small messages, uncorks; the client gets them all,
+/// and the socket's TCP_CORK was on in between and off after.
+#[tokio::test]
+async fn cork_holds_and_uncork_sends_together() {
+    let corked: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let corked2 = corked.clone();
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .build(handler_fn(move |mut req: Request<Incoming>| {
+            let corked = corked2.clone();
+            async move {
+                match WebSocketUpgrade::from_request(&mut req) {
+                    Ok(up) => up.on_upgrade(move |mut ws| async move {
+                        ws.cork().unwrap();
+                        let tcp = |ws: &weft::server::WebSocket| {
+                            socket2::SockRef::from(ws.get_ref().tcp().unwrap())
+                                .tcp_cork()
+                                .unwrap()
+                        };
+                        corked.lock().unwrap().push(tcp(&ws));
+                        for i in 0..100 {
+                            ws.send(format!("m{i}")).await.unwrap();
+                        }
+                        ws.uncork().await.unwrap();
+                        corked.lock().unwrap().push(tcp(&ws));
+                        while let Ok(Some(_)) = ws.recv().await {}
+                    }),
+                    Err(r) => r.map(Body::from),
+                }
+            }
+        }))
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let shutdown = server.shutdown_handle();
+    let served = tokio::spawn(server.serve());
+    let (mut ws, _) = weft::tokio::connect_url(&format!("ws://{addr}/"), Options::default())
+        .await
+        .unwrap();
+    for i in 0..100 {
+        assert_eq!(
+            ws.recv().await.unwrap(),
+            Some(Message::from(format!("m{i}")))
+        );
+    }
+    assert_eq!(*corked.lock().unwrap(), [true, false]);
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
+/// Another protocol: the raw stream, with the bytes that came behind the request head.
+#[tokio::test]
+async fn a_raw_upgrade_gets_the_stream_and_the_early_bytes() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .build(handler_fn(|mut req: Request<Incoming>| async move {
+            weft::server::upgrade_raw(&mut req, |mut stream, early| async move {
+                let mut more = [0u8; 5];
+                let _ = stream.read_exact(&mut more).await;
+                let mut reply = b"got ".to_vec();
+                reply.extend_from_slice(&early);
+                reply.extend_from_slice(&more);
+                let _ = stream.write_all(&reply).await;
+                let _ = stream.shutdown().await;
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("upgrade", "echo-raw")
+                .header("connection", "upgrade")
+                .body(Body::default())
+                .unwrap()
+        }))
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let shutdown = server.shutdown_handle();
+    let served = tokio::spawn(server.serve());
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The head and the first protocol bytes in one write.
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: echo-raw\r\nConnection: upgrade\r\n\r\nEARLY",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    s.write_all(b"LATER").await.unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"got EARLYLATER");
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_handler_sees_its_connection() {
+    let (addr, shutdown, served) = embedded(|b| b).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let local = s.local_addr().unwrap();
+    s.write_all(b"GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.ends_with(&format!("\r\n\r\n{local}")), "{out}");
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
