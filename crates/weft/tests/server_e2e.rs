@@ -274,6 +274,8 @@ fn every_client(model: Model, name: &str) {
         let (status, version) = h2_tls_get(r.tls.port(), &r.cert).await;
         assert_eq!((status, version), (StatusCode::OK, http::Version::HTTP_2));
     });
+    // The clients' runtime (and the HTTP/2 connections on it) ends here.
+    drop(rt);
     {
         let seen = r.seen.lock().unwrap();
         let kinds: Vec<TransportKind> = seen.iter().filter(|s| s.0 == "/ws").map(|s| s.2).collect();
