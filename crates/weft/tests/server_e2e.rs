@@ -676,3 +676,41 @@ async fn the_handler_sees_its_connection() {
     shutdown.shutdown();
     served.await.unwrap().unwrap();
 }
+
+/// 1001 on shutdown in a running model, the blocking one included (its WebSocket thread
+/// is blocked in `recv` when the shutdown comes).
+fn shutdown_sends_1001_in(model: Model, name: &str) {
+    let r = start(model, name);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = format!("ws://{}/ws", r.tcp);
+        let (mut ws, _) = weft::tokio::connect_url(&url, Options::default())
+            .await
+            .unwrap();
+        ws.send("x").await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), Some(Message::from("x")));
+        r.shutdown.shutdown();
+        let end = tokio::time::timeout(Duration::from_secs(10), ws.recv()).await;
+        assert_eq!(end.expect("no close within 10 s").unwrap(), None);
+        let close = ws
+            .connection()
+            .close_received()
+            .cloned()
+            .expect("a close frame");
+        assert_eq!(close.code, CloseCode::GOING_AWAY);
+    });
+    r.thread.join().unwrap().unwrap();
+}
+
+#[test]
+fn shutdown_sends_1001_to_blocking_websockets() {
+    shutdown_sends_1001_in(Model::Blocking, "bl1001");
+}
+
+#[test]
+fn shutdown_sends_1001_per_core() {
+    shutdown_sends_1001_in(Model::PerCore(Some(2)), "pc1001");
+}

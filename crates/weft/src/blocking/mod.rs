@@ -21,6 +21,7 @@ use crate::options::{Options, Timers};
 use bytes::{Buf, Bytes, BytesMut};
 use std::io::{self, IoSlice};
 use std::time::Instant;
+use tokio_util::sync::CancellationToken;
 use weft_proto::{
     CloseCode, Connection, Event, Message, MessageAssembler, MessageKind, RecvLevel, Role,
 };
@@ -59,7 +60,12 @@ pub struct WebSocket<S: Transport> {
     pong_due: Option<Instant>,
     /// When the peer's close (or, for a client, the server's end of file) is due.
     close_due: Option<Instant>,
+    /// A close to send once a token is cancelled (see [`WebSocket::close_on`]).
+    close_signal: Option<Box<(CancellationToken, CloseCode, &'static str)>>,
 }
+
+/// How often a blocked read looks at a [`WebSocket::close_on`] token.
+const CLOSE_SIGNAL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl<S: Transport> WebSocket<S> {
     /// Attaches to a transport that is already upgraded: no handshake (REQUIREMENTS H4).
@@ -83,7 +89,16 @@ impl<S: Transport> WebSocket<S> {
             last_read: Instant::now(),
             pong_due: None,
             close_due: None,
+            close_signal: None,
         }
+    }
+
+    /// Starts the close handshake with `code` and `reason` once `token` is cancelled: a
+    /// read blocked in `recv` looks at the token every 100 ms, sends the close, and
+    /// `recv` returns `Ok(None)` when the peer answers. `weft::server` uses it to send 1001
+    /// (going away) to blocking WebSockets on a graceful shutdown.
+    pub fn close_on(&mut self, token: CancellationToken, code: CloseCode, reason: &'static str) {
+        self.close_signal = Some(Box::new((token, code, reason)));
     }
 
     /// The protocol engine (status, low-level sends; [`flush`](Self::flush) after those).
@@ -318,6 +333,17 @@ impl<S: Transport> WebSocket<S> {
     /// One read into the engine, within the caller's deadline and the connection's own
     /// timers (keepalive, pong, close).
     fn read_once(&mut self, deadline: Deadline) -> Result<()> {
+        if let Some(signal) = &self.close_signal {
+            if signal.0.is_cancelled() {
+                let (code, reason) = (signal.1, signal.2);
+                self.close_signal = None;
+                if self.conn.close_sent().is_none() && !self.conn.is_closed() {
+                    // Fails only if the connection already failed, which is reported then.
+                    let _ = self.conn.close(code, reason);
+                }
+                return Ok(());
+            }
+        }
         let now = Instant::now();
         if self.conn.close_sent().is_some() && self.close_due.is_none() {
             self.close_due = Some(now + self.options.close_timeout);
@@ -328,7 +354,11 @@ impl<S: Transport> WebSocket<S> {
             (Some(interval), None) => Some(self.last_read + interval),
             (None, None) => None,
         };
-        let timer = self.close_due.or(idle_due);
+        let signal_due = self.close_signal.as_ref().map(|_| now + CLOSE_SIGNAL_POLL);
+        let timer = [self.close_due.or(idle_due), signal_due]
+            .into_iter()
+            .flatten()
+            .min();
         let effective = match (deadline, timer) {
             (Some(d), Some(t)) => Some(d.min(t)),
             (d, t) => d.or(t),

@@ -231,6 +231,7 @@ impl WebSocketUpgrade {
             ..
         } = self;
         let token = ctx.as_ref().map(|c| c.shared.tracker.token());
+        let shutdown = ctx.as_ref().map(|c| c.shared.shutdown.clone());
         let task = async move {
             let Ok((stream, rest)) = upgraded_stream(on_upgrade).await else {
                 return;
@@ -244,7 +245,11 @@ impl WebSocketUpgrade {
                     let _token = token;
                     let mut conn = Connection::new(Role::Server, config);
                     conn.receive(&rest);
-                    handler(BlockingWebSocket::from_parts(stream, conn, options));
+                    let mut ws = BlockingWebSocket::from_parts(stream, conn, options);
+                    if let Some(token) = shutdown {
+                        ws.close_on(token, CloseCode::GOING_AWAY, SHUTDOWN_REASON);
+                    }
+                    handler(ws);
                 });
             if let Err(e) = spawned {
                 tracing::warn!("cannot start a thread for a blocking WebSocket: {e}");
