@@ -714,3 +714,38 @@ fn shutdown_sends_1001_to_blocking_websockets() {
 fn shutdown_sends_1001_per_core() {
     shutdown_sends_1001_in(Model::PerCore(Some(2)), "pc1001");
 }
+
+/// One connection handed over as a plain stream (inetd style): HTTP then a WebSocket on it.
+#[tokio::test]
+async fn serve_connection_serves_a_given_stream() {
+    let seen: Seen = Arc::default();
+    let seen2 = seen.clone();
+    let server = Server::builder()
+        .build(handler_fn(move |req| handle(req, false, seen2.clone())))
+        .unwrap();
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let info = ConnInfo::new(
+        weft::server::Addr::Unknown,
+        weft::server::Addr::Unknown,
+        TransportKind::Other,
+    );
+    let served = tokio::spawn(async move {
+        server
+            .serve_connection(weft::server::Stream::other(theirs), info)
+            .await
+    });
+    let (mut ws, _) = weft::tokio::connect("ws://localhost/ws", ours)
+        .await
+        .unwrap();
+    ws.send("given").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap(), Some(Message::from("given")));
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    drop(ws);
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .unwrap()
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].2, TransportKind::Other);
+}
