@@ -13,6 +13,8 @@
 #![warn(missing_docs)]
 
 mod accept;
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod blocking;
 mod client;
 mod error;

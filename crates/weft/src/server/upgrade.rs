@@ -118,6 +118,20 @@ impl WebSocketUpgrade {
         })
     }
 
+    /// [`from_request`](Self::from_request) for a request split into its head, as
+    /// frameworks' extractors get it (axum's `FromRequestParts`): the same checks, and the
+    /// upgrade taken from `parts.extensions`.
+    #[allow(clippy::result_large_err)]
+    pub fn from_parts(
+        parts: &mut http::request::Parts,
+    ) -> Result<WebSocketUpgrade, http::Response<String>> {
+        let (empty, ()) = http::Request::new(()).into_parts();
+        let mut request = http::Request::from_parts(std::mem::replace(parts, empty), ());
+        let result = Self::from_request(&mut request);
+        *parts = request.into_parts().0;
+        result
+    }
+
     /// The checked handshake request: resource, Host, Origin, offered subprotocols and
     /// extensions, all headers.
     pub fn request(&self) -> &Request {
