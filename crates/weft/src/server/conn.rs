@@ -5,11 +5,9 @@
 
 use super::info::{Addr, ConnInfo};
 use super::listener::Accepted;
-use super::service::{BoxError, HyperService};
+use super::service::{Handler, HyperService};
 use super::stream::{Stream, TransportKind};
 use super::{ConnCtx, Shared};
-use http_body::Body as HttpBody;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// Serves one accepted connection to its end.
-pub(crate) async fn serve_accepted<S, B>(
+pub(crate) async fn serve_accepted<S>(
     accepted: Accepted,
     peer: Addr,
     local: Addr,
@@ -26,15 +24,7 @@ pub(crate) async fn serve_accepted<S, B>(
     shared: Arc<Shared>,
     local_tracker: Option<TaskTracker>,
 ) where
-    S: tower_service::Service<http::Request<Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: HttpBody + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: Handler,
 {
     let span = tracing::debug_span!("conn", peer = %peer);
     let guard = match ConnGuard::new(&shared) {
@@ -78,7 +68,7 @@ pub(crate) async fn serve_accepted<S, B>(
 }
 
 /// Serves HTTP on a stream that is ready (TLS done) until the connection ends.
-pub(crate) async fn serve_stream<S, B>(
+pub(crate) async fn serve_stream<S>(
     stream: Stream,
     info: ConnInfo,
     service: S,
@@ -86,15 +76,7 @@ pub(crate) async fn serve_stream<S, B>(
     local_tracker: Option<TaskTracker>,
     guard: ConnGuard,
 ) where
-    S: tower_service::Service<http::Request<Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: HttpBody + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: Handler,
 {
     let ctx = Arc::new(ConnCtx {
         info,

@@ -88,15 +88,13 @@ mod upgrade;
 
 pub use blocking_stream::BlockingStream;
 pub use info::{Addr, ConnInfo};
-pub use service::{handler_fn, BoxError, HandlerFn, HandlerFuture};
+pub use service::{handler_fn, BoxError, Handler, HandlerFn, HandlerFuture};
 pub use stream::{AnyIo, Stream, TransportKind};
 pub use upgrade::{
     is_websocket_request, upgrade_raw, BlockingWebSocket, WebSocket, WebSocketUpgrade,
 };
 
 use crate::options::Options;
-use http_body::Body as HttpBody;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use listener::{Bound, BoundSocket, Listener};
 use std::future::Future;
@@ -335,18 +333,10 @@ impl Builder {
     }
 
     /// The server, serving `service`: a [`handler_fn`] or any `tower::Service` from
-    /// `http::Request<Incoming>` to `http::Response<B>`.
-    pub fn build<S, B>(self, service: S) -> io::Result<Server<S>>
+    /// `http::Request<Incoming>` to an `http::Response` (see [`Handler`]).
+    pub fn build<S>(self, service: S) -> io::Result<Server<S>>
     where
-        S: tower_service::Service<http::Request<Incoming>, Response = http::Response<B>>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: HttpBody + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
+        S: Handler,
     {
         let config = self.config;
         let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -427,17 +417,9 @@ impl Server<()> {
     }
 }
 
-impl<S, B> Server<S>
+impl<S> Server<S>
 where
-    S: tower_service::Service<http::Request<Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: HttpBody + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: Handler,
 {
     /// The addresses the server listens on (a port 0 resolved to the real port).
     pub fn local_addrs(&self) -> Vec<Addr> {
@@ -590,18 +572,12 @@ fn current_thread() -> io::Result<tokio::runtime::Runtime> {
 
 /// Accepts until the shutdown; each connection on a task (or, `blocking`, on a thread
 /// with a runtime of its own).
-async fn accept_loop<S, B>(listener: Listener, service: S, shared: Arc<Shared>, blocking: bool)
-where
-    S: tower_service::Service<http::Request<Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: HttpBody + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+async fn accept_loop<S: Handler>(
+    listener: Listener,
+    service: S,
+    shared: Arc<Shared>,
+    blocking: bool,
+) {
     loop {
         let accepted = tokio::select! {
             () = shared.shutdown.cancelled() => return,

@@ -15,6 +15,36 @@ use std::task::{Context, Poll};
 /// An error of any kind, as hyper and tower pass them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What a server's handler is: a `tower::Service` from `http::Request<Incoming>` to an
+/// `http::Response` whose body hyper can send, cloned per connection. Implemented for every
+/// such service ([`handler_fn`] makes one from an async fn; an axum `Router` is one).
+pub trait Handler:
+    tower_service::Service<
+        http::Request<Incoming>,
+        Response = http::Response<Self::ResBody>,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+    /// The response body.
+    type ResBody: HttpBody<Data: Send, Error: Into<BoxError>> + Send + 'static;
+}
+
+impl<S, B> Handler for S
+where
+    S: tower_service::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: HttpBody<Data: Send, Error: Into<BoxError>> + Send + 'static,
+{
+    type ResBody = B;
+}
+
 /// A handler made from an async fn: see [`handler_fn`].
 #[derive(Debug, Clone, Copy)]
 pub struct HandlerFn<F>(F);
@@ -66,19 +96,11 @@ pub(crate) struct HyperService<S> {
     pub(crate) ctx: Arc<ConnCtx>,
 }
 
-impl<S, B> hyper::service::Service<http::Request<Incoming>> for HyperService<S>
-where
-    S: tower_service::Service<http::Request<Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: HttpBody,
-{
-    type Response = http::Response<B>;
+impl<S: Handler> hyper::service::Service<http::Request<Incoming>> for HyperService<S> {
+    type Response = http::Response<S::ResBody>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<http::Response<B>, BoxError>> + Send>>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<http::Response<S::ResBody>, BoxError>> + Send>>;
 
     fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
         self.ctx.seen_request.store(true, Ordering::Relaxed);
