@@ -143,18 +143,3 @@ impl StdAccepted {
         })
     }
 }
-
-/// Whether an accept error is about this one connection or a passing shortage (too many
-/// open files), after which accepting goes on.
-pub(crate) fn is_transient(e: &io::Error) -> bool {
-    use io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionAborted
-            | ConnectionReset
-            | ConnectionRefused
-            | Interrupted
-            | WouldBlock
-            | TimedOut
-    ) || matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12)) // ENFILE, EMFILE, ENOBUFS, ENOMEM
-}

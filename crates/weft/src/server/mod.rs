@@ -586,12 +586,9 @@ async fn accept_loop<S: Handler>(
         let (accepted, peer, local) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // Out of file descriptors or memory, or one connection failing: wait a
-                // little, then go on accepting.
+                // Out of file descriptors or memory, or one connection failing before it
+                // was accepted: wait a little, then go on accepting.
                 tracing::warn!("accept failed: {e}");
-                if !listener::is_transient(&e) {
-                    tracing::error!("the listener failed: {e}");
-                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
