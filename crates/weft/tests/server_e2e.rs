@@ -749,3 +749,26 @@ async fn serve_connection_serves_a_given_stream() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].2, TransportKind::Other);
 }
+
+/// With HTTP/2 off, h2c is refused and HTTP/1.1 (with its upgrades) still served.
+#[tokio::test]
+async fn http2_off_serves_http1_only() {
+    let (addr, shutdown, served) = embedded(|b| b.http2(false)).await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let h2 = async {
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        let req = Request::get(format!("http://{addr}/health"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        send.send_request(req).await
+    };
+    let result = tokio::time::timeout(Duration::from_secs(5), h2)
+        .await
+        .unwrap();
+    assert!(result.is_err(), "h2c was served: {result:?}");
+    ws_echo_tcp(addr).await;
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}

@@ -67,6 +67,43 @@ pub(crate) async fn serve_accepted<S>(
     fut.instrument(span).await
 }
 
+/// Runs a hyper connection (`$conn`, either kind) to its end: the first-request watchdog
+/// and the graceful shutdown. A macro: the two connection types share no trait.
+macro_rules! drive {
+    ($conn:expr, $ctx:expr, $shared:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        // hyper's header timeout starts once it knows the HTTP version; until the first
+        // request, this one cuts a client that sends too little to tell (a slowloris
+        // preface).
+        let first_request = tokio::time::sleep($shared.config.header_timeout);
+        tokio::pin!(first_request);
+        let mut watching = true;
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                    break;
+                }
+                () = &mut first_request, if watching => {
+                    watching = false;
+                    if !$ctx.seen_request.load(Ordering::Relaxed) {
+                        tracing::debug!("no request within the header timeout");
+                        break;
+                    }
+                }
+                () = $shared.shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }};
+}
+
 /// Serves HTTP on a stream that is ready (TLS done) until the connection ends.
 pub(crate) async fn serve_stream<S>(
     stream: Stream,
@@ -90,35 +127,17 @@ pub(crate) async fn serve_stream<S>(
         service,
         ctx: ctx.clone(),
     };
-    let conn = shared
-        .http
-        .serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    // hyper's header timeout starts once it knows the HTTP version; until the first
-    // request, this one cuts a client that sends too little to tell (a slowloris preface).
-    let first_request = tokio::time::sleep(shared.config.header_timeout);
-    tokio::pin!(first_request);
-    let mut watching = true;
-    let mut draining = false;
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!("connection ended: {e}");
-                }
-                return;
-            }
-            () = &mut first_request, if watching => {
-                watching = false;
-                if !ctx.seen_request.load(Ordering::Relaxed) {
-                    tracing::debug!("no request within the header timeout");
-                    return;
-                }
-            }
-            () = shared.shutdown.cancelled(), if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
+    let io = TokioIo::new(stream);
+    match &shared.http1_only {
+        // hyper-util's auto connection detects HTTP/2 even when told HTTP/1 only; with
+        // HTTP/2 off, hyper's HTTP/1 connection serves alone.
+        Some(http1) => {
+            let conn = http1.serve_connection(io, service).with_upgrades();
+            drive!(conn, ctx, shared)
+        }
+        None => {
+            let conn = shared.http.serve_connection_with_upgrades(io, service);
+            drive!(conn, ctx, shared)
         }
     }
 }

@@ -158,6 +158,8 @@ impl Default for Config {
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) http: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    /// With HTTP/2 off: hyper's HTTP/1 alone.
+    pub(crate) http1_only: Option<hyper::server::conn::http1::Builder>,
     pub(crate) shutdown: CancellationToken,
     /// Cancelled when the grace period is over: what is left is cut.
     pub(crate) cut: CancellationToken,
@@ -349,12 +351,18 @@ impl Builder {
             .timer(TokioTimer::new())
             .enable_connect_protocol()
             .max_header_list_size(u32::try_from(config.max_head_size).unwrap_or(u32::MAX));
-        if !config.http2 {
-            http = http.http1_only();
-        }
+        let http1_only = (!config.http2).then(|| {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(config.header_timeout)
+                .max_headers(config.max_headers)
+                .max_buf_size(config.max_head_size);
+            b
+        });
         let shared = Arc::new(Shared {
             config,
             http,
+            http1_only,
             shutdown: CancellationToken::new(),
             cut: CancellationToken::new(),
             tracker: TaskTracker::new(),
