@@ -59,6 +59,10 @@ async fn handle(mut req: Request<Incoming>, blocking: bool, seen: Seen) -> Respo
     }
     match req.uri().path() {
         "/health" => Response::new(Body::from("ok")),
+        "/certs" => {
+            let n = ConnInfo::of(&req).map_or(0, |i| i.client_certificates().len());
+            Response::new(Body::from(n.to_string()))
+        }
         "/info" => {
             let peer = ConnInfo::of(&req)
                 .map(|i| i.peer().to_string())
@@ -769,6 +773,70 @@ async fn http2_off_serves_http1_only() {
         .unwrap();
     assert!(result.is_err(), "h2c was served: {result:?}");
     ws_echo_tcp(addr).await;
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
+/// A TLS server that asks for client certificates: the handler sees the client's chain.
+#[tokio::test]
+async fn the_handler_sees_the_client_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    use weft::tls::rustls;
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(vec!["client".to_string()]).unwrap();
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let roots = Arc::new(roots);
+    let verifier = rustls::server::WebPkiClientVerifier::builder(roots.clone())
+        .build()
+        .unwrap();
+    let key_der = |k: &KeyPair| rustls_pki_types::PrivateKeyDer::Pkcs8(k.serialize_der().into());
+    let server_config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![server_cert.der().clone()], key_der(&server_key))
+        .unwrap();
+    let seen: Seen = Arc::default();
+    let server = Server::builder()
+        .bind_tls("127.0.0.1:0", Arc::new(server_config))
+        .unwrap()
+        .build(handler_fn(move |req| handle(req, false, seen.clone())))
+        .unwrap();
+    let port = server.local_addr().unwrap().port();
+    let shutdown = server.shutdown_handle();
+    let served = tokio::spawn(server.serve());
+
+    let client_config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![client_cert.der().clone()], key_der(&client_key))
+        .unwrap();
+    let connector = weft::tls::tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(b"GET /certs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("\r\n\r\n1"),
+        "{out}"
+    );
     shutdown.shutdown();
     served.await.unwrap().unwrap();
 }
