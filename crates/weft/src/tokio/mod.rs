@@ -5,11 +5,17 @@
 //! with plain `recv()` / `send()` too. `feed` queues without writing (corking); `flush`
 //! writes everything queued in vectored writes.
 
+#[cfg(feature = "http2-client")]
+mod h2;
 mod handshake;
 mod maybe_tls;
 mod split;
 mod streaming;
 
+#[cfg(feature = "http2-client")]
+pub use h2::{
+    connect_auto, connect_auto_request, ClientStream, H2Connection, H2Error, H2Stream, Http2Mode,
+};
 pub use handshake::{accept, accept_with, connect, connect_with};
 pub use maybe_tls::{connect_request, connect_url, MaybeTlsStream};
 pub use split::{WsReader, WsWriter};
