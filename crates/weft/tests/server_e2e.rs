@@ -214,6 +214,24 @@ async fn ws_echo_unix(path: &std::path::Path) {
     ws.close(CloseCode::NORMAL, "").await.unwrap();
 }
 
+/// Two WebSockets on one HTTP/2 connection (RFC 8441): h2c for ws://, ALPN h2 for wss://.
+async fn ws_echo_h2(url: &str, options: Options) {
+    let h2 = weft::tokio::H2Connection::connect(url, &options)
+        .await
+        .unwrap();
+    let (mut a, _) = h2.websocket(url, options.clone()).await.unwrap();
+    let (mut b, _) = h2.websocket(url, options).await.unwrap();
+    a.send("a over h2").await.unwrap();
+    b.send(vec![9u8; 100_000]).await.unwrap();
+    assert_eq!(a.recv().await.unwrap(), Some(Message::from("a over h2")));
+    assert_eq!(
+        b.recv().await.unwrap(),
+        Some(Message::from(vec![9u8; 100_000]))
+    );
+    a.close(CloseCode::NORMAL, "").await.unwrap();
+    b.close(CloseCode::NORMAL, "").await.unwrap();
+}
+
 /// `GET /health` over h2c with prior knowledge, through hyper's client.
 async fn h2c_get(addr: SocketAddr) -> (StatusCode, http::Version, Bytes) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -277,15 +295,34 @@ fn every_client(model: Model, name: &str) {
         );
         let (status, version) = h2_tls_get(r.tls.port(), &r.cert).await;
         assert_eq!((status, version), (StatusCode::OK, http::Version::HTTP_2));
+        ws_echo_h2(&format!("ws://{}/ws", r.tcp), Options::default()).await;
+        let mut tls_options = Options::default();
+        tls_options.tls =
+            Some(weft::tls::client_config_with_roots(r.cert.cert_pem.as_bytes()).unwrap());
+        ws_echo_h2(&format!("wss://localhost:{}/ws", r.tls.port()), tls_options).await;
     });
     // The clients' runtime (and the HTTP/2 connections on it) ends here.
     drop(rt);
     {
         let seen = r.seen.lock().unwrap();
-        let kinds: Vec<TransportKind> = seen.iter().filter(|s| s.0 == "/ws").map(|s| s.2).collect();
+        let ws: Vec<(TransportKind, http::Version)> = seen
+            .iter()
+            .filter(|s| s.0 == "/ws")
+            .map(|s| (s.2, s.1))
+            .collect();
+        use http::Version as V;
+        use TransportKind as K;
         assert_eq!(
-            kinds,
-            [TransportKind::Tcp, TransportKind::Tls, TransportKind::Unix]
+            ws,
+            [
+                (K::Tcp, V::HTTP_11),
+                (K::Tls, V::HTTP_11),
+                (K::Unix, V::HTTP_11),
+                (K::Tcp, V::HTTP_2),
+                (K::Tcp, V::HTTP_2),
+                (K::Tls, V::HTTP_2),
+                (K::Tls, V::HTTP_2),
+            ]
         );
         let h2_tls = seen
             .iter()
