@@ -181,20 +181,36 @@ async fn refuse_busy(accepted: Accepted, shared: &Shared) {
     let timeout = shared.config.header_timeout;
     let _ = tokio::time::timeout(timeout, async {
         match accepted {
-            Accepted::Tcp(mut s, None) => {
-                s.write_all(head.as_bytes()).await?;
-                s.shutdown().await
-            }
+            Accepted::Tcp(s, None) => answer_and_drain(s, head.as_bytes()).await,
             Accepted::Tcp(s, Some(acceptor)) => {
-                let mut tls = acceptor.accept(s).await?;
-                tls.write_all(head.as_bytes()).await?;
-                tls.shutdown().await
+                answer_and_drain(acceptor.accept(s).await?, head.as_bytes()).await
             }
-            Accepted::Unix(mut s) => {
-                s.write_all(head.as_bytes()).await?;
-                s.shutdown().await
-            }
+            Accepted::Unix(s) => answer_and_drain(s, head.as_bytes()).await,
         }
     })
     .await;
+}
+
+/// Writes `answer`, ends the sending side, then reads what the client still sends for a
+/// moment: closing with its request unread would reset the connection, and the client
+/// could lose the answer.
+async fn answer_and_drain<S>(mut s: S, answer: &[u8]) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    s.write_all(answer).await?;
+    s.shutdown().await?;
+    let mut sink = [0u8; 4096];
+    let mut left: usize = 64 * 1024;
+    let drain = async {
+        while left > 0 {
+            match s.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+    Ok(())
 }
