@@ -41,8 +41,8 @@ impl std::fmt::Display for Addr {
     }
 }
 
-/// The connection a request came on. The server puts it in every request's extensions:
-/// `ConnInfo::of(&request)` (or `request.extensions().get::<ConnInfo>()`). Cloning it is
+/// The connection a request came on, which the server puts in every request's extensions:
+/// `ConnInfo::of(&request)`. Cloning it is
 /// cheap (a reference count).
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -89,7 +89,10 @@ impl ConnInfo {
 
     /// The connection of `request`, if a `weft::server` served it.
     pub fn of<B>(request: &http::Request<B>) -> Option<&ConnInfo> {
-        request.extensions().get::<ConnInfo>()
+        request
+            .extensions()
+            .get::<std::sync::Arc<super::ConnCtx>>()
+            .map(|ctx| &ctx.info)
     }
 
     /// The client's address.

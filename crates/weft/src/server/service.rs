@@ -104,9 +104,8 @@ impl<S: Handler> hyper::service::Service<http::Request<Incoming>> for HyperServi
 
     fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
         self.ctx.seen_request.store(true, Ordering::Relaxed);
-        let extensions = req.extensions_mut();
-        extensions.insert(self.ctx.info.clone());
-        extensions.insert(self.ctx.clone());
+        // One extension: the context, which holds the `ConnInfo` (`ConnInfo::of`).
+        req.extensions_mut().insert(self.ctx.clone());
         let mut service = self.service.clone();
         Box::pin(async move {
             poll_fn(|cx| service.poll_ready(cx))
