@@ -21,6 +21,7 @@ mod error;
 mod options;
 #[cfg(feature = "server")]
 pub mod server;
+mod signal;
 mod source;
 #[cfg(feature = "tls")]
 pub mod tls;

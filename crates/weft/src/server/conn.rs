@@ -80,8 +80,14 @@ macro_rules! drive {
         tokio::pin!(first_request);
         let mut watching = true;
         let mut draining = false;
+        let mut shutdown = crate::signal::Cancelled::new($shared.shutdown.clone());
         loop {
+            // Once a request came, the watchdog's timer is not polled again.
+            if watching && $ctx.seen_request.load(Ordering::Relaxed) {
+                watching = false;
+            }
             tokio::select! {
+                biased;
                 result = conn.as_mut() => {
                     if let Err(e) = result {
                         tracing::debug!("connection ended: {e}");
@@ -95,7 +101,7 @@ macro_rules! drive {
                         break;
                     }
                 }
-                () = $shared.shutdown.cancelled(), if !draining => {
+                () = &mut shutdown, if !draining => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }

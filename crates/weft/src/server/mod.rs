@@ -191,11 +191,14 @@ impl ConnCtx {
     /// cut at the end of the grace period.
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         use tracing::Instrument;
-        let cut = self.shared.cut.clone();
+        // Boxed: the task's future stays one allocation, not copied into each wrapper.
+        let task = Box::pin(task);
+        let cut = crate::signal::Cancelled::new(self.shared.cut.clone());
         let task = async move {
             tokio::select! {
+                biased;
                 () = task => {}
-                () = cut.cancelled() => {}
+                () = cut => {}
             }
         }
         .instrument(self.span.clone());
@@ -638,11 +641,15 @@ async fn accept_loop<S: Handler>(
                 tracing::warn!("cannot start a connection thread: {e}");
             }
         } else {
-            let cut = shared.cut.clone();
+            let cut = crate::signal::Cancelled::new(shared.cut.clone());
+            let conn = Box::pin(conn::serve_accepted(
+                accepted, peer, local, service, shared2, None,
+            ));
             shared.tracker.spawn(async move {
                 tokio::select! {
-                    () = conn::serve_accepted(accepted, peer, local, service, shared2, None) => {}
-                    () = cut.cancelled() => {}
+                    biased;
+                    () = conn => {}
+                    () = cut => {}
                 }
             });
         }

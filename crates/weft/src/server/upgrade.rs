@@ -206,6 +206,8 @@ impl WebSocketUpgrade {
             };
             let mut conn = Connection::new(Role::Server, config);
             conn.receive(&rest);
+            // The bytes are in the engine now; holding them would pin hyper's read buffer.
+            drop(rest);
             let mut ws = WebSocket::from_parts(stream, conn, options);
             if let Some(token) = shutdown {
                 ws.close_on(token, CloseCode::GOING_AWAY, SHUTDOWN_REASON);
@@ -259,6 +261,8 @@ impl WebSocketUpgrade {
                     let _token = token;
                     let mut conn = Connection::new(Role::Server, config);
                     conn.receive(&rest);
+                    // The bytes are in the engine now; holding them would pin hyper's read buffer.
+                    drop(rest);
                     let mut ws = BlockingWebSocket::from_parts(stream, conn, options);
                     if let Some(token) = shutdown {
                         ws.close_on(token, CloseCode::GOING_AWAY, SHUTDOWN_REASON);

@@ -31,8 +31,6 @@ use futures_sink::Sink;
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use weft_proto::{CloseCode, Connection, Event, Message, MessageAssembler, RecvLevel, Role};
@@ -75,36 +73,12 @@ pub struct WebSocket<S> {
     close_signal: Option<Box<CloseSignal>>,
 }
 
-/// What [`WebSocket::close_on`] waits for, and the close it then sends.
-///
-/// The token's future is polled with a waker of our own ([`SignalWaker`]), once to register
-/// and again only after that waker fired: every other poll of the connection costs one
-/// atomic load and the task waker's registration, not the token's locks.
+/// What [`WebSocket::close_on`] waits for (cheap to poll on every wake), and the close it
+/// then sends.
 struct CloseSignal {
-    cancelled: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
-    flag: Arc<SignalWaker>,
-    waker: std::task::Waker,
-    registered: bool,
+    cancelled: crate::signal::Cancelled,
     code: CloseCode,
     reason: &'static str,
-}
-
-/// The waker the cancellation future holds: it marks the signal as fired and wakes the
-/// connection's task.
-struct SignalWaker {
-    fired: AtomicBool,
-    task: futures_util::task::AtomicWaker,
-}
-
-impl std::task::Wake for SignalWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.fired.store(true, Ordering::Release);
-        self.task.wake();
-    }
 }
 
 impl std::fmt::Debug for CloseSignal {
@@ -166,15 +140,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         code: CloseCode,
         reason: &'static str,
     ) {
-        let flag = Arc::new(SignalWaker {
-            fired: AtomicBool::new(false),
-            task: futures_util::task::AtomicWaker::new(),
-        });
         self.close_signal = Some(Box::new(CloseSignal {
-            cancelled: Box::pin(token.cancelled_owned()),
-            waker: std::task::Waker::from(flag.clone()),
-            flag,
-            registered: false,
+            cancelled: crate::signal::Cancelled::new(token),
             code,
             reason,
         }));
@@ -185,13 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         let Some(signal) = &mut self.close_signal else {
             return;
         };
-        signal.flag.task.register(cx.waker());
-        if signal.registered && !signal.flag.fired.swap(false, Ordering::AcqRel) {
-            return;
-        }
-        let mut own = Context::from_waker(&signal.waker);
-        if signal.cancelled.as_mut().poll(&mut own).is_pending() {
-            signal.registered = true;
+        if Pin::new(&mut signal.cancelled).poll(cx).is_pending() {
             return;
         }
         let (code, reason) = (signal.code, signal.reason);
