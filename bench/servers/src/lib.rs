@@ -24,6 +24,13 @@
 //!   `--deflate-window-bits N` (8-15: the server's window and the most it allows the
 //!   client's; default 15), for the settings comparison.
 //!
+//! `echo-weft-server` also takes `--model current-thread|multi-thread|per-core|blocking`
+//! (weft::server's threading model; default current-thread) and `--threads N` (the
+//! workers of multi-thread and per-core; default one per CPU). It runs weft::server's own
+//! listener and accept loop, so of this file it uses [`prepare`] (command line, descriptor
+//! limit, heap counting) and [`spawn_heap_reporter`] (the `SIGUSR1` report, on a thread of
+//! its own, since the server builds its runtimes itself).
+//!
 //! `echo-weft` also takes `--corrupt-every N` (flip one byte of every Nth echoed payload),
 //! the test mode that shows the load generator's checks can fail, and, for experiments,
 //! `--read-buffer-size BYTES` (the engine's `Config::read_buffer_size`; the benchmark runs
@@ -150,10 +157,17 @@ pub struct Args {
     pub deflate_level: Option<u32>,
     /// `echo-weft` only: `DeflateConfig::{server,client}_max_window_bits` (default 15).
     pub deflate_window_bits: Option<u8>,
+    /// `echo-weft-server` only: the threading model (`current-thread` unless given).
+    pub model: Option<String>,
+    /// `echo-weft-server` only: the threads of `multi-thread` and `per-core`.
+    pub threads: Option<usize>,
 }
 
 /// The servers whose library has permessage-deflate (the others refuse `--deflate`).
 const DEFLATE_SERVERS: &[&str] = &["echo-weft", "echo-yawc", "echo-ratchet"];
+
+/// The servers with a choice of threading model (`--model`, `--threads`).
+const MODEL_SERVERS: &[&str] = &["echo-weft-server"];
 
 fn parse_args(name: &str) -> Args {
     let mut args = Args {
@@ -166,11 +180,13 @@ fn parse_args(name: &str) -> Args {
         deflate_nct: false,
         deflate_level: None,
         deflate_window_bits: None,
+        model: None,
+        threads: None,
     };
     let mut it = std::env::args().skip(1);
     let die = |msg: String| -> ! {
         eprintln!("{name}: {msg}");
-        eprintln!("flags: --addr HOST:PORT [--heap-file PATH] [--verbose] [--deflate | --deflate-nct] [--corrupt-every N | --read-buffer-size BYTES | --deflate-level N | --deflate-window-bits N (echo-weft)]");
+        eprintln!("flags: --addr HOST:PORT [--heap-file PATH] [--verbose] [--deflate | --deflate-nct] [--corrupt-every N | --read-buffer-size BYTES | --deflate-level N | --deflate-window-bits N (echo-weft)] [--model current-thread|multi-thread|per-core|blocking --threads N (echo-weft-server)]");
         std::process::exit(2)
     };
     while let Some(flag) = it.next() {
@@ -212,6 +228,14 @@ fn parse_args(name: &str) -> Args {
                     value()
                         .parse()
                         .unwrap_or_else(|e| die(format!("--read-buffer-size: {e}"))),
+                )
+            }
+            "--model" if MODEL_SERVERS.contains(&name) => args.model = Some(value()),
+            "--threads" if MODEL_SERVERS.contains(&name) => {
+                args.threads = Some(
+                    value()
+                        .parse()
+                        .unwrap_or_else(|e| die(format!("--threads: {e}"))),
                 )
             }
             other => die(format!("unknown flag {other}")),
@@ -268,15 +292,7 @@ where
     F: FnOnce(tokio::net::TcpListener, Args) -> Fut,
     Fut: Future<Output = std::io::Result<()>>,
 {
-    let args = parse_args(name);
-    if (args.deflate || args.deflate_nct) && !DEFLATE_SERVERS.contains(&name) {
-        eprintln!("{name}: --deflate: this library has no permessage-deflate");
-        std::process::exit(2);
-    }
-    raise_fd_limit();
-    if args.heap_file.is_some() {
-        COUNTING.store(true, Relaxed);
-    }
+    let args = prepare(name);
     // IO and time for every server: weft's handshake timeout needs the timer.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -294,7 +310,7 @@ where
         let listener = socket.listen(1024)?;
         eprintln!("{name} listening on {}", listener.local_addr()?);
         if let Some(path) = args.heap_file.clone() {
-            tokio::spawn(report_heap_on_sigusr1(path));
+            tokio::spawn(report_heap_on_sigusr1(path, None));
         }
         run(listener, args).await
     });
@@ -302,6 +318,49 @@ where
         eprintln!("{e}");
         std::process::exit(1);
     }
+}
+
+/// What every server does first: parses the command line (exits 2 on a bad one), raises
+/// the descriptor limit, and switches the heap counting on if `--heap-file` is given. For
+/// a server that builds its own runtime and listener (`echo-weft-server`); the others get
+/// it from [`serve`] and [`serve_listener`].
+pub fn prepare(name: &str) -> Args {
+    let args = parse_args(name);
+    if (args.deflate || args.deflate_nct) && !DEFLATE_SERVERS.contains(&name) {
+        eprintln!("{name}: --deflate: this library has no permessage-deflate");
+        std::process::exit(2);
+    }
+    raise_fd_limit();
+    if args.heap_file.is_some() {
+        COUNTING.store(true, Relaxed);
+    }
+    args
+}
+
+/// The `SIGUSR1` heap reporter of `--heap-file PATH` on a thread of its own (with a
+/// current-thread runtime of its own), for a server whose runtimes are not ours. Returns
+/// once the signal handler is installed, so a `SIGUSR1` sent after the server listens
+/// never meets the default action (which ends the process).
+pub fn spawn_heap_reporter(path: PathBuf) -> std::io::Result<()> {
+    let (ready, installed) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("heap-report".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+            rt.block_on(report_heap_on_sigusr1(path, Some(ready)));
+        })?;
+    installed
+        .recv()
+        .map_err(|_| std::io::Error::other("the heap reporter thread ended"))?
 }
 
 /// Raises the soft limit on open files to the hard one (10,000 idle connections need it).
@@ -319,15 +378,26 @@ fn raise_fd_limit() {
     }
 }
 
-async fn report_heap_on_sigusr1(path: PathBuf) {
+/// Writes the heap report on each `SIGUSR1`; tells `ready` (if given) once the handler is
+/// installed, or why it could not be.
+async fn report_heap_on_sigusr1(
+    path: PathBuf,
+    ready: Option<std::sync::mpsc::Sender<std::io::Result<()>>>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sig = match signal(SignalKind::user_defined1()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("SIGUSR1 handler: {e}");
+            if let Some(ready) = ready {
+                let _ = ready.send(Err(e));
+            }
             return;
         }
     };
+    if let Some(ready) = ready {
+        let _ = ready.send(Ok(()));
+    }
     let tmp = path.with_extension("tmp");
     while sig.recv().await.is_some() {
         let (live, allocs, peak, total) = heap_stats();
