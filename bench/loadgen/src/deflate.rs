@@ -10,8 +10,8 @@
 //! sent as plain text frames, so a server without compression can be compared on the same
 //! messages.
 
-use crate::frame::{payload_len, Expect, MASK, TAG_LEN};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use loadgen::frame::{payload_len, Expect, MASK, TAG_LEN};
 
 /// What a sync flush ends with; removed by the sender, appended by the receiver.
 pub const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
@@ -649,7 +649,7 @@ fn header(b: &[u8]) -> Result<Option<(u8, u64, usize)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{tag, Template};
+    use loadgen::frame::{tag, Template};
 
     const ACCEPTED: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n";
 

@@ -37,6 +37,27 @@ pub fn tag(id: u32) -> [u8; TAG_LEN] {
     t
 }
 
+/// Whether every message of `t` can go through a line-based program and come back whole:
+/// text, and no `\n` or `\r` in any payload (the pattern past the tag, and every tag: hex
+/// digits). `Err` names the first offending position.
+pub fn line_safe(t: &Template) -> Result<(), String> {
+    if !t.text {
+        return Err("binary messages".into());
+    }
+    let is_break = |b: u8| b == b'\n' || b == b'\r';
+    if let Some(p) = t.plain().iter().skip(TAG_LEN).position(|&b| is_break(b)) {
+        return Err(format!("a line break at byte {}", p + TAG_LEN));
+    }
+    // Every tag is eight hex digits: check the digits themselves.
+    if let Some(d) = (0..16u32)
+        .map(|d| tag(d * 0x1111_1111))
+        .find(|t| t.iter().any(|&b| is_break(b)))
+    {
+        return Err(format!("a line break in tag {d:?}"));
+    }
+    Ok(())
+}
+
 /// What the next echo must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expect {
@@ -398,6 +419,16 @@ pub fn check_response(buf: &[u8]) -> Result<Option<usize>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_safe_text_only() {
+        for len in [0, 1, 8, 16, 1024, 65536] {
+            assert_eq!(line_safe(&Template::new(len, true)), Ok(()), "{len}");
+        }
+        // Binary payloads hold 10 and 13 (and are refused anyway).
+        assert!(line_safe(&Template::new(1024, false)).is_err());
+        assert!(Template::new(1024, false).plain().contains(&b'\n'));
+    }
 
     /// The server's echo of message `id` from `t`: unmasked, in `frames` pieces.
     fn echo(t: &Template, id: u32, frames: usize, corrupt: Option<usize>) -> Vec<u8> {

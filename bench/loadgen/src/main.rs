@@ -30,12 +30,18 @@
 //! context (raw deflate, sync flush, tail removed, RSV1, masked), every echo inflated and
 //! compared whole with what was sent. `--payload json --deflate off` sends the same
 //! messages uncompressed. The output line adds the wire bytes of each echo and message.
+//!
+//! Line echo through a daemon (`websockd`/`websocketd` running `cat`, bench/run's daemon
+//! part): `--line-safe` checks at start that no payload byte is `\n` or `\r` (text pattern
+//! payloads: lowercase letters and hex digits; the daemon adds the newline and turns each
+//! line back into one message) and fails otherwise; `--server-tree` measures the CPU of the
+//! server's whole process tree (the daemon and its programs: `server_tree_cpu_s`,
+//! `server_tree_cpu_us_per_echo`, `server_tree_procs` at the end of the window).
 
 mod deflate;
-mod frame;
 
 use deflate::{Offer, Pool, Reader};
-use frame::{Expect, Parser, Template};
+use loadgen::frame::{self, Expect, Parser, Template};
 use loadgen::measure::{json_num, json_str, latency_ns, percentile, Schedule, Step};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -59,6 +65,10 @@ struct Args {
     /// Text messages from the JSON pool (implied by `deflate`).
     json: bool,
     deflate: Offer,
+    /// Payloads must hold no line break (checked at start).
+    line_safe: bool,
+    /// Measure the server's process tree's CPU.
+    tree: bool,
 }
 
 fn usage(msg: &str) -> ! {
@@ -67,7 +77,7 @@ fn usage(msg: &str) -> ! {
         "flags: --addr HOST:PORT --conns N --size BYTES --kind text|binary --inflight N \
          --duration-secs S --warmup-secs S [--server-pid PID] [--connect-timeout-secs S] \
          [--verify sampled|full] [--payload pattern|json] \
-         [--deflate off|takeover|no-context-takeover]"
+         [--deflate off|takeover|no-context-takeover] [--line-safe] [--server-tree]"
     );
     std::process::exit(2)
 }
@@ -86,9 +96,22 @@ fn parse_args() -> Args {
         verify_full: false,
         json: false,
         deflate: Offer::Off,
+        line_safe: false,
+        tree: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--line-safe" => {
+                a.line_safe = true;
+                continue;
+            }
+            "--server-tree" => {
+                a.tree = true;
+                continue;
+            }
+            _ => {}
+        }
         let v = it
             .next()
             .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
@@ -139,6 +162,9 @@ fn parse_args() -> Args {
     }
     if a.deflate != Offer::Off {
         a.json = true;
+    }
+    if a.line_safe && (a.json || !a.text) {
+        usage("--line-safe sends pattern text: --kind text, no --payload json or --deflate");
     }
     if a.json {
         if !a.text {
@@ -414,6 +440,12 @@ fn main() {
         offer: args.deflate,
     };
     let template = &ctx.t;
+    if args.line_safe {
+        if let Err(e) = frame::line_safe(template) {
+            eprintln!("loadgen: --line-safe: {e}");
+            std::process::exit(2);
+        }
+    }
     let host = args.addr.to_string();
     let request = frame::request_with(&host, args.deflate.header());
     let mut poll = Poll::new().expect("epoll");
@@ -483,7 +515,8 @@ fn main() {
         args.duration,
         args.connect_timeout,
         args.server_pid,
-    );
+    )
+    .with_tree(args.tree);
 
     loop {
         match schedule.step(Instant::now(), open + dead == args.conns) {
@@ -593,7 +626,8 @@ fn main() {
          \"server_cpu_s\":{},\"server_cpu_us_per_echo\":{},\"server_sched_cpu_s\":{},\
          \"server_sched_us_per_echo\":{},\"noise_cpu_s\":{},\"irq_cpu_s\":{},\"control_frames\":{},\
          \"payload\":\"{}\",\"deflate\":\"{}\",\"echo_wire_bytes\":{},\"sent_wire_bytes\":{},\
-         \"compressed_echo_share\":{},\"errors\":{},\"first_error\":{}}}",
+         \"compressed_echo_share\":{},\"line_safe\":{},\"server_tree_cpu_s\":{},\
+         \"server_tree_cpu_us_per_echo\":{},\"server_tree_procs\":{},\"errors\":{},\"first_error\":{}}}",
         args.conns,
         args.size,
         if args.text { "text" } else { "binary" },
@@ -621,6 +655,12 @@ fn main() {
         } else {
             "null".into()
         },
+        args.line_safe,
+        json_num(w.tree_cpu),
+        json_num(per_echo(w.tree_cpu)),
+        w.tree_procs
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "null".into()),
         stats.errors,
         stats
             .first_error

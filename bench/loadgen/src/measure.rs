@@ -1,7 +1,9 @@
 //! The measured window both load generators use: connect, warm up, measure; the CPU time
 //! of this process, of the server (`--server-pid`: utime+stime from /proc/PID/stat and the
 //! on-CPU time from /proc/PID/schedstat) and of the rest of the machine (/proc/stat) at its
-//! start and end; latency percentiles and the JSON output helpers.
+//! start and end; latency percentiles and the JSON output helpers. With
+//! [`Schedule::with_tree`] also the CPU of the server's whole process tree ([`tree_cpu`]: a
+//! daemon and the programs it runs).
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,75 @@ pub fn proc_cpu(pid: u32) -> Option<(f64, f64)> {
         .map(|ns| ns / 1e9)
         .unwrap_or(f64::NAN);
     Some(((utime + stime) / tck, sched))
+}
+
+/// The CPU of a process tree, in seconds, and how many processes it has now: the process's
+/// own utime+stime, plus cutime+cstime (the children it has waited for, and theirs), plus,
+/// for every live descendant (found through the parent PIDs in /proc/*/stat), its on-CPU
+/// time (the schedstat of each of its threads, in ns: a program that used less than a
+/// clock tick shows 0 in utime+stime, and 64 of them lose most of their time to that
+/// rounding) and its cutime+cstime. A child reaped between the reads is counted twice or
+/// not at all (one short program's CPU at each end of a window); processes that vanish
+/// while being read are skipped.
+pub fn tree_cpu(pid: u32) -> Option<(f64, usize)> {
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // (pid, ppid, utime+stime and cutime+cstime in ticks) of every process.
+    let mut procs: Vec<(u32, u32, (f64, f64))> = Vec::new();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some((ppid, ticks)) = stat_ticks(p) {
+            procs.push((p, ppid, ticks));
+        }
+    }
+    let mut total = 0.0;
+    let mut n = 0;
+    let mut tree = vec![pid];
+    let mut i = 0;
+    // Breadth first over the descendants; bounded by the number of processes.
+    while i < tree.len() && i <= procs.len() {
+        let p = tree[i];
+        i += 1;
+        if let Some(&(_, _, (own, children))) = procs.iter().find(|x| x.0 == p) {
+            total += children / tck;
+            // The root: ticks (its threads' sum rounds once); the rest: schedstat.
+            total += if p == pid {
+                own / tck
+            } else {
+                threads_on_cpu(p).unwrap_or(own / tck)
+            };
+            n += 1;
+        } else if p == pid {
+            return None;
+        }
+        tree.extend(procs.iter().filter(|x| x.1 == p && x.0 != p).map(|x| x.0));
+    }
+    Some((total, n))
+}
+
+/// The on-CPU time of all threads of a process, in seconds (schedstat, ns precision).
+fn threads_on_cpu(pid: u32) -> Option<f64> {
+    let mut ns = 0.0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+        ns += s.split_whitespace().next()?.parse::<f64>().ok()?;
+    }
+    Some(ns / 1e9)
+}
+
+/// The parent PID, utime+stime and cutime+cstime (ticks) of a process.
+fn stat_ticks(pid: u32) -> Option<(u32, (f64, f64))> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): ppid is field 4, utime..cstime fields 14-17.
+    let ppid = f.get(1)?.parse().ok()?;
+    let v = |k: usize| -> Option<f64> { f.get(k)?.parse().ok() };
+    Some((ppid, (v(11)? + v(12)?, v(13)? + v(14)?)))
 }
 
 /// CPU time spent by the whole machine (all CPUs), in seconds: (process time: user, nice,
@@ -58,15 +129,23 @@ pub struct Mark {
     pub at: Instant,
     own_cpu: f64,
     server: Option<(f64, f64)>,
+    /// The server's process tree: CPU seconds and processes.
+    tree: Option<(f64, usize)>,
     busy: (f64, f64),
 }
 
 impl Mark {
     pub fn take(server_pid: Option<u32>) -> Mark {
+        Mark::take_with(server_pid, false)
+    }
+
+    /// With `tree`, the server's process tree's CPU too.
+    pub fn take_with(server_pid: Option<u32>, tree: bool) -> Mark {
         Mark {
             at: Instant::now(),
             own_cpu: self_cpu(),
             server: server_pid.and_then(proc_cpu),
+            tree: server_pid.filter(|_| tree).and_then(tree_cpu),
             busy: machine_busy(),
         }
     }
@@ -94,6 +173,8 @@ pub struct Schedule {
     duration: Duration,
     connect_timeout: Duration,
     server_pid: Option<u32>,
+    /// Also measure the server's process tree.
+    tree: bool,
     start: Instant,
     all_open_at: Option<Instant>,
     window_start: Option<Mark>,
@@ -112,11 +193,18 @@ impl Schedule {
             duration,
             connect_timeout,
             server_pid,
+            tree: false,
             start: Instant::now(),
             all_open_at: None,
             window_start: None,
             window_end: None,
         }
+    }
+
+    /// Measures the CPU of the server's whole process tree too (see [`tree_cpu`]).
+    pub fn with_tree(mut self, tree: bool) -> Schedule {
+        self.tree = tree;
+        self
     }
 
     /// Moves the phases on at `now`; `all_open`: every connection is open (or dead).
@@ -132,12 +220,12 @@ impl Schedule {
             return Step::Connecting;
         };
         if self.window_start.is_none() && now - t0 >= self.warmup {
-            self.window_start = Some(Mark::take(self.server_pid));
+            self.window_start = Some(Mark::take_with(self.server_pid, self.tree));
         }
         match self.window_start {
             None => Step::Warmup,
             Some(ws) if now - ws.at >= self.duration => {
-                self.window_end = Some(Mark::take(self.server_pid));
+                self.window_end = Some(Mark::take_with(self.server_pid, self.tree));
                 Step::Done
             }
             Some(_) => Step::Measuring,
@@ -154,6 +242,8 @@ impl Schedule {
                 server_sched: f64::NAN,
                 noise_cpu: f64::NAN,
                 irq_cpu: f64::NAN,
+                tree_cpu: f64::NAN,
+                tree_procs: None,
             };
         };
         let own_cpu = b.own_cpu - a.own_cpu;
@@ -167,13 +257,25 @@ impl Schedule {
         // server's (about 0 on a quiet machine), and the interrupt time is reported apart for
         // information.
         let irq_cpu = b.busy.1 - a.busy.1;
+        let tree_cpu = match (a.tree, b.tree) {
+            (Some(x), Some(y)) => y.0 - x.0,
+            _ => f64::NAN,
+        };
+        // The tree holds the server: when it is measured, the noise is what it did not use.
+        let served = if tree_cpu.is_finite() {
+            tree_cpu
+        } else {
+            server_cpu
+        };
         Window {
             secs: (b.at - a.at).as_secs_f64(),
             own_cpu,
             server_cpu,
             server_sched,
-            noise_cpu: (b.busy.0 - a.busy.0) + irq_cpu - own_cpu - server_cpu,
+            noise_cpu: (b.busy.0 - a.busy.0) + irq_cpu - own_cpu - served,
             irq_cpu,
+            tree_cpu,
+            tree_procs: b.tree.map(|t| t.1),
         }
     }
 }
@@ -190,6 +292,10 @@ pub struct Window {
     /// The rest of the machine's, and the interrupt time.
     pub noise_cpu: f64,
     pub irq_cpu: f64,
+    /// With [`Schedule::with_tree`]: the server's process tree's CPU (server included),
+    /// and how many processes the tree had at the end.
+    pub tree_cpu: f64,
+    pub tree_procs: Option<usize>,
 }
 
 /// The `q` quantile of sorted nanosecond latencies, in µs.
@@ -228,4 +334,31 @@ pub fn json_str(s: &str) -> String {
     }
     o.push('"');
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn tree_counts_live_children() {
+        let me = std::process::id();
+        let (_, alone) = tree_cpu(me).expect("this process");
+        // A child that waits on its stdin: in the tree until its stdin closes.
+        let mut child = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("cat");
+        let (cpu, with) = tree_cpu(me).expect("this process");
+        assert!(cpu >= 0.0);
+        assert!(
+            with > alone,
+            "{with} processes with a child, {alone} without"
+        );
+        drop(child.stdin.take());
+        child.wait().expect("cat ends when its stdin closes");
+        assert!(tree_cpu(u32::MAX).is_none());
+    }
 }
