@@ -22,6 +22,8 @@ DEFLATE_OFF = "weft/off"
 # against echo-weft (weft's direct accept), plain HTTP against bare hyper.
 SERVER_ECHO = ["echo-weft", "echo-weft-server", "echo-axum", "echo-fastwebsockets"]
 SERVER_HTTP = ["http-hyper", "echo-axum", "echo-weft-server"]
+# The daemon part (bench/run --only daemon): websockd against websocketd.
+DAEMONS = ["websockd", "websocketd"]
 
 
 def load(path):
@@ -69,7 +71,7 @@ def meta_line(m):
     if not m:
         return ""
     s = f"_{m['date']}, {m['mode']} run"
-    if m["part"] in ("matrix", "deflate", "server"):
+    if m["part"] in ("matrix", "deflate", "server", "daemon"):
         s += f", {m['repeats']} repeat(s) of {m['duration']} s after {m['warmup']} s warm-up"
     s += f"; weft at {m['weft_commit']}{' + uncommitted changes' if m['weft_dirty'] else ''}"
     s += f"; load average at start {m['loadavg_start']}_"
@@ -520,6 +522,158 @@ def server_section(rows, m):
     return out, targets
 
 
+def daemon_section(rows, m):
+    out = ["## Daemons: websockd against websocketd", "", meta_line(m), ""]
+    m = m or {}
+    wsd = m.get("websockd_bin", "")
+    out += [
+        "Both daemons run with websocketd's command line (`DAEMON --port=P --address=127.0.0.1 "
+        "PROGRAM`), started fresh for every run, pinned to CPU 0 (the programs they start "
+        "inherit that), the load generator on CPU 1; rotated order, median over repeats; "
+        f"websocketd {m.get('websocketd_version', '?')} (Debian's package: Go, one goroutine "
+        "set per connection), websockd from this tree"
+        + (f" (`{wsd}`)" if wsd and not wsd.endswith("/target/release/websockd") else "")
+        + ". Both log at their default level (websocketd: a line per connect and disconnect, "
+        "to a file). In parentheses and in bold: websockd / websocketd.",
+        "",
+    ]
+    if m.get("notes"):
+        out += [f"_Skipped: {m['notes']}_", ""]
+    targets = []
+    echo_rows = [r for r in rows if r.get("part") == "echo"]
+    conn_rows = [r for r in rows if r.get("part") == "connect"]
+    idle_rows = [r for r in rows if r.get("part") == "idle"]
+    errors = [r for r in rows if r.get("errors")]
+
+    def group(rs, key):
+        by = {}
+        for r in rs:
+            by.setdefault(key(r), {}).setdefault(r["daemon"], []).append(r)
+        return by
+
+    def metric_of(by):
+        def metric(k, d, field):
+            runs = [x for x in by[k].get(d, []) if not x.get("errors")]
+            return med([x.get(field) for x in runs])
+        return metric
+
+    def echo_name(k):
+        c, s_, f = k
+        return (f"{c} x " + {16: "16 B", 1024: "1 KiB"}.get(s_, f"{s_} B") + f" x {f}")
+
+    def conn_name(k):
+        return f"{k} worker{'s' if k != 1 else ''}"
+
+    def table(title, head, by, keys, name, field, hb, digits, note=None):
+        cols = [d for d in DAEMONS if any(d in by[k] for k in keys)]
+        t, r = ratio_table(title, head, cols, ["websocketd"], keys, by, metric_of(by), name,
+                           field, hb, digits, note=note, subject="websockd",
+                           ratio_head="websockd / websocketd")
+        t[0] = "#" + t[0]
+        return t, r
+
+    if echo_rows:
+        by = group(echo_rows, lambda r: (r["conns"], r["size"], r["inflight"]))
+        keys = sorted(by)
+        out += ["### Line echo through `cat`", "",
+                "`loadgen --kind text --line-safe`: each connection keeps N text messages in "
+                "flight (no line break in any payload: lowercase letters and hex digits); the "
+                "daemon writes each with a newline to its `cat` and sends each line back as one "
+                "message; every echo checked (order, kind, length, tag, sampled bytes). CPU: "
+                "the daemon's process tree (the daemon and its `cat`s: utime+stime, the `cat`s' "
+                "on-CPU time from schedstat) over the measured window, per message.", ""]
+        for title, field, hb, digits in [("Messages/s", "msgs_per_sec", True, 1),
+                                         ("CPU of the daemon and its `cat`s per message, µs",
+                                          "server_tree_cpu_us_per_echo", False, 2),
+                                         ("The daemon's own CPU per message, µs",
+                                          "server_cpu_us_per_echo", False, 2),
+                                         ("p99 latency, µs", "p99_us", False, 0)]:
+            t, r = table(title, "conns x size x in flight", by, keys, echo_name, field, hb, digits)
+            out += t
+            if field == "msgs_per_sec" and r:
+                ok = [x for x, _ in r if x >= 3]
+                worst = min(r)
+                targets.append(f"- websockd messages/s >= 3x websocketd's (line echo through cat): "
+                               f"**{len(ok)}/{len(r)} cells**; {worst[0]:.2f}-{max(r)[0]:.2f}x, "
+                               f"worst at {echo_name(worst[1])}")
+            if field == "server_tree_cpu_us_per_echo" and r:
+                targets.append(f"- (CPU per message, daemon + cat: websockd/websocketd "
+                               f"{min(r)[0]:.2f}-{max(r)[0]:.2f}x)")
+    if conn_rows:
+        by = group(conn_rows, lambda r: r["workers"])
+        keys = sorted(by)
+        ends = []
+        for d in DAEMONS:
+            rs = [x for k in keys for x in by[k].get(d, []) if not x.get("errors")]
+            if rs:
+                tcp = sum(x.get("tcp_closes", 0) for x in rs)
+                cf = sum(x.get("close_frames", 0) for x in rs)
+                codes = " ".join(sorted({x.get("close_codes") or "" for x in rs} - {""}))
+                cc = sum(x.get("client_closes", 0) for x in rs)
+                rst = sum(x.get("resets_after_close", 0) for x in rs)
+                ends.append(f"{d}: {tcp} TCP closes, {cf} Close frames"
+                            + (f" ({codes})" if codes else "")
+                            + (f", {cc} left open after the closing handshake" if cc else "")
+                            + (f", {rst} resets after the Close" if rst else ""))
+        out += ["### Connections per second", "",
+                "`connload`: N workers, each connecting again and again to a daemon running "
+                "`/bin/echo hello`: handshake (101 and accept checked), the one message "
+                "(`hello`), then the end: the TCP close (websocketd) or a Close frame 1000, "
+                "answered, then the TCP close. CPU: the daemon's process tree, the programs it "
+                "ran and reaped included (their fork and exec are most of it), per connection.",
+                "", "How the connections ended: " + "; ".join(ends) + ".", ""]
+        for title, field, hb, digits in [("Connections/s", "conns_per_sec", True, 1),
+                                         ("CPU of the daemon and its programs per connection, µs",
+                                          "server_tree_cpu_us_per_conn", False, 0),
+                                         ("The daemon's own CPU per connection, µs",
+                                          "server_cpu_us_per_conn", False, 0),
+                                         ("p99 connection time, µs", "p99_us", False, 0)]:
+            t, r = table(title, "concurrent connections", by, keys, conn_name, field, hb, digits)
+            out += t
+            if field == "conns_per_sec" and r:
+                ok = [x for x, _ in r if x >= 2]
+                worst = min(r)
+                targets.append(f"- websockd connections/s >= 2x websocketd's: **{len(ok)}/{len(r)} cells**; "
+                               f"{worst[0]:.2f}-{max(r)[0]:.2f}x, worst at {conn_name(worst[1])}")
+    if idle_rows:
+        n = idle_rows[0].get("conns")
+        out += ["### Memory per idle connection", "",
+                f"`idle` opens {n} connections to a daemon running `cat` (one first, kept, so "
+                "one-time growth is not charged), each handshaken and then silent; the daemon's "
+                "own RSS (VmRSS; not its `cat`s', which every daemon pays alike) after less "
+                f"before, divided by {n}. Median over repeats.", "",
+                "| daemon | RSS before, KiB | RSS after, KiB | RSS per connection, KiB | websockd / websocketd |",
+                "|---|---:|---:|---:|---:|"]
+        vals = {}
+        for d in DAEMONS:
+            rs = [x for x in idle_rows if x["daemon"] == d and not x.get("errors")]
+            if rs:
+                vals[d] = (med([x["rss_before_kib"] for x in rs]), med([x["rss_after_kib"] for x in rs]),
+                           med([x["rss_per_conn_bytes"] for x in rs]))
+        ref = vals.get("websocketd")
+        for d, (b, a, per) in vals.items():
+            r = per / ref[2] if ref and ref[2] else None
+            out.append(f"| {d} | {b:.0f} | {a:.0f} | {per / 1024:.1f} | "
+                       + (f"**{r:.2f}**" if r is not None and d == "websockd" else "-") + " |")
+        out.append("")
+        if "websockd" in vals and ref and ref[2]:
+            r = vals["websockd"][2] / ref[2]
+            targets.append(f"- websockd memory per idle connection <= 1/4 of websocketd's: "
+                           f"**{r:.2f}x** ({vals['websockd'][2] / 1024:.1f} KiB against "
+                           f"{ref[2] / 1024:.1f} KiB)")
+    if targets:
+        out[4:4] = ["Targets (issue 10):", ""] + targets + [""]
+    if errors:
+        out += ["### Runs with errors", ""]
+        for e in errors:
+            cell = (echo_name((e.get("conns"), e.get("size"), e.get("inflight"))) if e.get("part") == "echo"
+                    else conn_name(e.get("workers")) if e.get("part") == "connect"
+                    else f"{e.get('conns')} idle connections")
+            out.append(f"- {e['daemon']} {e['part']} {cell} repeat {e.get('repeat')}: {e.get('first_error')}")
+        out.append("")
+    return out, [t.replace("- ", "- daemons (issue 10): ", 1) for t in targets if t.startswith("- websockd")]
+
+
 def main():
     res, lock = sys.argv[1], sys.argv[2]
     machine = {}
@@ -602,6 +756,11 @@ def main():
         t, st = server_section(srows, meta(res, "server"))
         body += t
         targets += st
+    darows = load(os.path.join(res, "daemon.jsonl"))
+    if darows:
+        t, dt = daemon_section(darows, meta(res, "daemon"))
+        body += t
+        targets += dt
     targets.append("")
     print("\n".join(out + targets + body))
 
