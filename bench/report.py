@@ -608,7 +608,12 @@ def daemon_section(rows, m):
             if rs:
                 tcp = sum(x.get("tcp_closes", 0) for x in rs)
                 cf = sum(x.get("close_frames", 0) for x in rs)
-                codes = " ".join(sorted({x.get("close_codes") or "" for x in rs} - {""}))
+                by_code = {}
+                for x in rs:
+                    for kv in (x.get("close_codes") or "").split():
+                        c, _, k = kv.partition(":")
+                        by_code[c] = by_code.get(c, 0) + int(k or 0)
+                codes = ", ".join(f"code {c}: {k}" for c, k in sorted(by_code.items()))
                 cc = sum(x.get("client_closes", 0) for x in rs)
                 rst = sum(x.get("resets_after_close", 0) for x in rs)
                 ends.append(f"{d}: {tcp} TCP closes, {cf} Close frames"
