@@ -1,0 +1,422 @@
+//! One connection's pump between a WebSocket and its program: a single task, no channels,
+//! no thread per direction.
+//!
+//! Four flows move independently, each bounded, so that neither side can make the other
+//! wait forever or make the daemon buffer without end:
+//! - messages from the client are encoded for the program while at most [`HIGH_WATER`]
+//!   bytes wait for its stdin (past that the socket is not read: TCP pushes back);
+//! - those bytes are written to stdin as the program reads them;
+//! - the program's stdout is read while at most [`HIGH_WATER`] bytes wait to go out on
+//!   the socket (past that the pipe is not read: the program blocks on its write);
+//! - the socket is written as the client reads.
+//!
+//! websocketd reads and writes with a goroutine per direction and an unbounded pipe
+//! between them, and deadlocks when a program's stdout and stdin fill at once; here a full
+//! direction never stops another.
+//!
+//! The connection ends one of two ways: the client goes (close, error, or the server's
+//! shutdown), and the program is stopped; or the program's output ends and it exits, and
+//! the client gets a Close frame: 1000 on exit status 0, 1011 otherwise, the status in the
+//! reason.
+
+use crate::cli::Output;
+use crate::framing::{self, Mode};
+use crate::process::{self, Program};
+use bytes::{Buf, BytesMut};
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitStatus;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+use tokio::sync::oneshot;
+use weft::proto::{CloseCode, Message};
+use weft::server::WebSocket;
+
+/// The most bytes waiting in either direction before that direction's source is no
+/// longer read.
+pub const HIGH_WATER: usize = 64 * 1024;
+/// How much one read from the program may take.
+const READ_CHUNK: usize = 16 * 1024;
+/// The longest stderr line logged whole.
+const STDERR_LINE: usize = 16 * 1024;
+
+/// How the pump maps bytes and messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Text, binary or framed.
+    pub mode: Mode,
+    /// Plain, or stdout and stderr tagged as JSON (`--passstderr`).
+    pub output: Output,
+    /// The longest message sent to the client (longer lines go in pieces).
+    pub out_limit: usize,
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+pub enum End {
+    /// The client closed, failed or was shut down.
+    ClientGone(Option<weft::Error>),
+    /// The program ended its output and exited; the client was sent this close.
+    ProgramExited(ExitStatus),
+    /// The program wrote what framed mode cannot carry.
+    BadOutput(framing::FramingError),
+}
+
+/// Where a stderr line goes when it is not sent to the client.
+pub type StderrSink = Box<dyn FnMut(&str) + Send>;
+
+struct Pump<'a> {
+    ws: &'a mut WebSocket,
+    settings: Settings,
+    stdin: Option<ChildStdin>,
+    to_program: BytesMut,
+    stdout: Option<ChildStdout>,
+    out_buf: BytesMut,
+    stderr: Option<ChildStderr>,
+    err_buf: BytesMut,
+    exit: Option<oneshot::Receiver<ExitStatus>>,
+    status: Option<ExitStatus>,
+    scratch: Vec<Message>,
+    stderr_sink: StderrSink,
+}
+
+/// Runs the connection until it ends, then ends the program (its whole group) and waits
+/// until it is reaped.
+pub async fn run(
+    mut ws: WebSocket,
+    mut program: Program,
+    settings: Settings,
+    stderr_sink: StderrSink,
+) -> End {
+    let mut pump = Pump {
+        ws: &mut ws,
+        settings,
+        stdin: program.stdin.take(),
+        to_program: BytesMut::new(),
+        stdout: program.stdout.take(),
+        out_buf: BytesMut::new(),
+        stderr: program.stderr.take(),
+        err_buf: BytesMut::new(),
+        exit: program.exit.take(),
+        status: None,
+        scratch: Vec::new(),
+        stderr_sink,
+    };
+    let end = std::future::poll_fn(|cx| pump.poll(cx)).await;
+    // Whatever way it ended, the pipes close now: a program still writing gets EPIPE.
+    drop(pump);
+    program.stop();
+    match &end {
+        End::ProgramExited(status) => {
+            let (code, reason) = close_for(*status);
+            let _ = ws.close(code, &reason).await;
+        }
+        End::BadOutput(e) => {
+            let reason = truncate_reason(format!("bad output: {e}"));
+            let _ = ws.close(CloseCode::INTERNAL_ERROR, &reason).await;
+        }
+        End::ClientGone(_) => {}
+    }
+    drop(ws);
+    program.finished().await;
+    end
+}
+
+/// The close code and reason for a program's exit.
+pub fn close_for(status: ExitStatus) -> (CloseCode, String) {
+    let code = if status.success() {
+        CloseCode::NORMAL
+    } else {
+        CloseCode::INTERNAL_ERROR
+    };
+    (code, process::describe(status))
+}
+
+/// A close reason must fit a control frame (123 bytes of UTF-8).
+fn truncate_reason(mut s: String) -> String {
+    if s.len() > 123 {
+        let mut cut = 123;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+impl Pump<'_> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        loop {
+            let mut progress = false;
+
+            // The client's messages, for the program.
+            while self.to_program.len() < HIGH_WATER {
+                match self.ws.poll_recv(cx) {
+                    Poll::Ready(Ok(Some(msg))) => {
+                        progress = true;
+                        if self.stdin.is_some() {
+                            framing::encode_for_program(
+                                self.settings.mode,
+                                &msg,
+                                &mut self.to_program,
+                            );
+                        }
+                    }
+                    Poll::Ready(Ok(None)) => return Poll::Ready(End::ClientGone(None)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(End::ClientGone(Some(e))),
+                    Poll::Pending => break,
+                }
+            }
+
+            // ...to the program's stdin.
+            while !self.to_program.is_empty() {
+                let Some(stdin) = self.stdin.as_mut() else {
+                    self.to_program.clear();
+                    break;
+                };
+                match Pin::new(stdin).poll_write(cx, &self.to_program) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        self.to_program.advance(n);
+                        progress = true;
+                    }
+                    // The program closed its stdin: what the client sends is dropped.
+                    Poll::Ready(_) => {
+                        self.stdin = None;
+                        self.to_program.clear();
+                        progress = true;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+
+            // The program's output, for the client.
+            if let Err(e) = self.read_output(cx, &mut progress) {
+                return Poll::Ready(End::BadOutput(e));
+            }
+
+            // Its stderr: logged, or sent tagged.
+            if let Err(e) = self.read_stderr(cx, &mut progress) {
+                return Poll::Ready(End::BadOutput(e));
+            }
+
+            // ...to the client.
+            if self.ws.connection().want_write() {
+                match self.ws.poll_write_out(cx) {
+                    Poll::Ready(Ok(())) => progress = true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(End::ClientGone(Some(e))),
+                    Poll::Pending => {}
+                }
+            }
+
+            // The program's exit.
+            if let Some(exit) = self.exit.as_mut() {
+                if let Poll::Ready(status) = Pin::new(exit).poll(cx) {
+                    self.exit = None;
+                    // The reaper never drops the sender before sending.
+                    self.status = Some(status.unwrap_or_else(|_| {
+                        std::os::unix::process::ExitStatusExt::from_raw(9 << 8)
+                    }));
+                    progress = true;
+                }
+            }
+            let output_done = self.stdout.is_none()
+                && (self.settings.output == Output::Plain || self.stderr.is_none());
+            if let (true, Some(status)) = (output_done, self.status) {
+                // What is queued goes out before the Close frame.
+                return Poll::Ready(End::ProgramExited(status));
+            }
+
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn read_output(
+        &mut self,
+        cx: &mut Context<'_>,
+        progress: &mut bool,
+    ) -> Result<(), framing::FramingError> {
+        while self.ws.connection().queued_bytes() < HIGH_WATER {
+            let Some(stdout) = self.stdout.as_mut() else {
+                return Ok(());
+            };
+            let eof = match read_some(stdout, &mut self.out_buf, cx) {
+                Poll::Ready(eof) => eof,
+                Poll::Pending => return Ok(()),
+            };
+            *progress = true;
+            if eof {
+                self.stdout = None;
+            }
+            match self.settings.output {
+                Output::Plain => framing::decode_from_program(
+                    self.settings.mode,
+                    &mut self.out_buf,
+                    eof,
+                    self.settings.out_limit,
+                    &mut self.scratch,
+                )?,
+                Output::Tagged => decode_tagged(
+                    &mut self.out_buf,
+                    eof,
+                    "stdout",
+                    self.settings.out_limit,
+                    &mut self.scratch,
+                ),
+            }
+            for msg in self.scratch.drain(..) {
+                // Fails only once the connection is closing; the client is gone then.
+                if self.ws.connection_mut().send(msg).is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read_stderr(
+        &mut self,
+        cx: &mut Context<'_>,
+        progress: &mut bool,
+    ) -> Result<(), framing::FramingError> {
+        loop {
+            let tagged = self.settings.output == Output::Tagged;
+            if tagged && self.ws.connection().queued_bytes() >= HIGH_WATER {
+                return Ok(());
+            }
+            let Some(stderr) = self.stderr.as_mut() else {
+                return Ok(());
+            };
+            let eof = match read_some(stderr, &mut self.err_buf, cx) {
+                Poll::Ready(eof) => eof,
+                Poll::Pending => return Ok(()),
+            };
+            *progress = true;
+            if eof {
+                self.stderr = None;
+            }
+            if tagged {
+                decode_tagged(
+                    &mut self.err_buf,
+                    eof,
+                    "stderr",
+                    self.settings.out_limit,
+                    &mut self.scratch,
+                );
+                for msg in self.scratch.drain(..) {
+                    if self.ws.connection_mut().send(msg).is_err() {
+                        break;
+                    }
+                }
+            } else {
+                framing::decode_from_program(
+                    Mode::Text,
+                    &mut self.err_buf,
+                    eof,
+                    STDERR_LINE,
+                    &mut self.scratch,
+                )?;
+                for msg in self.scratch.drain(..) {
+                    if let Message::Text(line) = msg {
+                        (self.stderr_sink)(line.as_str());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One read from a pipe into `buf`: `Ready(true)` at end of file (or on an error, which
+/// ends the pipe as well).
+fn read_some<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<bool> {
+    buf.reserve(READ_CHUNK);
+    match tokio_util::io::poll_read_buf(Pin::new(r), cx, buf) {
+        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(true),
+        Poll::Ready(Ok(_)) => Poll::Ready(false),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// `--passstderr`: each line becomes `{"stream":"<stream>","data":"<line>"}`.
+fn decode_tagged(
+    buf: &mut BytesMut,
+    eof: bool,
+    stream: &str,
+    limit: usize,
+    out: &mut Vec<Message>,
+) {
+    let mut lines = Vec::new();
+    // Text mode cannot fail.
+    let _ = framing::decode_from_program(Mode::Text, buf, eof, limit, &mut lines);
+    for line in lines {
+        if let Message::Text(text) = line {
+            let mut json = String::with_capacity(text.len() + 32);
+            json.push_str("{\"stream\":\"");
+            json.push_str(stream);
+            json.push_str("\",\"data\":");
+            json_string(text.as_str(), &mut json);
+            json.push('}');
+            out.push(Message::Text(json.into()));
+        }
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn json_string(s: &str, out: &mut String) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut s = String::new();
+        json_string("a\"b\\c\n\u{1}é", &mut s);
+        assert_eq!(s, "\"a\\\"b\\\\c\\n\\u0001é\"");
+    }
+
+    #[test]
+    fn tagged_lines() {
+        let mut buf = BytesMut::from(&b"one\ntwo"[..]);
+        let mut out = Vec::new();
+        decode_tagged(&mut buf, false, "stderr", 0, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            &out[0].payload()[..],
+            br#"{"stream":"stderr","data":"one"}"#
+        );
+        decode_tagged(&mut buf, true, "stderr", 0, &mut out);
+        assert_eq!(
+            &out[1].payload()[..],
+            br#"{"stream":"stderr","data":"two"}"#
+        );
+    }
+
+    #[test]
+    fn close_reasons_fit_a_frame() {
+        assert_eq!(truncate_reason("é".repeat(100)).len(), 122);
+    }
+}
