@@ -156,7 +156,7 @@ pub struct Args {
     pub handshakems: u64,
 
     /// The program and its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(trailing_var_arg = true)]
     pub command: Vec<OsString>,
 }
 
