@@ -189,6 +189,7 @@ impl Pump<'_> {
                     Poll::Pending => break,
                 }
             }
+            release_if_empty(&mut self.to_program);
 
             // The program's output, for the client.
             if let Err(e) = self.read_output(cx, &mut progress) {
@@ -266,6 +267,7 @@ impl Pump<'_> {
                     &mut self.scratch,
                 ),
             }
+            release_if_empty(&mut self.out_buf);
             for msg in self.scratch.drain(..) {
                 // Fails only once the connection is closing; the client is gone then.
                 if self.ws.connection_mut().send(msg).is_err() {
@@ -324,22 +326,37 @@ impl Pump<'_> {
                     }
                 }
             }
+            release_if_empty(&mut self.err_buf);
         }
     }
 }
 
-/// One read from a pipe into `buf`: `Ready(true)` at end of file (or on an error, which
-/// ends the pipe as well).
+/// One read from a pipe, appended to `buf`: `Ready(true)` at end of file (or on an error,
+/// which ends the pipe as well). The read goes through a buffer on the stack, so that a
+/// connection whose program is silent holds no read buffer at all (an idle connection
+/// costs its state, not 2 x 16 KiB of room for output that may never come).
 fn read_some<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<bool> {
-    buf.reserve(READ_CHUNK);
-    match tokio_util::io::poll_read_buf(Pin::new(r), cx, buf) {
-        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(true),
-        Poll::Ready(Ok(_)) => Poll::Ready(false),
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+    let mut rb = tokio::io::ReadBuf::uninit(&mut space);
+    match Pin::new(r).poll_read(cx, &mut rb) {
+        Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(true),
+        Poll::Ready(Ok(())) => {
+            buf.extend_from_slice(rb.filled());
+            Poll::Ready(false)
+        }
+        Poll::Ready(Err(_)) => Poll::Ready(true),
         Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Lets go of a buffer's room once it is empty (an idle connection keeps none).
+fn release_if_empty(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
     }
 }
 
