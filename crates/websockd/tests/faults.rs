@@ -259,3 +259,19 @@ async fn pings_are_sent() {
     ws.send("still here").await.unwrap();
     assert_eq!(recv_text(&mut ws).await, "still here");
 }
+
+/// --pingms: a client that stops answering (it never reads, so never pongs) is dropped
+/// after twice the interval, and its program ended.
+#[tokio::test]
+async fn a_silent_client_is_dropped_after_two_ping_intervals() {
+    let d = Daemon::start(&["--pingms=100", "cat"]);
+    let ws = d.connect("/").await;
+    let start = Instant::now();
+    while d.children().is_empty() {
+        assert!(start.elapsed() < PATIENCE, "the program never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The client holds the connection open and reads nothing.
+    assert!(d.wait_no_children().is_empty(), "the silent client's program still runs");
+    drop(ws);
+}
