@@ -272,6 +272,9 @@ async fn a_silent_client_is_dropped_after_two_ping_intervals() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // The client holds the connection open and reads nothing.
-    assert!(d.wait_no_children().is_empty(), "the silent client's program still runs");
+    assert!(
+        d.wait_no_children().is_empty(),
+        "the silent client's program still runs"
+    );
     drop(ws);
 }

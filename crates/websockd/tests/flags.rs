@@ -126,14 +126,10 @@ async fn headers_on_each_kind_of_response() {
     assert!(has("x-all") && has("x-ws") && !has("x-http"), "{h:?}");
 }
 
-/// A raw upgrade request with `extra` headers; the status line's code.
+/// A raw upgrade request with `extra` headers; the status line's code (the connection may
+/// stay open: HTTP/1.1 keeps it alive after a refusal).
 fn upgrade_status(d: &Daemon, path: &str, extra: &str) -> u16 {
-    let resp = d.http(&format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n",
-        d.port
-    ));
-    resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+    upgrade_status_open(d, path, extra).0
 }
 
 fn upgrade_status_open(d: &Daemon, path: &str, extra: &str) -> (u16, std::net::TcpStream) {
@@ -316,6 +312,7 @@ async fn unixsocket_alone_and_beside_tcp() {
     }
     // Unix only: no TCP listener on port 80 (which would fail unprivileged anyway).
     assert!(!d.log_text().contains(":80"), "{}", d.log_text());
+    drop(ws);
     d.signal(nix::sys::signal::Signal::SIGTERM);
     d.wait_exit();
     // Beside TCP.
@@ -591,6 +588,7 @@ async fn systemd_socket_activation() {
         .unwrap();
     ws.send("activated").await.unwrap();
     assert_eq!(recv_text(&mut ws).await, "activated");
+    drop(ws);
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
