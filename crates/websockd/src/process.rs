@@ -2,7 +2,7 @@
 //! environment and piped stdio, and ended — the whole group — when the connection is over.
 //!
 //! Each program has a reaper task that owns the child. It reports the program's exit
-//! ([`Program::exited`]) and, when asked to stop ([`Program::stop`], or the handle dropped),
+//! (`Program::exit`) and, when asked to stop ([`Program::stop`], or the handle dropped),
 //! runs websocketd's ladder on the group: stdin is already closed, then wait
 //! 100 ms + `closems`; SIGINT, wait 250 ms + `closems`; SIGTERM, wait 500 ms + `closems`;
 //! SIGKILL. After the program itself has exited, whatever it left in its group gets
