@@ -103,3 +103,12 @@ pub fn check_incremental(
         assert_eq!(&prev, whole, "fed in pieces, the parser ends differently");
     }
 }
+
+/// The engine under the name `websockd`'s `framing.rs` uses for it (`crate::proto`).
+pub use weft_proto as proto;
+
+/// websockd's framing (lines, reads and length-prefixed frames as messages): the daemon's
+/// own file, included by path (websockd is a binary crate).
+#[path = "../../crates/websockd/src/framing.rs"]
+#[allow(dead_code)]
+pub mod websockd_framing;

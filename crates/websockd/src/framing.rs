@@ -14,9 +14,9 @@
 //!   ways. A frame from the program with another kind, a length over the limit, or text
 //!   that is not UTF-8 is a [`FramingError`].
 
+use crate::proto::utf8::Utf8Bytes;
+use crate::proto::Message;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use weft::proto::utf8::Utf8Bytes;
-use weft::proto::Message;
 
 /// How messages and the program's bytes map onto each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +125,8 @@ pub fn decode_from_program(
 
 fn decode_lines(buf: &mut BytesMut, eof: bool, limit: usize, out: &mut Vec<Message>) {
     loop {
-        if let Some(pos) = memchr(b'\n', buf) {
+        let newline = memchr(b'\n', buf);
+        if let Some(pos) = newline.filter(|&pos| limit == 0 || pos <= limit) {
             let mut line = buf.split_to(pos + 1);
             line.truncate(pos);
             if line.last() == Some(&b'\r') {
@@ -134,8 +135,13 @@ fn decode_lines(buf: &mut BytesMut, eof: bool, limit: usize, out: &mut Vec<Messa
             push_text(line.freeze(), out);
             continue;
         }
-        if limit != 0 && buf.len() >= limit {
-            // A line past the limit goes in pieces, each ending at a character boundary.
+        // A line past the limit goes in pieces. The cut waits for three bytes past the limit
+        // (or the line's end, or the output's): enough to see where the character at the
+        // limit ends, so that a piece never depends on how the pipe split the output.
+        if limit != 0
+            && buf.len() >= limit
+            && (buf.len() >= limit.saturating_add(3) || newline.is_some() || eof)
+        {
             let cut = char_boundary(buf, limit);
             push_text(buf.split_to(cut).freeze(), out);
             continue;
@@ -148,18 +154,50 @@ fn decode_lines(buf: &mut BytesMut, eof: bool, limit: usize, out: &mut Vec<Messa
     }
 }
 
-/// The largest cut at most `limit` that does not split a UTF-8 sequence (or `limit` itself
-/// when the bytes there are not UTF-8 anyway).
+/// The largest cut at most `limit` that does not split a UTF-8 sequence: not before a
+/// continuation byte, and not after the start of a character whose bytes have not all
+/// arrived. A character wider than the limit goes whole; bytes that are not UTF-8 are cut
+/// at the limit (they become U+FFFD, so such a piece may grow up to three times).
 fn char_boundary(buf: &[u8], limit: usize) -> usize {
-    let mut cut = limit.min(buf.len());
-    let floor = cut.saturating_sub(3);
-    while cut > floor && cut < buf.len() && (buf[cut] & 0xC0) == 0x80 {
+    let limit = limit.min(buf.len());
+    let mut cut = limit;
+    // Back over continuation bytes, to the start of the character that crosses the cut.
+    while cut > 0 && limit - cut < 4 && (buf.get(cut).is_some_and(|b| b & 0xC0 == 0x80)) {
         cut -= 1;
     }
+    if cut == limit {
+        // Nothing crosses at `limit` itself; but the bytes before it may end in a character
+        // that is not complete yet (its lead byte announces more than are there).
+        let start = (limit.saturating_sub(3)..limit)
+            .rev()
+            .find(|&i| buf[i] & 0xC0 != 0x80)
+            .unwrap_or(limit);
+        if start < limit {
+            let width = utf8_width(buf[start]);
+            if start + width > limit {
+                cut = start;
+            }
+        }
+    }
     if cut == 0 {
-        limit.min(buf.len())
-    } else {
-        cut
+        // One character wider than the limit: it goes whole (a limit under 4 bytes is not
+        // one a client would set; cutting the character would only garble it).
+        let width = utf8_width(buf[0]);
+        if width > limit && width <= buf.len() {
+            return width;
+        }
+        return limit;
+    }
+    cut
+}
+
+/// The length of the UTF-8 sequence a lead byte starts (1 for anything else).
+fn utf8_width(lead: u8) -> usize {
+    match lead {
+        b if b >= 0xF0 => 4,
+        b if b >= 0xE0 => 3,
+        b if b >= 0xC0 => 2,
+        _ => 1,
     }
 }
 
@@ -215,4 +253,91 @@ fn decode_frames(
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
     haystack.iter().position(|&b| b == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(out: &[Message]) -> Vec<String> {
+        out.iter()
+            .map(|m| String::from_utf8_lossy(m.payload()).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn lines_are_messages() {
+        let mut buf = BytesMut::from(&b"a\r\nb\n\nlast"[..]);
+        let mut out = Vec::new();
+        decode_from_program(Mode::Text, &mut buf, false, 0, &mut out).unwrap();
+        assert_eq!(texts(&out), ["a", "b", ""]);
+        assert_eq!(&buf[..], b"last");
+        decode_from_program(Mode::Text, &mut buf, true, 0, &mut out).unwrap();
+        assert_eq!(texts(&out), ["a", "b", "", "last"]);
+    }
+
+    #[test]
+    fn long_lines_are_cut_at_the_limit_even_with_their_newline_in_the_buffer() {
+        let mut buf = BytesMut::from(&b"0123456789\nxy\n"[..]);
+        let mut out = Vec::new();
+        decode_from_program(Mode::Text, &mut buf, false, 4, &mut out).unwrap();
+        assert_eq!(texts(&out), ["0123", "4567", "89", "xy"]);
+        // A cut never splits a character.
+        let mut buf = BytesMut::from("ab\u{e9}\u{e9}".as_bytes());
+        let mut out = Vec::new();
+        decode_from_program(Mode::Text, &mut buf, true, 3, &mut out).unwrap();
+        assert_eq!(texts(&out), ["ab", "\u{e9}", "\u{e9}"]);
+        // ...also when the buffer ends inside a character (its rest not read yet).
+        let mut buf = BytesMut::from(&"ab\u{e9}".as_bytes()[..3]);
+        let mut out = Vec::new();
+        decode_from_program(Mode::Text, &mut buf, false, 3, &mut out).unwrap();
+        assert!(
+            out.is_empty(),
+            "the cut waits to see the character at the limit"
+        );
+        buf.extend_from_slice(&"\u{e9}zz".as_bytes()[1..]);
+        decode_from_program(Mode::Text, &mut buf, true, 3, &mut out).unwrap();
+        assert_eq!(texts(&out), ["ab", "\u{e9}z", "z"]);
+    }
+
+    #[test]
+    fn framed_round_trip_and_errors() {
+        let msgs = [
+            Message::Text("hi\nthere".into()),
+            Message::Binary(Bytes::from_static(&[0, 1, 2])),
+            Message::Text("".into()),
+        ];
+        let mut wire = BytesMut::new();
+        for m in &msgs {
+            encode_for_program(Mode::Framed, m, &mut wire);
+        }
+        // Byte by byte, as slow pipes deliver it.
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for b in wire.iter() {
+            buf.extend_from_slice(&[*b]);
+            decode_from_program(Mode::Framed, &mut buf, false, 100, &mut out).unwrap();
+        }
+        assert_eq!(out, msgs);
+        let bad = |bytes: &[u8], limit| {
+            let mut buf = BytesMut::from(bytes);
+            decode_from_program(Mode::Framed, &mut buf, true, limit, &mut Vec::new())
+        };
+        assert_eq!(bad(&[9, 0, 0, 0, 0], 0), Err(FramingError::BadKind(9)));
+        assert_eq!(
+            bad(&[2, 0, 0, 0, 9], 4),
+            Err(FramingError::TooLong { len: 9, limit: 4 })
+        );
+        assert_eq!(bad(&[1, 0, 0, 0, 1, 0xff], 0), Err(FramingError::NotUtf8));
+        assert_eq!(bad(&[1, 0, 0], 0), Err(FramingError::Truncated));
+    }
+
+    #[test]
+    fn binary_reads_are_cut_at_the_limit() {
+        let mut buf = BytesMut::from(&[7u8; 10][..]);
+        let mut out = Vec::new();
+        decode_from_program(Mode::Binary, &mut buf, false, 4, &mut out).unwrap();
+        let lens: Vec<usize> = out.iter().map(|m| m.payload().len()).collect();
+        assert_eq!(lens, [4, 4, 2]);
+    }
 }

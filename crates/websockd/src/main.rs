@@ -30,6 +30,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use weft::server::{handler_fn, Server, Shutdown};
+// `crate::proto`: the engine's types, as `framing.rs` names them (the fuzz crate includes
+// that file and defines the same name).
+use weft::proto;
 
 const USAGE: &str = "\
 Usage:
