@@ -19,7 +19,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -277,21 +279,29 @@ async fn websocket(app: &App, mut req: Request<Incoming>, ctx: &Context) -> Resp
             format_args!("STDERR: {line}"),
         );
     });
-    upgrade.respond(Ok(accept), move |ws| async move {
-        let end = bridge::run(ws, program, settings, sink).await;
-        let how = match &end {
-            End::ClientGone(None) => "client closed".to_owned(),
-            End::ClientGone(Some(e)) => format!("client gone: {e}"),
-            End::ProgramExited(s) => crate::process::describe(*s),
-            End::BadOutput(e) => format!("bad output: {e}"),
-        };
-        log::log(
-            Level::Access,
-            "session",
-            &session,
-            format_args!("DISCONNECT ({how})"),
-        );
-    })
+    // Boxed: weft keeps the handler and the future it returns in the upgrade's task (in
+    // more than one slot of its state machine); a box puts the connection's state in one
+    // allocation of its own exact size.
+    upgrade.respond(
+        Ok(accept),
+        move |ws| -> Pin<Box<dyn Future<Output = ()> + Send>> {
+            Box::pin(async move {
+                let end = bridge::run(ws, program, settings, sink).await;
+                let how = match &end {
+                    End::ClientGone(None) => "client closed".to_owned(),
+                    End::ClientGone(Some(e)) => format!("client gone: {e}"),
+                    End::ProgramExited(s) => crate::process::describe(*s),
+                    End::BadOutput(e) => format!("bad output: {e}"),
+                };
+                log::log(
+                    Level::Access,
+                    "session",
+                    &session,
+                    format_args!("DISCONNECT ({how})"),
+                );
+            })
+        },
+    )
 }
 
 async fn plain(app: &App, req: Request<Incoming>, ctx: &Context) -> Response<ResBody> {
