@@ -23,13 +23,10 @@ use crate::cli::Output;
 use crate::framing::{self, Mode};
 use crate::process::{self, Program};
 use bytes::{Buf, BytesMut};
-use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitStatus;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
-use tokio::sync::oneshot;
 use weft::proto::{CloseCode, Message};
 use weft::server::WebSocket;
 
@@ -64,48 +61,47 @@ pub enum End {
 }
 
 /// Where a stderr line goes when it is not sent to the client.
-pub type StderrSink = Box<dyn FnMut(&str) + Send>;
+pub type StderrSink<'a> = &'a mut (dyn FnMut(&str) + Send);
 
+/// The pump's state, borrowing the connection's WebSocket and program.
 struct Pump<'a> {
     ws: &'a mut WebSocket,
+    program: &'a mut Program,
     settings: Settings,
-    stdin: Option<ChildStdin>,
     to_program: BytesMut,
-    stdout: Option<ChildStdout>,
     out_buf: BytesMut,
-    stderr: Option<ChildStderr>,
     err_buf: BytesMut,
-    exit: Option<oneshot::Receiver<ExitStatus>>,
-    status: Option<ExitStatus>,
     scratch: Vec<Message>,
-    stderr_sink: StderrSink,
+    stderr_sink: StderrSink<'a>,
 }
 
 /// Runs the connection until it ends, then ends the program (its whole group) and waits
 /// until it is reaped.
+///
+/// While the connection is idle this future is all it holds besides the socket's and
+/// pipes' registrations (no task of its own for the program, no buffer): keep what lives
+/// across its awaits small (`connection_future_stays_small` checks its size).
 pub async fn run(
     mut ws: WebSocket,
     mut program: Program,
     settings: Settings,
-    stderr_sink: StderrSink,
+    stderr_sink: StderrSink<'_>,
 ) -> End {
     let mut pump = Pump {
         ws: &mut ws,
+        program: &mut program,
         settings,
-        stdin: program.stdin.take(),
         to_program: BytesMut::new(),
-        stdout: program.stdout.take(),
         out_buf: BytesMut::new(),
-        stderr: program.stderr.take(),
         err_buf: BytesMut::new(),
-        exit: program.exit.take(),
-        status: None,
         scratch: Vec::new(),
         stderr_sink,
     };
     let end = std::future::poll_fn(|cx| pump.poll(cx)).await;
-    // Whatever way it ended, the pipes close now: a program still writing gets EPIPE.
     drop(pump);
+    // Whatever way it ended, the pipes close now: a program still writing gets EPIPE.
+    program.stdout = None;
+    program.stderr = None;
     program.stop();
     match &end {
         End::ProgramExited(status) => {
@@ -155,7 +151,7 @@ impl Pump<'_> {
                 match self.ws.poll_recv(cx) {
                     Poll::Ready(Ok(Some(msg))) => {
                         progress = true;
-                        if self.stdin.is_some() {
+                        if self.program.stdin.is_some() {
                             framing::encode_for_program(
                                 self.settings.mode,
                                 &msg,
@@ -171,7 +167,7 @@ impl Pump<'_> {
 
             // ...to the program's stdin.
             while !self.to_program.is_empty() {
-                let Some(stdin) = self.stdin.as_mut() else {
+                let Some(stdin) = self.program.stdin.as_mut() else {
                     self.to_program.clear();
                     break;
                 };
@@ -182,7 +178,7 @@ impl Pump<'_> {
                     }
                     // The program closed its stdin: what the client sends is dropped.
                     Poll::Ready(_) => {
-                        self.stdin = None;
+                        self.program.stdin = None;
                         self.to_program.clear();
                         progress = true;
                     }
@@ -210,20 +206,11 @@ impl Pump<'_> {
                 }
             }
 
-            // The program's exit.
-            if let Some(exit) = self.exit.as_mut() {
-                if let Poll::Ready(status) = Pin::new(exit).poll(cx) {
-                    self.exit = None;
-                    // The reaper never drops the sender before sending.
-                    self.status = Some(status.unwrap_or_else(|_| {
-                        std::os::unix::process::ExitStatusExt::from_raw(9 << 8)
-                    }));
-                    progress = true;
-                }
-            }
-            let output_done = self.stdout.is_none()
-                && (self.settings.output == Output::Plain || self.stderr.is_none());
-            if let (true, Some(status)) = (output_done, self.status) {
+            // The program's exit (ready again on every poll once it exited).
+            let exited = self.program.poll_exit(cx);
+            let output_done = self.program.stdout.is_none()
+                && (self.settings.output == Output::Plain || self.program.stderr.is_none());
+            if let (true, Poll::Ready(status)) = (output_done, exited) {
                 // What is queued goes out before the Close frame.
                 return Poll::Ready(End::ProgramExited(status));
             }
@@ -240,7 +227,7 @@ impl Pump<'_> {
         progress: &mut bool,
     ) -> Result<(), framing::FramingError> {
         while self.ws.connection().queued_bytes() < HIGH_WATER {
-            let Some(stdout) = self.stdout.as_mut() else {
+            let Some(stdout) = self.program.stdout.as_mut() else {
                 return Ok(());
             };
             let eof = match read_some(stdout, &mut self.out_buf, cx) {
@@ -249,7 +236,7 @@ impl Pump<'_> {
             };
             *progress = true;
             if eof {
-                self.stdout = None;
+                self.program.stdout = None;
             }
             match self.settings.output {
                 Output::Plain => framing::decode_from_program(
@@ -288,7 +275,7 @@ impl Pump<'_> {
             if tagged && self.ws.connection().queued_bytes() >= HIGH_WATER {
                 return Ok(());
             }
-            let Some(stderr) = self.stderr.as_mut() else {
+            let Some(stderr) = self.program.stderr.as_mut() else {
                 return Ok(());
             };
             let eof = match read_some(stderr, &mut self.err_buf, cx) {
@@ -297,7 +284,7 @@ impl Pump<'_> {
             };
             *progress = true;
             if eof {
-                self.stderr = None;
+                self.program.stderr = None;
             }
             if tagged {
                 decode_tagged(
@@ -430,6 +417,14 @@ mod tests {
             &out[1].payload()[..],
             br#"{"stream":"stderr","data":"two"}"#
         );
+    }
+
+    #[test]
+    fn connection_future_stays_small() {
+        let run = run as fn(_, _, _, StderrSink<'static>) -> _;
+        let size = crate::routes::tests::future_size(run);
+        eprintln!("bridge::run future: {size} bytes");
+        assert!(size <= 4096, "{size}");
     }
 
     #[test]

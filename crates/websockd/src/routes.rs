@@ -25,7 +25,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use weft::server::{is_websocket_request, Addr, Body, BoxError, ConnInfo, WebSocketUpgrade};
+use weft::server::{
+    is_websocket_request, Addr, Body, BoxError, ConnInfo, WebSocket, WebSocketUpgrade,
+};
 use weft::Accept;
 
 /// The body of every response the daemon sends.
@@ -270,38 +272,40 @@ async fn websocket(app: &App, mut req: Request<Incoming>, ctx: &Context) -> Resp
         output: app.output,
         out_limit: app.out_limit,
     };
-    let err_context = session.clone();
-    let sink: bridge::StderrSink = Box::new(move |line: &str| {
-        log::log(
-            Level::Error,
-            "process",
-            &err_context,
-            format_args!("STDERR: {line}"),
-        );
-    });
     // Boxed: weft keeps the handler and the future it returns in the upgrade's task (in
     // more than one slot of its state machine); a box puts the connection's state in one
     // allocation of its own exact size.
-    upgrade.respond(
-        Ok(accept),
-        move |ws| -> Pin<Box<dyn Future<Output = ()> + Send>> {
-            Box::pin(async move {
-                let end = bridge::run(ws, program, settings, sink).await;
-                let how = match &end {
-                    End::ClientGone(None) => "client closed".to_owned(),
-                    End::ClientGone(Some(e)) => format!("client gone: {e}"),
-                    End::ProgramExited(s) => crate::process::describe(*s),
-                    End::BadOutput(e) => format!("bad output: {e}"),
-                };
-                log::log(
-                    Level::Access,
-                    "session",
-                    &session,
-                    format_args!("DISCONNECT ({how})"),
-                );
-            })
-        },
-    )
+    upgrade.respond(Ok(accept), move |ws| {
+        Box::pin(connection(ws, program, settings, session))
+            as Pin<Box<dyn Future<Output = ()> + Send>>
+    })
+}
+
+/// One WebSocket connection, from the 101 to the program's end: the bridge, then the
+/// access log line. What this future holds is what an idle connection costs (see
+/// `bridge::run`).
+async fn connection(ws: WebSocket, program: Program, settings: Settings, session: String) {
+    let mut sink = |line: &str| {
+        log::log(
+            Level::Error,
+            "process",
+            &session,
+            format_args!("STDERR: {line}"),
+        );
+    };
+    let end = bridge::run(ws, program, settings, &mut sink).await;
+    let how = match &end {
+        End::ClientGone(None) => "client closed".to_owned(),
+        End::ClientGone(Some(e)) => format!("client gone: {e}"),
+        End::ProgramExited(s) => crate::process::describe(*s),
+        End::BadOutput(e) => format!("bad output: {e}"),
+    };
+    log::log(
+        Level::Access,
+        "session",
+        &session,
+        format_args!("DISCONNECT ({how})"),
+    );
 }
 
 async fn plain(app: &App, req: Request<Incoming>, ctx: &Context) -> Response<ResBody> {
@@ -350,7 +354,7 @@ fn unique_id() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -360,6 +364,18 @@ mod tests {
         assert_eq!(v, "some value");
         assert!(parse_header("no colon").is_err());
         assert!(parse_header("Bad Name: v").is_err());
+    }
+
+    /// The size of the future an async fn of four arguments returns.
+    pub fn future_size<A, B, C, D, F: Future>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn connection_future_stays_small() {
+        let size = future_size(connection as fn(_, _, _, _) -> _);
+        eprintln!("connection future: {size} bytes");
+        assert!(size <= 4096, "{size}");
     }
 
     #[test]
