@@ -25,9 +25,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use weft::server::{
-    is_websocket_request, Addr, Body, BoxError, ConnInfo, WebSocket, WebSocketUpgrade,
-};
+use weft::server::{is_websocket_request, Addr, Body, BoxError, ConnInfo, WebSocketUpgrade};
 use weft::Accept;
 
 /// The body of every response the daemon sends.
@@ -272,40 +270,45 @@ async fn websocket(app: &App, mut req: Request<Incoming>, ctx: &Context) -> Resp
         output: app.output,
         out_limit: app.out_limit,
     };
-    // Boxed: weft keeps the handler and the future it returns in the upgrade's task (in
-    // more than one slot of its state machine); a box puts the connection's state in one
-    // allocation of its own exact size.
+    // The handler holds only a box (weft keeps the handler in the upgrade's task for as
+    // long as the connection lasts); the connection's future is boxed for the same reason
+    // (weft keeps the future the handler returns in more than one slot of its state
+    // machine): one allocation of its own exact size.
+    let parts = Box::new((program, settings, Session(session.into_boxed_str())));
     upgrade.respond(Ok(accept), move |ws| {
-        Box::pin(connection(ws, program, settings, session))
+        let (program, settings, session) = *parts;
+        Box::pin(bridge::run(ws, program, settings, session))
             as Pin<Box<dyn Future<Output = ()> + Send>>
     })
 }
 
-/// One WebSocket connection, from the 101 to the program's end: the bridge, then the
-/// access log line. What this future holds is what an idle connection costs (see
-/// `bridge::run`).
-async fn connection(ws: WebSocket, program: Program, settings: Settings, session: String) {
-    let mut sink = |line: &str| {
+/// One WebSocket connection's log lines: the program's stderr and the end.
+struct Session(Box<str>);
+
+impl bridge::Report for Session {
+    fn stderr_line(&mut self, line: &str) {
         log::log(
             Level::Error,
             "process",
-            &session,
+            &self.0,
             format_args!("STDERR: {line}"),
         );
-    };
-    let end = bridge::run(ws, program, settings, &mut sink).await;
-    let how = match &end {
-        End::ClientGone(None) => "client closed".to_owned(),
-        End::ClientGone(Some(e)) => format!("client gone: {e}"),
-        End::ProgramExited(s) => crate::process::describe(*s),
-        End::BadOutput(e) => format!("bad output: {e}"),
-    };
-    log::log(
-        Level::Access,
-        "session",
-        &session,
-        format_args!("DISCONNECT ({how})"),
-    );
+    }
+
+    fn ended(&mut self, end: &End) {
+        let how = match end {
+            End::ClientGone(None) => "client closed".to_owned(),
+            End::ClientGone(Some(e)) => format!("client gone: {e}"),
+            End::ProgramExited(s) => crate::process::describe(*s),
+            End::BadOutput(e) => format!("bad output: {e}"),
+        };
+        log::log(
+            Level::Access,
+            "session",
+            &self.0,
+            format_args!("DISCONNECT ({how})"),
+        );
+    }
 }
 
 async fn plain(app: &App, req: Request<Incoming>, ctx: &Context) -> Response<ResBody> {
@@ -354,7 +357,7 @@ fn unique_id() -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
     #[test]
@@ -364,18 +367,6 @@ pub(crate) mod tests {
         assert_eq!(v, "some value");
         assert!(parse_header("no colon").is_err());
         assert!(parse_header("Bad Name: v").is_err());
-    }
-
-    /// The size of the future an async fn of four arguments returns.
-    pub fn future_size<A, B, C, D, F: Future>(_: fn(A, B, C, D) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-
-    #[test]
-    fn connection_future_stays_small() {
-        let size = future_size(connection as fn(_, _, _, _) -> _);
-        eprintln!("connection future: {size} bytes");
-        assert!(size <= 4096, "{size}");
     }
 
     #[test]
