@@ -221,13 +221,15 @@ impl Pump<'_> {
                 }
             }
 
-            // The program's exit (ready again on every poll once it exited).
-            let exited = self.program.poll_exit(cx);
+            // The program's exit (ready again on every poll once it exited): looked at once
+            // its output is done, or before waiting (so that its exit wakes the task).
             let output_done = self.program.stdout.is_none()
                 && (self.settings.output == Output::Plain || self.program.stderr.is_none());
-            if let (true, Poll::Ready(status)) = (output_done, exited) {
-                // What is queued goes out before the Close frame.
-                return Poll::Ready(End::ProgramExited(status));
+            if output_done || !progress {
+                if let (true, Poll::Ready(status)) = (output_done, self.program.poll_exit(cx)) {
+                    // What is queued goes out before the Close frame.
+                    return Poll::Ready(End::ProgramExited(status));
+                }
             }
 
             if !progress {
