@@ -24,10 +24,12 @@ use crate::framing::{self, Mode};
 use crate::process::{self, Program};
 use bytes::{Buf, BytesMut};
 use std::future::Future;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use weft::proto::{CloseCode, Message};
 use weft::server::WebSocket;
 
@@ -70,6 +72,12 @@ pub trait Report: Send {
     fn ended(&mut self, end: &End);
 }
 
+/// A watch on the client's socket for its end: see [`Pump::client_hung_up`].
+struct Hangup {
+    stream: Arc<tokio::net::TcpStream>,
+    ready: Option<Pin<Box<dyn Future<Output = std::io::Result<tokio::io::Ready>> + Send>>>,
+}
+
 /// The pump's state, borrowing the connection's WebSocket and program.
 struct Pump<'a> {
     ws: &'a mut WebSocket,
@@ -80,6 +88,8 @@ struct Pump<'a> {
     err_buf: BytesMut,
     scratch: Vec<Message>,
     report: &'a mut dyn Report,
+    /// While the client's input is pushed back: a watch on its socket for its end.
+    hangup: Option<Hangup>,
 }
 
 /// Runs the connection until it ends, then ends the program (its whole group), waits
@@ -110,6 +120,7 @@ pub fn run(
             err_buf: BytesMut::new(),
             scratch: Vec::new(),
             report: &mut report,
+            hangup: None,
         };
         let end = std::future::poll_fn(|cx| pump.poll(cx)).await;
         drop(pump);
@@ -201,6 +212,9 @@ impl Pump<'_> {
                 }
             }
             release_if_empty(&mut self.to_program);
+            if self.client_hung_up(cx) {
+                return Poll::Ready(End::ClientGone(None));
+            }
 
             // The program's output, for the client.
             if let Err(e) = self.read_output(cx, &mut progress) {
@@ -234,6 +248,69 @@ impl Pump<'_> {
 
             if !progress {
                 return Poll::Pending;
+            }
+        }
+    }
+
+    /// Whether the client hung up while its input is pushed back. The socket is not read
+    /// then (that is the push-back), so its end would go unseen until the program reads
+    /// again; a second registration of the socket (a duplicate descriptor, its readiness
+    /// separate from the connection's) is woken by each change and reports the peer's FIN
+    /// (`EPOLLRDHUP`, even behind data not yet read) or a reset. (A FIN still behind data
+    /// the client's kernel could not send, into a full window, arrives only as the reset
+    /// that kernel sends once its retries run out.) Over TCP and TLS; a Unix socket or an
+    /// HTTP/2 stream is not watched.
+    fn client_hung_up(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.to_program.is_empty() {
+            self.hangup = None;
+            return false;
+        }
+        if self.to_program.len() < HIGH_WATER && self.hangup.is_none() {
+            return false;
+        }
+        if self.hangup.is_none() {
+            let Some(tcp) = self.ws.get_ref().tcp() else {
+                return false;
+            };
+            let watch = tcp
+                .as_fd()
+                .try_clone_to_owned()
+                .map(std::net::TcpStream::from)
+                .and_then(tokio::net::TcpStream::from_std);
+            match watch {
+                Ok(watch) => {
+                    self.hangup = Some(Hangup {
+                        stream: Arc::new(watch),
+                        ready: None,
+                    })
+                }
+                Err(_) => return false,
+            }
+        }
+        let Some(h) = self.hangup.as_mut() else {
+            return false;
+        };
+        loop {
+            let ready = h.ready.get_or_insert_with(|| {
+                let stream = h.stream.clone();
+                Box::pin(async move { stream.ready(Interest::READABLE).await })
+            });
+            match ready.as_mut().poll(cx) {
+                Poll::Pending => return false,
+                Poll::Ready(Err(_)) => return true,
+                Poll::Ready(Ok(r)) => {
+                    h.ready = None;
+                    // The peer's FIN (EPOLLRDHUP: seen even behind unread data), a reset
+                    // or an error.
+                    if r.is_read_closed() || r.is_error() {
+                        return true;
+                    }
+                    // Data waiting (the push-back itself): this registration's readiness
+                    // is cleared so that only the next change wakes the task.
+                    let _ = h.stream.try_io(Interest::READABLE, || {
+                        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                    });
+                }
             }
         }
     }

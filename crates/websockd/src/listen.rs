@@ -128,6 +128,14 @@ pub fn bind(
         }
     }
     if let Some(path) = &args.unixsocket {
+        // A socket file another server still answers on is left alone (a stale one from an
+        // unclean exit is replaced).
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{}: another server is listening there", path.display()),
+            ));
+        }
         builder = builder
             .bind_unix(path)
             .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", path.display())))?;

@@ -317,6 +317,12 @@ async fn unixsocket_alone_and_beside_tcp() {
     d.wait_exit();
     // Beside TCP.
     let both = Daemon::start(&[&format!("--unixsocket={}", path.display()), "cat"]);
+    // A path a live server listens on is not taken over.
+    let out = Command::new(env!("CARGO_BIN_EXE_websockd"))
+        .args([&format!("--unixsocket={}", path.display()), "cat"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
     let mut tcp = both.connect("/").await;
     tcp.send("tcp").await.unwrap();
     assert_eq!(recv_text(&mut tcp).await, "tcp");
