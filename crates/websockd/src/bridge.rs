@@ -30,8 +30,6 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, Interest};
-use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
-use tokio::sync::oneshot;
 use weft::proto::{CloseCode, Message};
 use weft::server::WebSocket;
 
@@ -65,8 +63,14 @@ pub enum End {
     BadOutput(framing::FramingError),
 }
 
-/// Where a stderr line goes when it is not sent to the client.
-pub type StderrSink = Box<dyn FnMut(&str) + Send>;
+/// What the bridge tells its caller: the program's stderr lines (those not sent to the
+/// client) and how the connection ended.
+pub trait Report: Send {
+    /// A line the program wrote to stderr.
+    fn stderr_line(&mut self, line: &str);
+    /// The connection is over and the program's group is gone.
+    fn ended(&mut self, end: &End);
+}
 
 /// A watch on the client's socket for its end: see [`Pump::client_hung_up`].
 struct Hangup {
@@ -74,64 +78,71 @@ struct Hangup {
     ready: Option<Pin<Box<dyn Future<Output = std::io::Result<tokio::io::Ready>> + Send>>>,
 }
 
+/// The pump's state, borrowing the connection's WebSocket and program.
 struct Pump<'a> {
     ws: &'a mut WebSocket,
+    program: &'a mut Program,
     settings: Settings,
-    stdin: Option<ChildStdin>,
     to_program: BytesMut,
-    stdout: Option<ChildStdout>,
     out_buf: BytesMut,
-    stderr: Option<ChildStderr>,
     err_buf: BytesMut,
-    exit: Option<oneshot::Receiver<ExitStatus>>,
-    status: Option<ExitStatus>,
     scratch: Vec<Message>,
-    stderr_sink: StderrSink,
+    report: &'a mut dyn Report,
     /// While the client's input is pushed back: a watch on its socket for its end.
     hangup: Option<Hangup>,
 }
 
-/// Runs the connection until it ends, then ends the program (its whole group) and waits
-/// until it is reaped.
-pub async fn run(
+/// Runs the connection until it ends, then ends the program (its whole group), waits
+/// until it is reaped and reports the end.
+///
+/// While the connection is idle this future is all it holds besides the socket's and the
+/// pipes' registrations (no task of its own for the program, no buffer), so what lives
+/// across its awaits is kept small (`connection_future_stays_small` checks its size): an
+/// `async move` block rather than an `async fn`, whose arguments would be moved into
+/// locals of their own next to the slots they came in (a second WebSocket's room).
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its arguments twice"
+)]
+pub fn run(
     mut ws: WebSocket,
     mut program: Program,
     settings: Settings,
-    stderr_sink: StderrSink,
-) -> End {
-    let mut pump = Pump {
-        ws: &mut ws,
-        settings,
-        stdin: program.stdin.take(),
-        to_program: BytesMut::new(),
-        stdout: program.stdout.take(),
-        out_buf: BytesMut::new(),
-        stderr: program.stderr.take(),
-        err_buf: BytesMut::new(),
-        exit: program.exit.take(),
-        status: None,
-        scratch: Vec::new(),
-        stderr_sink,
-        hangup: None,
-    };
-    let end = std::future::poll_fn(|cx| pump.poll(cx)).await;
-    // Whatever way it ended, the pipes close now: a program still writing gets EPIPE.
-    drop(pump);
-    program.stop();
-    match &end {
-        End::ProgramExited(status) => {
-            let (code, reason) = close_for(*status);
-            let _ = ws.close(code, &reason).await;
+    mut report: impl Report + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let mut pump = Pump {
+            ws: &mut ws,
+            program: &mut program,
+            settings,
+            to_program: BytesMut::new(),
+            out_buf: BytesMut::new(),
+            err_buf: BytesMut::new(),
+            scratch: Vec::new(),
+            report: &mut report,
+            hangup: None,
+        };
+        let end = std::future::poll_fn(|cx| pump.poll(cx)).await;
+        drop(pump);
+        // Whatever way it ended, the pipes close now: a program still writing gets EPIPE.
+        program.stdout = None;
+        program.stderr = None;
+        program.stop();
+        match &end {
+            End::ProgramExited(status) => {
+                let (code, reason) = close_for(*status);
+                let _ = ws.close(code, &reason).await;
+            }
+            End::BadOutput(e) => {
+                let reason = truncate_reason(format!("bad output: {e}"));
+                let _ = ws.close(CloseCode::INTERNAL_ERROR, &reason).await;
+            }
+            End::ClientGone(_) => {}
         }
-        End::BadOutput(e) => {
-            let reason = truncate_reason(format!("bad output: {e}"));
-            let _ = ws.close(CloseCode::INTERNAL_ERROR, &reason).await;
-        }
-        End::ClientGone(_) => {}
+        drop(ws);
+        program.finished().await;
+        report.ended(&end);
     }
-    drop(ws);
-    program.finished().await;
-    end
 }
 
 /// The close code and reason for a program's exit.
@@ -166,7 +177,7 @@ impl Pump<'_> {
                 match self.ws.poll_recv(cx) {
                     Poll::Ready(Ok(Some(msg))) => {
                         progress = true;
-                        if self.stdin.is_some() {
+                        if self.program.stdin.is_some() {
                             framing::encode_for_program(
                                 self.settings.mode,
                                 &msg,
@@ -182,7 +193,7 @@ impl Pump<'_> {
 
             // ...to the program's stdin.
             while !self.to_program.is_empty() {
-                let Some(stdin) = self.stdin.as_mut() else {
+                let Some(stdin) = self.program.stdin.as_mut() else {
                     self.to_program.clear();
                     break;
                 };
@@ -193,7 +204,7 @@ impl Pump<'_> {
                     }
                     // The program closed its stdin: what the client sends is dropped.
                     Poll::Ready(_) => {
-                        self.stdin = None;
+                        self.program.stdin = None;
                         self.to_program.clear();
                         progress = true;
                     }
@@ -224,22 +235,15 @@ impl Pump<'_> {
                 }
             }
 
-            // The program's exit.
-            if let Some(exit) = self.exit.as_mut() {
-                if let Poll::Ready(status) = Pin::new(exit).poll(cx) {
-                    self.exit = None;
-                    // The reaper never drops the sender before sending.
-                    self.status = Some(status.unwrap_or_else(|_| {
-                        std::os::unix::process::ExitStatusExt::from_raw(9 << 8)
-                    }));
-                    progress = true;
+            // The program's exit (ready again on every poll once it exited): looked at once
+            // its output is done, or before waiting (so that its exit wakes the task).
+            let output_done = self.program.stdout.is_none()
+                && (self.settings.output == Output::Plain || self.program.stderr.is_none());
+            if output_done || !progress {
+                if let (true, Poll::Ready(status)) = (output_done, self.program.poll_exit(cx)) {
+                    // What is queued goes out before the Close frame.
+                    return Poll::Ready(End::ProgramExited(status));
                 }
-            }
-            let output_done = self.stdout.is_none()
-                && (self.settings.output == Output::Plain || self.stderr.is_none());
-            if let (true, Some(status)) = (output_done, self.status) {
-                // What is queued goes out before the Close frame.
-                return Poll::Ready(End::ProgramExited(status));
             }
 
             if !progress {
@@ -317,7 +321,7 @@ impl Pump<'_> {
         progress: &mut bool,
     ) -> Result<(), framing::FramingError> {
         while self.ws.connection().queued_bytes() < HIGH_WATER {
-            let Some(stdout) = self.stdout.as_mut() else {
+            let Some(stdout) = self.program.stdout.as_mut() else {
                 return Ok(());
             };
             let eof = match read_some(stdout, &mut self.out_buf, cx) {
@@ -326,7 +330,7 @@ impl Pump<'_> {
             };
             *progress = true;
             if eof {
-                self.stdout = None;
+                self.program.stdout = None;
             }
             match self.settings.output {
                 Output::Plain => framing::decode_from_program(
@@ -365,7 +369,7 @@ impl Pump<'_> {
             if tagged && self.ws.connection().queued_bytes() >= HIGH_WATER {
                 return Ok(());
             }
-            let Some(stderr) = self.stderr.as_mut() else {
+            let Some(stderr) = self.program.stderr.as_mut() else {
                 return Ok(());
             };
             let eof = match read_some(stderr, &mut self.err_buf, cx) {
@@ -374,7 +378,7 @@ impl Pump<'_> {
             };
             *progress = true;
             if eof {
-                self.stderr = None;
+                self.program.stderr = None;
             }
             if tagged {
                 decode_tagged(
@@ -399,7 +403,7 @@ impl Pump<'_> {
                 )?;
                 for msg in self.scratch.drain(..) {
                     if let Message::Text(line) = msg {
-                        (self.stderr_sink)(line.as_str());
+                        self.report.stderr_line(line.as_str());
                     }
                 }
             }
@@ -507,6 +511,25 @@ mod tests {
             &out[1].payload()[..],
             br#"{"stream":"stderr","data":"two"}"#
         );
+    }
+
+    /// The size of the future a function of four arguments returns.
+    fn future_size<A, B, C, D, F: Future>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn connection_future_stays_small() {
+        // About the WebSocket (848 bytes), the program (312) and the pump (168), once
+        // each: a second copy of the WebSocket or the program would show.
+        struct Nothing;
+        impl Report for Nothing {
+            fn stderr_line(&mut self, _: &str) {}
+            fn ended(&mut self, _: &End) {}
+        }
+        let size = future_size(run as fn(_, _, _, Nothing) -> _);
+        eprintln!("bridge::run future: {size} bytes");
+        assert!(size <= 1800, "the connection's future grew to {size} bytes");
     }
 
     #[test]

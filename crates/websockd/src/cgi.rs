@@ -110,7 +110,9 @@ pub async fn run(app: &App, script: Script, req: Request<Incoming>) -> Response<
         }
         err
     };
-    let ((), out, err) = tokio::join!(feed, read, errors);
+    let ((), out, err) = program
+        .watching(async { tokio::join!(feed, read, errors) })
+        .await;
     for line in String::from_utf8_lossy(&err).lines() {
         log::log(
             Level::Error,

@@ -1,27 +1,31 @@
 //! The program behind a connection: started in a process group of its own, with a clean
 //! environment and piped stdio, and ended — the whole group — when the connection is over.
 //!
-//! Each program has a reaper task that owns the child. It reports the program's exit
-//! (`Program::exit`) and, when asked to stop ([`Program::stop`], or the handle dropped),
-//! runs websocketd's ladder on the group: stdin is already closed, then wait
-//! 100 ms + `closems`; SIGINT, wait 250 ms + `closems`; SIGTERM, wait 500 ms + `closems`;
-//! SIGKILL. After the program itself has exited, whatever it left in its group gets
-//! SIGTERM, then SIGKILL, and is reaped (websockd is the child subreaper, so orphans come
-//! back to it instead of becoming zombies under an init that may not reap).
+//! Until the program exits or is stopped, nothing runs on its behalf: whoever holds the
+//! [`Program`] polls its exit ([`Program::poll_exit`]), so an idle connection costs its
+//! program's handles, not a task. A reaper task is spawned only when there is work: when
+//! the program is stopped ([`Program::stop`], or the handle dropped) it runs websocketd's
+//! ladder on the group: stdin is already closed, then wait 100 ms + `closems`; SIGINT, wait
+//! 250 ms + `closems`; SIGTERM, wait 500 ms + `closems`; SIGKILL. Once the program itself
+//! has exited, whatever it left in its group gets SIGTERM, then SIGKILL, and is reaped
+//! (websockd is the child subreaper, so orphans come back to it instead of becoming zombies
+//! under an init that may not reap).
 
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::ffi::OsString;
+use std::future::Future;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
-use tokio::sync::oneshot;
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::task::JoinHandle;
 
 /// What to run, and how.
 #[derive(Debug, Clone)]
@@ -75,7 +79,7 @@ impl Drop for ForkSlot {
     }
 }
 
-/// A running program: its pipes and the handle on its reaper.
+/// A running program: its pipes, and the child until it is reaped or handed to a reaper.
 #[derive(Debug)]
 pub struct Program {
     /// Its process id (and process group id).
@@ -86,10 +90,16 @@ pub struct Program {
     pub stdout: Option<ChildStdout>,
     /// Its stderr.
     pub stderr: Option<ChildStderr>,
-    /// The program's exit status, sent once it exited (taken by the bridge).
-    pub exit: Option<oneshot::Receiver<ExitStatus>>,
-    stop: Option<oneshot::Sender<()>>,
-    done: Option<oneshot::Receiver<()>>,
+    /// The child while nobody else waits for it (`None` once handed to the reaper).
+    child: Option<Child>,
+    /// Its exit status, once seen.
+    status: Option<ExitStatus>,
+    /// Its `--maxforks` place, held until its group is gone (then by the reaper).
+    slot: Option<ForkSlot>,
+    /// `--closems`.
+    close_extra: Duration,
+    /// The reaper, once there is one.
+    reaper: Option<JoinHandle<()>>,
 }
 
 impl Program {
@@ -111,43 +121,109 @@ impl Program {
         let pid = child
             .id()
             .ok_or_else(|| io::Error::other("the program exited before it was seen"))?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        let (exit_tx, exit) = oneshot::channel();
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let (done_tx, done) = oneshot::channel();
-        let close_extra = spec.close_extra;
-        tokio::spawn(async move {
-            reap(child, pid, close_extra, exit_tx, stop_rx).await;
-            drop(slot);
-            let _ = done_tx.send(());
-        });
         Ok(Program {
             pid,
-            stdin,
-            stdout,
-            stderr,
-            exit: Some(exit),
-            stop: Some(stop_tx),
-            done: Some(done),
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+            child: Some(child),
+            status: None,
+            slot,
+            close_extra: spec.close_extra,
+            reaper: None,
         })
+    }
+
+    /// The program's exit status, once it exited (it is reaped then, and what it left in
+    /// its group starts being ended). Wakes `cx` when it exits.
+    pub fn poll_exit(&mut self, cx: &mut Context<'_>) -> Poll<ExitStatus> {
+        if let Some(status) = self.status {
+            return Poll::Ready(status);
+        }
+        let Some(child) = self.child.as_mut() else {
+            // Stopped before it exited: the reaper has it.
+            return Poll::Pending;
+        };
+        // `wait` is cancel safe and keeps no state of its own: a fresh one per poll.
+        let waited = std::pin::pin!(child.wait()).poll(cx);
+        let status = match waited {
+            Poll::Ready(Ok(status)) => status,
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(pid = self.pid, "waiting for the program failed: {e}");
+                self.stop();
+                self.status = Some(ExitStatus::from_raw(9));
+                return Poll::Ready(ExitStatus::from_raw(9));
+            }
+            Poll::Pending => return Poll::Pending,
+        };
+        self.status = Some(status);
+        self.child = None;
+        // The program is gone; what it started in its group goes too.
+        let pgid = pgid_of(self.pid);
+        if group_alive(pgid) {
+            let (slot, extra) = (self.slot.take(), self.close_extra);
+            self.reaper = spawn_reaper(async move {
+                end_group(pgid, extra).await;
+                drop(slot);
+            });
+        } else {
+            self.slot = None;
+        }
+        Poll::Ready(status)
+    }
+
+    /// Runs `fut` while watching the program's exit (so that its group is ended as soon as
+    /// it exits, even while `fut` waits for pipes a leftover process keeps open).
+    pub async fn watching<F: Future>(&mut self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            let _ = self.poll_exit(cx);
+            fut.as_mut().poll(cx)
+        })
+        .await
     }
 
     /// Closes stdin and starts the ladder (if the program is still running).
     pub fn stop(&mut self) {
         self.stdin = None;
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        if let Some(mut child) = self.child.take() {
+            let pgid = pgid_of(self.pid);
+            let (slot, extra) = (self.slot.take(), self.close_extra);
+            self.reaper = spawn_reaper(async move {
+                ladder(&mut child, pgid, extra).await;
+                end_group(pgid, extra).await;
+                drop(slot);
+            });
         }
     }
 
-    /// Waits until the program and everything in its group are gone and reaped.
+    /// Waits until the program and everything in its group are gone and reaped (stop it
+    /// first, or let it exit).
     pub async fn finished(&mut self) {
-        if let Some(done) = self.done.take() {
-            let _ = done.await;
+        if let Some(reaper) = self.reaper.take() {
+            let _ = reaper.await;
         }
     }
+}
+
+impl Drop for Program {
+    /// A program dropped while running (its connection's task cut short) is stopped all
+    /// the same.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn pgid_of(pid: u32) -> Pid {
+    Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX))
+}
+
+/// Spawns a reaper on the current runtime (none while the runtime itself goes down: its
+/// tasks are being dropped then, as a reaper spawned earlier would be).
+fn spawn_reaper(task: impl Future<Output = ()> + Send + 'static) -> Option<JoinHandle<()>> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|rt| rt.spawn(task))
 }
 
 /// How an exit reads in a close reason: `exit status N` or `killed by signal N`.
@@ -159,35 +235,9 @@ pub fn describe(status: ExitStatus) -> String {
     }
 }
 
-async fn reap(
-    mut child: tokio::process::Child,
-    pid: u32,
-    extra: Duration,
-    exit_tx: oneshot::Sender<ExitStatus>,
-    mut stop_rx: oneshot::Receiver<()>,
-) {
-    let pgid = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
-    // Until the connection ends (stop) or the program exits on its own.
-    let status = tokio::select! {
-        status = child.wait() => status.ok(),
-        _ = &mut stop_rx => None,
-    };
-    let status = match status {
-        Some(s) => Some(s),
-        None => ladder(&mut child, pgid, extra).await,
-    };
-    let _ = exit_tx.send(status.unwrap_or_else(|| ExitStatus::from_raw(9)));
-    // The program is gone; what it started in its group goes too.
-    end_group(pgid, extra).await;
-}
-
 /// websocketd's ladder, on the group: the program had its stdin closed; signals follow
-/// until it exits.
-async fn ladder(
-    child: &mut tokio::process::Child,
-    pgid: Pid,
-    extra: Duration,
-) -> Option<ExitStatus> {
+/// until it exits (at once if it already has).
+async fn ladder(child: &mut Child, pgid: Pid, extra: Duration) {
     let steps: [(Option<Signal>, u64); 4] = [
         (None, 100),
         (Some(Signal::SIGINT), 250),
@@ -200,15 +250,12 @@ async fn ladder(
             let _ = killpg(pgid, sig);
         }
         let wait = Duration::from_millis(wait_ms) + extra;
-        if let Ok(status) = tokio::time::timeout(wait, child.wait()).await {
-            return status.ok();
+        if tokio::time::timeout(wait, child.wait()).await.is_ok() {
+            return;
         }
     }
     // SIGKILL cannot be ignored; this wait only ends early if the kernel is stuck.
-    tokio::time::timeout(Duration::from_secs(5), child.wait())
-        .await
-        .ok()
-        .and_then(Result::ok)
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
 }
 
 /// Ends and reaps whatever is left in the group of a program that has exited.

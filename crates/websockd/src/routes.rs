@@ -19,7 +19,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -268,18 +270,33 @@ async fn websocket(app: &App, mut req: Request<Incoming>, ctx: &Context) -> Resp
         output: app.output,
         out_limit: app.out_limit,
     };
-    let err_context = session.clone();
-    let sink: bridge::StderrSink = Box::new(move |line: &str| {
+    // The handler holds only a box (weft keeps the handler in the upgrade's task for as
+    // long as the connection lasts); the connection's future is boxed for the same reason
+    // (weft keeps the future the handler returns in more than one slot of its state
+    // machine): one allocation of its own exact size.
+    let parts = Box::new((program, settings, Session(session.into_boxed_str())));
+    upgrade.respond(Ok(accept), move |ws| {
+        let (program, settings, session) = *parts;
+        Box::pin(bridge::run(ws, program, settings, session))
+            as Pin<Box<dyn Future<Output = ()> + Send>>
+    })
+}
+
+/// One WebSocket connection's log lines: the program's stderr and the end.
+struct Session(Box<str>);
+
+impl bridge::Report for Session {
+    fn stderr_line(&mut self, line: &str) {
         log::log(
             Level::Error,
             "process",
-            &err_context,
+            &self.0,
             format_args!("STDERR: {line}"),
         );
-    });
-    upgrade.respond(Ok(accept), move |ws| async move {
-        let end = bridge::run(ws, program, settings, sink).await;
-        let how = match &end {
+    }
+
+    fn ended(&mut self, end: &End) {
+        let how = match end {
             End::ClientGone(None) => "client closed".to_owned(),
             End::ClientGone(Some(e)) => format!("client gone: {e}"),
             End::ProgramExited(s) => crate::process::describe(*s),
@@ -288,10 +305,10 @@ async fn websocket(app: &App, mut req: Request<Incoming>, ctx: &Context) -> Resp
         log::log(
             Level::Access,
             "session",
-            &session,
+            &self.0,
             format_args!("DISCONNECT ({how})"),
         );
-    })
+    }
 }
 
 async fn plain(app: &App, req: Request<Incoming>, ctx: &Context) -> Response<ResBody> {
