@@ -183,7 +183,10 @@ fn char_boundary(buf: &[u8], limit: usize) -> usize {
         // One character wider than the limit: it goes whole (a limit under 4 bytes is not
         // one a client would set; cutting the character would only garble it).
         let width = utf8_width(buf[0]);
-        if width > limit && width <= buf.len() {
+        if width > limit
+            && width <= buf.len()
+            && buf[1..width].iter().all(|&b| b & 0xC0 == 0x80)
+        {
             return width;
         }
         return limit;
@@ -194,9 +197,9 @@ fn char_boundary(buf: &[u8], limit: usize) -> usize {
 /// The length of the UTF-8 sequence a lead byte starts (1 for anything else).
 fn utf8_width(lead: u8) -> usize {
     match lead {
-        b if b >= 0xF0 => 4,
-        b if b >= 0xE0 => 3,
-        b if b >= 0xC0 => 2,
+        0xF0..=0xF4 => 4,
+        0xE0..=0xEF => 3,
+        0xC2..=0xDF => 2,
         _ => 1,
     }
 }
