@@ -45,8 +45,9 @@ type Seen = Arc<
 >;
 
 /// The one handler of these tests: `/health` → `ok`, `/ws` → echo (async, or blocking in
-/// the blocking model), `/info` → the peer address, `/close` → the server closes with 4000,
-/// anything else 404.
+/// the blocking model), `/split` → echo through the split halves, `/push` → a message every
+/// 20 ms from the write half alone (the read half waits unpolled until the sends fail),
+/// `/info` → the peer address, `/close` → the server closes with 4000, anything else 404.
 async fn handle(mut req: Request<Incoming>, blocking: bool, seen: Seen) -> Response<Body> {
     if let Some(info) = ConnInfo::of(&req) {
         seen.lock().unwrap().push((
@@ -83,6 +84,32 @@ async fn handle(mut req: Request<Incoming>, blocking: bool, seen: Seen) -> Respo
                         break;
                     }
                 }
+            }),
+            Err(refusal) => refusal.map(Body::from),
+        },
+        "/split" => match WebSocketUpgrade::from_request(&mut req) {
+            Ok(up) => up.on_upgrade(|ws| async move {
+                let (mut rx, tx) = ws.split();
+                while let Ok(Some(m)) = rx.recv().await {
+                    if tx.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            }),
+            Err(refusal) => refusal.map(Body::from),
+        },
+        "/push" => match WebSocketUpgrade::from_request(&mut req) {
+            Ok(up) => up.on_upgrade(|ws| async move {
+                let (mut rx, tx) = ws.split();
+                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                loop {
+                    tick.tick().await;
+                    if tx.send("tick").await.is_err() {
+                        break;
+                    }
+                }
+                // The close went out with the last send; the read half completes it.
+                while let Ok(Some(_)) = rx.recv().await {}
             }),
             Err(refusal) => refusal.map(Body::from),
         },
@@ -543,6 +570,49 @@ async fn graceful_shutdown_sends_1001_to_every_websocket() {
     );
     // No longer accepting.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// A split server WebSocket gets 1001 on a graceful shutdown too: from its read half while
+/// it waits for the peer (`/split`), and from its write half alone while the read half is
+/// not polled (`/push`). Without it they would be cut, with no close frame, at the end of
+/// the grace period.
+#[tokio::test]
+async fn graceful_shutdown_sends_1001_to_split_websockets() {
+    let (addr, shutdown, served) = embedded(|b| b.shutdown_grace(Duration::from_secs(10))).await;
+    let (mut echo, _) = weft::tokio::connect_url(&format!("ws://{addr}/split"), Options::default())
+        .await
+        .unwrap();
+    echo.send("split").await.unwrap();
+    assert_eq!(echo.recv().await.unwrap(), Some(Message::from("split")));
+    let (mut push, _) = weft::tokio::connect_url(&format!("ws://{addr}/push"), Options::default())
+        .await
+        .unwrap();
+    assert_eq!(push.recv().await.unwrap(), Some(Message::from("tick")));
+    shutdown.shutdown();
+    let bound = Duration::from_secs(30);
+    let end = tokio::time::timeout(bound, echo.recv())
+        .await
+        .expect("a hang");
+    assert_eq!(end.unwrap(), None);
+    let close = echo.connection().close_received().cloned();
+    assert_eq!(close.expect("a close frame").code, CloseCode::GOING_AWAY);
+    let pushed = async {
+        loop {
+            match push.recv().await {
+                Ok(Some(m)) => assert_eq!(m, Message::from("tick")),
+                Ok(None) => return,
+                Err(e) => panic!("the push connection ended without its close: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(bound, pushed).await.expect("a hang");
+    let close = push.connection().close_received().cloned();
+    assert_eq!(close.expect("a close frame").code, CloseCode::GOING_AWAY);
+    tokio::time::timeout(bound, served)
+        .await
+        .expect("a hang")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]

@@ -75,10 +75,12 @@ pub struct WebSocket<S> {
 
 /// What [`WebSocket::close_on`] waits for (cheap to poll on every wake), and the close it
 /// then sends.
-struct CloseSignal {
-    cancelled: crate::signal::Cancelled,
-    code: CloseCode,
-    reason: &'static str,
+pub(crate) struct CloseSignal {
+    pub(crate) cancelled: crate::signal::Cancelled,
+    /// The token, for the second watcher a split connection needs (one per half).
+    pub(crate) token: tokio_util::sync::CancellationToken,
+    pub(crate) code: CloseCode,
+    pub(crate) reason: &'static str,
 }
 
 impl std::fmt::Debug for CloseSignal {
@@ -133,7 +135,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// whichever call is driving the connection then (`recv`, `next_event`, `flush`...):
     /// the next `recv` returns the messages still arriving, then `Ok(None)` once the peer
     /// answers. `weft::server` uses it to send 1001 (going away) to every WebSocket on a
-    /// graceful shutdown. A later call replaces the earlier one.
+    /// graceful shutdown. A later call replaces the earlier one. A connection
+    /// [`split`](Self::split) later keeps it: the read half sends the close when the token
+    /// is cancelled while it waits for the peer, and the write half at its next send or
+    /// flush, whichever comes first.
     pub fn close_on(
         &mut self,
         token: tokio_util::sync::CancellationToken,
@@ -141,7 +146,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         reason: &'static str,
     ) {
         self.close_signal = Some(Box::new(CloseSignal {
-            cancelled: crate::signal::Cancelled::new(token),
+            cancelled: crate::signal::Cancelled::new(token.clone()),
+            token,
             code,
             reason,
         }));
