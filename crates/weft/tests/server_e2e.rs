@@ -473,6 +473,131 @@ async fn a_slowloris_head_is_cut_at_the_timeout() {
     served.await.unwrap().unwrap();
 }
 
+/// One keep-alive `GET /health` on `s`, its whole response read (`ok`, 2 bytes of body).
+async fn keep_alive_get(s: &mut tokio::net::TcpStream) {
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"\r\n\r\nok") {
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .expect("no response")
+            .unwrap();
+        assert!(n > 0, "closed before the response: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"), "{got:?}");
+}
+
+/// The idle timeout closes a keep-alive HTTP/1.1 connection with no request in progress
+/// (the header timeout, a minute here, is not what closes it).
+#[tokio::test]
+async fn a_keep_alive_connection_idle_past_the_idle_timeout_is_closed() {
+    let (addr, shutdown, served) = embedded(|b| {
+        b.header_timeout(Duration::from_secs(60))
+            .idle_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    keep_alive_get(&mut s).await;
+    keep_alive_get(&mut s).await;
+    wait_closed(&mut s, Duration::from_secs(20)).await;
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
+/// The header timeout bounds a request head, not the wait between requests: a keep-alive
+/// connection idle for longer than it (but not the idle timeout, a minute here) still
+/// serves its next request; a keep-alive request whose head then never ends is cut.
+#[tokio::test]
+async fn the_header_timeout_bounds_heads_not_the_idle_wait() {
+    let (addr, shutdown, served) = embedded(|b| {
+        b.header_timeout(Duration::from_millis(200))
+            .idle_timeout(Duration::from_secs(60))
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    keep_alive_get(&mut s).await;
+    // Idle for five header timeouts: still open, still served.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    keep_alive_get(&mut s).await;
+    // The next head, a byte now and then: cut by the header timeout.
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if s.write_all(b"X").await.is_err() {
+            break;
+        }
+    }
+    wait_closed(&mut s, Duration::from_secs(20)).await;
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
+/// An HTTP/2 connection with no stream open is closed (GOAWAY) after the idle timeout; a
+/// WebSocket over HTTP/2 is a stream that keeps it open however quiet it is.
+#[tokio::test]
+async fn an_h2_connection_without_streams_is_closed_after_the_idle_timeout() {
+    let (addr, shutdown, served) = embedded(|b| {
+        b.header_timeout(Duration::from_secs(60))
+            .idle_timeout(Duration::from_millis(300))
+    })
+    .await;
+    // A plain h2c request, then nothing: the server closes the connection.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::get(format!("http://{addr}/health"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        &res.into_body().collect().await.unwrap().to_bytes()[..],
+        b"ok"
+    );
+    tokio::time::timeout(Duration::from_secs(20), conn)
+        .await
+        .expect("the idle h2 connection was not closed")
+        .unwrap()
+        .unwrap();
+    // A WebSocket over h2c, quiet for three idle timeouts: its connection stays open.
+    let url = format!("ws://{addr}/ws");
+    let options = Options::default();
+    let h2 = weft::tokio::H2Connection::connect(&url, &options)
+        .await
+        .unwrap();
+    let (mut ws, _) = h2.websocket(&url, options.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    ws.send("still here").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap(), Some(Message::from("still here")));
+    // Not even going away (a GOAWAY would refuse a new stream): a second WebSocket opens.
+    let (mut second, _) = h2.websocket(&url, options).await.unwrap();
+    second.send("second").await.unwrap();
+    assert_eq!(second.recv().await.unwrap(), Some(Message::from("second")));
+    // Once both are over, the connection has no stream left and is closed.
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    second.close(CloseCode::NORMAL, "").await.unwrap();
+    drop((ws, second));
+    let closed = async {
+        while !h2.is_closed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), closed)
+        .await
+        .expect("the h2 connection was not closed after its last stream");
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn a_head_over_the_limit_is_431() {
     let (addr, shutdown, served) = embedded(|b| b.max_head_size(8192)).await;

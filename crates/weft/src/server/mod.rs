@@ -71,8 +71,12 @@
 //! ## Limits and lifecycle
 //!
 //! [`Builder`] sets the request head's size and header count (431 past them), a header
-//! timeout (a slowloris head is cut; hyper applies the same timer to a keep-alive
-//! connection waiting for its next request, so it is the idle timeout too), a connection
+//! timeout (from a connection's start, or from the first byte of a keep-alive
+//! connection's next request, to the end of the request head: a slowloris head is cut; the
+//! TLS handshake has one of its own), an
+//! idle timeout (a keep-alive connection with no request in progress: over HTTP/1.1 from the
+//! end of a response to the first byte of the next request, over HTTP/2 with no stream
+//! open, upgraded streams included; then it is closed, HTTP/2 with a GOAWAY), a connection
 //! limit (503 with `Retry-After` past it), and the grace period of a graceful shutdown:
 //! [`Shutdown::shutdown`] stops accepting, ends HTTP connections after their current
 //! request, sends Close 1001 to every async WebSocket, waits up to the grace period, then
@@ -101,7 +105,7 @@ use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -132,6 +136,7 @@ pub(crate) struct Config {
     pub(crate) max_head_size: usize,
     pub(crate) max_headers: usize,
     pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     pub(crate) max_connections: usize,
     pub(crate) retry_after: Duration,
     pub(crate) grace: Duration,
@@ -145,6 +150,7 @@ impl Default for Config {
             max_head_size: 16 * 1024,
             max_headers: 100,
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
             max_connections: 10_000,
             retry_after: Duration::from_secs(1),
             grace: Duration::from_secs(10),
@@ -181,7 +187,8 @@ pub(crate) struct ConnCtx {
     pub(crate) shared: Arc<Shared>,
     /// In the blocking model, the tasks of this connection's own runtime.
     pub(crate) local_tracker: Option<TaskTracker>,
-    pub(crate) seen_request: AtomicBool,
+    /// Requests (and HTTP/2 upgraded streams) in progress, for the idle and header timers.
+    pub(crate) activity: conn::Activity,
     pub(crate) span: tracing::Span,
     pub(crate) _guard: conn::ConnGuard,
 }
@@ -296,10 +303,24 @@ impl Builder {
         self
     }
 
-    /// How long a request head (and a TLS handshake, and a keep-alive connection waiting
-    /// for its next request) may take; past it the connection is closed. Default 10 s.
+    /// How long a request head may take: from the connection's start to the end of its
+    /// first request's head (a TLS handshake before it has a header timeout of its own),
+    /// and from the first byte of each later request on a keep-alive connection to the end
+    /// of its head. Past it the connection is cut (a slowloris head). Default 10 s.
     pub fn header_timeout(mut self, timeout: Duration) -> Self {
         self.config.header_timeout = timeout;
+        self
+    }
+
+    /// How long a keep-alive connection may wait with no request in progress before the
+    /// server closes it: over HTTP/1.1 from the end of a response to the first byte of the
+    /// next request (then [`header_timeout`](Self::header_timeout) bounds its head); over
+    /// HTTP/2 while no stream is open (a WebSocket over HTTP/2 keeps its connection open),
+    /// after which the server sends GOAWAY and closes. Default 75 s: longer than the 60 s
+    /// idle timeout common in load balancers and proxies, so that the proxy, not the
+    /// server, closes a connection it might be about to reuse.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = timeout;
         self
     }
 
@@ -344,10 +365,12 @@ impl Builder {
         S: Handler,
     {
         let config = self.config;
+        // The header and idle timeouts are weft's own (`conn::Watchdog`): hyper's header
+        // timer runs from the end of a response to the end of the next head, which is
+        // both at once, and is re-armed (a new timer) for every request.
         let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         http.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.header_timeout)
+            .header_read_timeout(None)
             .max_headers(config.max_headers)
             .max_buf_size(config.max_head_size);
         http.http2()
@@ -356,8 +379,7 @@ impl Builder {
             .max_header_list_size(u32::try_from(config.max_head_size).unwrap_or(u32::MAX));
         let http1_only = (!config.http2).then(|| {
             let mut b = hyper::server::conn::http1::Builder::new();
-            b.timer(TokioTimer::new())
-                .header_read_timeout(config.header_timeout)
+            b.header_read_timeout(None)
                 .max_headers(config.max_headers)
                 .max_buf_size(config.max_head_size);
             b

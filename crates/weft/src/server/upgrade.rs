@@ -9,6 +9,7 @@
 //! the server's own [`Stream`]), so the WebSocket runs on the transport itself.
 
 use super::blocking_stream::BlockingStream;
+use super::conn::{Busy, Watched};
 use super::stream::Stream;
 use super::ConnCtx;
 use crate::accept::{negotiate, Accept, Decision};
@@ -324,13 +325,11 @@ where
 fn spawn(ctx: Option<Arc<ConnCtx>>, task: impl Future<Output = ()> + Send + 'static) {
     match ctx {
         Some(ctx) => {
-            let c = ctx.clone();
-            ctx.spawn(async move {
-                // The connection counts (for the connection limit) until the upgraded
-                // stream is done.
-                let _ctx = c;
-                task.await
-            })
+            // The connection counts (for the connection limit, and over HTTP/2 as a
+            // stream in progress for the idle timeout) until the upgraded stream is done.
+            let busy = Busy::new(ctx.clone(), None);
+            // `map`, not an `async` block: the task's future is kept once, not twice.
+            ctx.spawn(futures_util::FutureExt::map(task, move |()| drop(busy)))
         }
         None => {
             tokio::spawn(task);
@@ -343,6 +342,15 @@ fn spawn(ctx: Option<Arc<ConnCtx>>, task: impl Future<Output = ()> + Send + 'sta
 /// else (an HTTP/2 stream) as it is.
 async fn upgraded_stream(on_upgrade: OnUpgrade) -> hyper::Result<(Stream, Bytes)> {
     let upgraded = on_upgrade.await?;
+    let upgraded =
+        match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<Watched>>(upgraded) {
+            Ok(parts) => return Ok((parts.io.into_inner().into_inner(), parts.read_buf)),
+            Err(u) => u,
+        };
+    let upgraded = match upgraded.downcast::<TokioIo<Watched>>() {
+        Ok(parts) => return Ok((parts.io.into_inner().into_inner(), parts.read_buf)),
+        Err(u) => u,
+    };
     let upgraded =
         match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<Stream>>(upgraded) {
             Ok(parts) => return Ok((parts.io.into_inner(), parts.read_buf)),
