@@ -80,7 +80,8 @@
 //! limit (503 with `Retry-After` past it), and the grace period of a graceful shutdown:
 //! [`Shutdown::shutdown`] stops accepting, ends HTTP connections after their current
 //! request, sends Close 1001 to every async WebSocket, waits up to the grace period, then
-//! cuts what is left. Each connection runs in a `tracing` span `conn` with the peer.
+//! cuts what is left. Each connection runs in a `tracing` span `conn` with the peer (its
+//! HTTP/2 requests, which hyper runs on tasks of their own, and its upgraded streams too).
 
 mod blocking_stream;
 mod conn;
@@ -99,7 +100,7 @@ pub use upgrade::{
 };
 
 use crate::options::Options;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use listener::{Bound, BoundSocket, Listener};
 use std::future::Future;
 use std::io;
@@ -163,7 +164,7 @@ impl Default for Config {
 /// What every connection of a server shares.
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) http: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    pub(crate) http: hyper_util::server::conn::auto::Builder<InSpan>,
     /// With HTTP/2 off: hyper's HTTP/1 alone.
     pub(crate) http1_only: Option<hyper::server::conn::http1::Builder>,
     pub(crate) shutdown: CancellationToken,
@@ -213,6 +214,22 @@ impl ConnCtx {
             Some(t) => t.spawn(task),
             None => self.shared.tracker.spawn(task),
         };
+    }
+}
+
+/// hyper's executor for the tasks it spawns (an HTTP/2 connection's requests): tokio's, in
+/// the span of the connection that spawns them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InSpan;
+
+impl<F> hyper::rt::Executor<F> for InSpan
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        use tracing::Instrument;
+        tokio::spawn(fut.instrument(tracing::Span::current()));
     }
 }
 
@@ -368,7 +385,7 @@ impl Builder {
         // The header and idle timeouts are weft's own (`conn::Watchdog`): hyper's header
         // timer runs from the end of a response to the end of the next head, which is
         // both at once, and is re-armed (a new timer) for every request.
-        let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut http = hyper_util::server::conn::auto::Builder::new(InSpan);
         http.http1()
             .header_read_timeout(None)
             .max_headers(config.max_headers)
