@@ -45,7 +45,7 @@ type Seen = Arc<
 >;
 
 /// The one handler of these tests: `/health` → `ok`, `/ws` → echo (async, or blocking in
-/// the blocking model), `/split` → echo through the split halves, `/push` → a message every
+/// the blocking model), `/blocking` → the blocking echo in any model, `/split` → echo through the split halves, `/push` → a message every
 /// 20 ms from the write half alone (the read half waits unpolled until the sends fail),
 /// `/info` → the peer address, `/close` → the server closes with 4000, anything else 404.
 async fn handle(mut req: Request<Incoming>, blocking: bool, seen: Seen) -> Response<Body> {
@@ -81,6 +81,16 @@ async fn handle(mut req: Request<Incoming>, blocking: bool, seen: Seen) -> Respo
             Ok(up) => up.protocols(["echo"]).on_upgrade(|mut ws| async move {
                 while let Ok(Some(m)) = ws.recv().await {
                     if ws.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            }),
+            Err(refusal) => refusal.map(Body::from),
+        },
+        "/blocking" => match WebSocketUpgrade::from_request(&mut req) {
+            Ok(up) => up.on_upgrade_blocking(|mut ws| {
+                while let Ok(Some(m)) = ws.recv(None) {
+                    if ws.send(m, None).is_err() {
                         break;
                     }
                 }
@@ -615,10 +625,21 @@ async fn a_head_over_the_limit_is_431() {
 
 #[tokio::test]
 async fn past_the_connection_limit_is_503_with_retry_after() {
+    past_the_connection_limit("/ws").await;
+}
+
+/// A blocking WebSocket (on a thread of its own) holds its connection's slot too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_websocket_counts_against_the_connection_limit() {
+    past_the_connection_limit("/blocking").await;
+}
+
+/// One WebSocket at `path` holds the only slot: a new connection gets 503 until it ends.
+async fn past_the_connection_limit(path: &str) {
     let (addr, shutdown, served) =
         embedded(|b| b.max_connections(1).retry_after(Duration::from_secs(7))).await;
     // One WebSocket holds the only slot.
-    let url = format!("ws://{addr}/ws");
+    let url = format!("ws://{addr}{path}");
     let (mut held, _) = weft::tokio::connect_url(&url, Options::default())
         .await
         .unwrap();

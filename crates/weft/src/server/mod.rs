@@ -491,6 +491,12 @@ where
     /// (d) Serves on the current tokio runtime (current-thread or multi-thread) until a
     /// graceful shutdown completes.
     pub async fn serve(self) -> io::Result<()> {
+        self.serve_in(false).await
+    }
+
+    /// Accepts on every listener until the shutdown, then drains; each connection on a
+    /// task, or (`blocking`) on a thread of its own.
+    async fn serve_in(self, blocking: bool) -> io::Result<()> {
         let Server {
             bound,
             service,
@@ -503,7 +509,7 @@ where
                 listener,
                 service.clone(),
                 shared.clone(),
-                false,
+                blocking,
             )));
         }
         for l in loops {
@@ -589,28 +595,7 @@ where
     }
 
     fn run_blocking(self) -> io::Result<()> {
-        let Server {
-            bound,
-            service,
-            shared,
-        } = self;
-        current_thread()?.block_on(async move {
-            let mut loops = Vec::new();
-            for b in bound {
-                let listener = b.into_tokio()?;
-                loops.push(tokio::spawn(accept_loop(
-                    listener,
-                    service.clone(),
-                    shared.clone(),
-                    true,
-                )));
-            }
-            for l in loops {
-                let _ = l.await;
-            }
-            drain(&shared).await;
-            Ok(())
-        })
+        current_thread()?.block_on(self.serve_in(true))
     }
 }
 

@@ -190,33 +190,14 @@ impl WebSocketUpgrade {
         Fut: Future<Output = ()> + Send + 'static,
         B: Default + From<String>,
     {
-        let (response, config) = match negotiate(&self.request, decision, &self.options) {
-            Ok(ok) => ok,
-            Err(refusal) => return refusal.map(B::from),
-        };
-        let WebSocketUpgrade {
-            on_upgrade,
-            ctx,
-            options,
-            ..
-        } = self;
-        let shutdown = ctx.as_ref().map(|c| c.shared.shutdown.clone());
-        let task = async move {
-            let Ok((stream, rest)) = upgraded_stream(on_upgrade).await else {
-                return;
-            };
-            let mut conn = Connection::new(Role::Server, config);
-            conn.receive(&rest);
-            // The bytes are in the engine now; holding them would pin hyper's read buffer.
-            drop(rest);
+        self.answer_then(decision, move |stream, handover| {
+            let (conn, options, shutdown) = handover.engine();
             let mut ws = WebSocket::from_parts(stream, conn, options);
             if let Some(token) = shutdown {
                 ws.close_on(token, CloseCode::GOING_AWAY, SHUTDOWN_REASON);
             }
-            handler(ws).await;
-        };
-        spawn(ctx, task);
-        answer(response)
+            handler(ws)
+        })
     }
 
     /// Accepts as [`on_upgrade`](Self::on_upgrade) does, and runs `handler` with a
@@ -237,6 +218,43 @@ impl WebSocketUpgrade {
         F: FnOnce(BlockingWebSocket) + Send + 'static,
         B: Default + From<String>,
     {
+        self.answer_then(decision, move |stream, handover| {
+            let Ok(stream) = BlockingStream::from_async(stream) else {
+                return std::future::ready(());
+            };
+            // The thread outlives the task that starts it: it holds its own place in the
+            // server (the drain waits for it; the connection counts until it ends).
+            let held = handover
+                .ctx
+                .as_ref()
+                .map(|c| (c.shared.tracker.token(), Busy::new(c.clone(), None)));
+            let spawned = std::thread::Builder::new()
+                .name("weft-ws".into())
+                .spawn(move || {
+                    let _held = held;
+                    let (conn, options, shutdown) = handover.engine();
+                    let mut ws = BlockingWebSocket::from_parts(stream, conn, options);
+                    if let Some(token) = shutdown {
+                        ws.close_on(token, CloseCode::GOING_AWAY, SHUTDOWN_REASON);
+                    }
+                    handler(ws);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start a thread for a blocking WebSocket: {e}");
+            }
+            std::future::ready(())
+        })
+    }
+
+    /// Answers with `decision`; if accepted, once the response is sent and hyper hands
+    /// the stream over, runs `then` with it on a task of the connection: what `respond`
+    /// and `respond_blocking` share.
+    fn answer_then<T, Fut, B>(self, decision: Decision, then: T) -> http::Response<B>
+    where
+        T: FnOnce(Stream, Handover) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+        B: Default + From<String>,
+    {
         let (response, config) = match negotiate(&self.request, decision, &self.options) {
             Ok(ok) => ok,
             Err(refusal) => return refusal.map(B::from),
@@ -247,32 +265,18 @@ impl WebSocketUpgrade {
             options,
             ..
         } = self;
-        let token = ctx.as_ref().map(|c| c.shared.tracker.token());
-        let shutdown = ctx.as_ref().map(|c| c.shared.shutdown.clone());
+        let task_ctx = ctx.clone();
         let task = async move {
             let Ok((stream, rest)) = upgraded_stream(on_upgrade).await else {
                 return;
             };
-            let Ok(stream) = BlockingStream::from_async(stream) else {
-                return;
+            let handover = Handover {
+                config,
+                rest,
+                options,
+                ctx: task_ctx,
             };
-            let spawned = std::thread::Builder::new()
-                .name("weft-ws".into())
-                .spawn(move || {
-                    let _token = token;
-                    let mut conn = Connection::new(Role::Server, config);
-                    conn.receive(&rest);
-                    // The bytes are in the engine now; holding them would pin hyper's read buffer.
-                    drop(rest);
-                    let mut ws = BlockingWebSocket::from_parts(stream, conn, options);
-                    if let Some(token) = shutdown {
-                        ws.close_on(token, CloseCode::GOING_AWAY, SHUTDOWN_REASON);
-                    }
-                    handler(ws);
-                });
-            if let Err(e) = spawned {
-                tracing::warn!("cannot start a thread for a blocking WebSocket: {e}");
-            }
+            then(stream, handover).await;
         };
         spawn(ctx, task);
         answer(response)
@@ -284,6 +288,33 @@ impl WebSocketUpgrade {
             accept = accept.protocol(p);
         }
         Ok(accept)
+    }
+}
+
+/// An accepted WebSocket's pieces once hyper hands its stream over: the engine's
+/// configuration, the bytes that came behind the request head, the options, the
+/// connection.
+struct Handover {
+    config: weft_proto::Config,
+    rest: Bytes,
+    options: Options,
+    ctx: Option<Arc<ConnCtx>>,
+}
+
+impl Handover {
+    /// The engine, holding the bytes that came behind the head (dropped here: holding
+    /// them would pin hyper's read buffer); the options; the server's shutdown token.
+    fn engine(
+        self,
+    ) -> (
+        Connection,
+        Options,
+        Option<tokio_util::sync::CancellationToken>,
+    ) {
+        let mut conn = Connection::new(Role::Server, self.config);
+        conn.receive(&self.rest);
+        let shutdown = self.ctx.map(|c| c.shared.shutdown.clone());
+        (conn, self.options, shutdown)
     }
 }
 
