@@ -308,7 +308,7 @@ macro_rules! drive {
         tokio::pin!(conn);
         let mut watchdog = Watchdog::new(&$ctx.activity, &$shared);
         let mut draining = false;
-        let mut shutdown = crate::signal::Cancelled::new($shared.shutdown.clone());
+        let mut shutdown = $shared.shutdown_signal.cancelled();
         std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = conn.as_mut().poll(cx) {
                 if let Err(e) = result {

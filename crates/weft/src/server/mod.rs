@@ -100,6 +100,7 @@ pub use upgrade::{
 };
 
 use crate::options::Options;
+use crate::signal::Signal;
 use hyper_util::rt::TokioTimer;
 use listener::{Bound, BoundSocket, Listener};
 use std::future::Future;
@@ -108,6 +109,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -168,8 +170,11 @@ pub(crate) struct Shared {
     /// With HTTP/2 off: hyper's HTTP/1 alone.
     pub(crate) http1_only: Option<hyper::server::conn::http1::Builder>,
     pub(crate) shutdown: CancellationToken,
+    /// `shutdown`, for the futures polled on every wake (`signal::Cancelled`).
+    pub(crate) shutdown_signal: Signal,
     /// Cancelled when the grace period is over: what is left is cut.
     pub(crate) cut: CancellationToken,
+    pub(crate) cut_signal: Signal,
     pub(crate) tracker: TaskTracker,
     pub(crate) live: AtomicUsize,
 }
@@ -199,17 +204,7 @@ impl ConnCtx {
     /// cut at the end of the grace period.
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         use tracing::Instrument;
-        // Boxed: the task's future stays one allocation, not copied into each wrapper.
-        let task = Box::pin(task);
-        let cut = crate::signal::Cancelled::new(self.shared.cut.clone());
-        let task = async move {
-            tokio::select! {
-                biased;
-                () = task => {}
-                () = cut => {}
-            }
-        }
-        .instrument(self.span.clone());
+        let task = UntilCut::new(task, &self.shared).instrument(self.span.clone());
         match &self.local_tracker {
             Some(t) => t.spawn(task),
             None => self.shared.tracker.spawn(task),
@@ -230,6 +225,38 @@ where
     fn execute(&self, fut: F) {
         use tracing::Instrument;
         tokio::spawn(fut.instrument(tracing::Span::current()));
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A task of the server (a connection, an upgraded stream) until it ends or the grace
+    /// period is over. A struct, not an `async` block with `select!`: the task's future is
+    /// kept once, inline (no second copy, no box of its own to reach on every wake).
+    struct UntilCut<F> {
+        #[pin]
+        task: F,
+        cut: crate::signal::Cancelled,
+    }
+}
+
+impl<F: Future<Output = ()>> UntilCut<F> {
+    fn new(task: F, shared: &Shared) -> Self {
+        UntilCut {
+            task,
+            cut: shared.cut_signal.cancelled(),
+        }
+    }
+}
+
+impl<F: Future<Output = ()>> Future for UntilCut<F> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.task.poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        std::pin::Pin::new(this.cut).poll(cx)
     }
 }
 
@@ -401,12 +428,15 @@ impl Builder {
                 .max_buf_size(config.max_head_size);
             b
         });
+        let (shutdown, cut) = (CancellationToken::new(), CancellationToken::new());
         let shared = Arc::new(Shared {
             config,
             http,
             http1_only,
-            shutdown: CancellationToken::new(),
-            cut: CancellationToken::new(),
+            shutdown_signal: Signal::new(shutdown.clone()),
+            shutdown,
+            cut_signal: Signal::new(cut.clone()),
+            cut,
             tracker: TaskTracker::new(),
             live: AtomicUsize::new(0),
         });
@@ -665,17 +695,8 @@ async fn accept_loop<S: Handler>(
                 tracing::warn!("cannot start a connection thread: {e}");
             }
         } else {
-            let cut = crate::signal::Cancelled::new(shared.cut.clone());
-            let conn = Box::pin(conn::serve_accepted(
-                accepted, peer, local, service, shared2, None,
-            ));
-            shared.tracker.spawn(async move {
-                tokio::select! {
-                    biased;
-                    () = conn => {}
-                    () = cut => {}
-                }
-            });
+            let conn = conn::serve_accepted(accepted, peer, local, service, shared2, None);
+            shared.tracker.spawn(UntilCut::new(conn, &shared));
         }
     }
 }

@@ -191,10 +191,11 @@ impl WebSocketUpgrade {
         B: Default + From<String>,
     {
         self.answer_then(decision, move |stream, handover| {
-            let (conn, options, shutdown) = handover.engine();
+            let (conn, options, ctx) = handover.engine();
             let mut ws = WebSocket::from_parts(stream, conn, options);
-            if let Some(token) = shutdown {
-                ws.close_on(token, CloseCode::GOING_AWAY, SHUTDOWN_REASON);
+            if let Some(ctx) = ctx {
+                let signal = ctx.shared.shutdown_signal.clone();
+                ws.close_on_signal(signal, CloseCode::GOING_AWAY, SHUTDOWN_REASON);
             }
             handler(ws)
         })
@@ -232,9 +233,10 @@ impl WebSocketUpgrade {
                 .name("weft-ws".into())
                 .spawn(move || {
                     let _held = held;
-                    let (conn, options, shutdown) = handover.engine();
+                    let (conn, options, ctx) = handover.engine();
                     let mut ws = BlockingWebSocket::from_parts(stream, conn, options);
-                    if let Some(token) = shutdown {
+                    if let Some(ctx) = ctx {
+                        let token = ctx.shared.shutdown.clone();
                         ws.close_on(token, CloseCode::GOING_AWAY, SHUTDOWN_REASON);
                     }
                     handler(ws);
@@ -303,18 +305,11 @@ struct Handover {
 
 impl Handover {
     /// The engine, holding the bytes that came behind the head (dropped here: holding
-    /// them would pin hyper's read buffer); the options; the server's shutdown token.
-    fn engine(
-        self,
-    ) -> (
-        Connection,
-        Options,
-        Option<tokio_util::sync::CancellationToken>,
-    ) {
+    /// them would pin hyper's read buffer); the options; the connection.
+    fn engine(self) -> (Connection, Options, Option<Arc<ConnCtx>>) {
         let mut conn = Connection::new(Role::Server, self.config);
         conn.receive(&self.rest);
-        let shutdown = self.ctx.map(|c| c.shared.shutdown.clone());
-        (conn, self.options, shutdown)
+        (conn, self.options, self.ctx)
     }
 }
 

@@ -69,16 +69,15 @@ pub struct WebSocket<S> {
     timer: Option<Pin<Box<Sleep>>>,
     timer_kind: TimerKind,
     last_read: Instant,
-    /// A close to send when a token is cancelled (a server's graceful shutdown).
-    close_signal: Option<Box<CloseSignal>>,
+    /// A close to send when a token is cancelled (a server's graceful shutdown). Inline,
+    /// not boxed: it is looked at on every wake.
+    close_signal: Option<CloseSignal>,
 }
 
 /// What [`WebSocket::close_on`] waits for (cheap to poll on every wake), and the close it
 /// then sends.
 pub(crate) struct CloseSignal {
     pub(crate) cancelled: crate::signal::Cancelled,
-    /// The token, for the second watcher a split connection needs (one per half).
-    pub(crate) token: tokio_util::sync::CancellationToken,
     pub(crate) code: CloseCode,
     pub(crate) reason: &'static str,
 }
@@ -145,12 +144,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         code: CloseCode,
         reason: &'static str,
     ) {
-        self.close_signal = Some(Box::new(CloseSignal {
-            cancelled: crate::signal::Cancelled::new(token.clone()),
-            token,
+        self.close_on_signal(crate::signal::Signal::new(token), code, reason);
+    }
+
+    /// [`close_on`](Self::close_on) with a signal many connections share (the server's
+    /// shutdown: its flag stays in cache however many connections poll it).
+    pub(crate) fn close_on_signal(
+        &mut self,
+        signal: crate::signal::Signal,
+        code: CloseCode,
+        reason: &'static str,
+    ) {
+        self.close_signal = Some(CloseSignal {
+            cancelled: signal.cancelled(),
             code,
             reason,
-        }));
+        });
     }
 
     /// Polls the [`close_on`](Self::close_on) token; once cancelled, queues the close.

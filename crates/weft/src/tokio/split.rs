@@ -183,15 +183,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             ..
         } = self;
         let (read, write) = ::tokio::io::split(io);
-        let (read_signal, write_signal, close_on) = match close_signal.map(|b| *b) {
+        let (read_signal, write_signal, close_on) = match close_signal {
             Some(CloseSignal {
                 cancelled,
-                token,
                 code,
                 reason,
             }) => (
+                Some(cancelled.signal().cancelled()),
                 Some(cancelled),
-                Some(Cancelled::new(token)),
                 Some((code, reason)),
             ),
             None => (None, None, None),
