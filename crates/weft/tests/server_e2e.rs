@@ -47,7 +47,7 @@ type Seen = Arc<
 /// The one handler of these tests: `/health` → `ok`, `/ws` → echo (async, or blocking in
 /// the blocking model), `/blocking` → the blocking echo in any model, `/split` → echo through the split halves, `/push` → a message every
 /// 20 ms from the write half alone (the read half waits unpolled until the sends fail),
-/// `/info` → the peer address, `/close` → the server closes with 4000, anything else 404.
+/// `/body` → the request's body back, `/info` → the peer address, `/close` → the server closes with 4000, anything else 404.
 async fn handle(mut req: Request<Incoming>, blocking: bool, seen: Seen) -> Response<Body> {
     if let Some(info) = ConnInfo::of(&req) {
         seen.lock().unwrap().push((
@@ -60,6 +60,10 @@ async fn handle(mut req: Request<Incoming>, blocking: bool, seen: Seen) -> Respo
     }
     match req.uri().path() {
         "/health" => Response::new(Body::from("ok")),
+        "/body" => match req.into_body().collect().await {
+            Ok(body) => Response::new(Body::from(body.to_bytes())),
+            Err(e) => Response::new(Body::from(e.to_string())),
+        },
         "/certs" => {
             let n = ConnInfo::of(&req).map_or(0, |i| i.client_certificates().len());
             Response::new(Body::from(n.to_string()))
@@ -531,6 +535,24 @@ async fn the_header_timeout_bounds_heads_not_the_idle_wait() {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     keep_alive_get(&mut s).await;
     // Idle for five header timeouts: still open, still served.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    keep_alive_get(&mut s).await;
+    // A request whose body comes after its head: the body is not the next head either.
+    s.write_all(b"POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"hello").await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"\r\n\r\nhello") {
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .expect("no response")
+            .unwrap();
+        assert!(n > 0, "closed before the response: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     keep_alive_get(&mut s).await;
     // The next head, a byte now and then: cut by the header timeout.
@@ -1092,4 +1114,77 @@ async fn the_handler_sees_the_client_certificate() {
     );
     shutdown.shutdown();
     served.await.unwrap().unwrap();
+}
+
+/// A tower service that is not ready at its first `poll_ready` (it wakes its task and
+/// answers `Pending`), or (`fail`) whose `poll_ready` fails.
+#[derive(Clone)]
+struct NotReadyAtOnce {
+    polls: Arc<std::sync::atomic::AtomicUsize>,
+    fail: bool,
+}
+
+impl tower_service::Service<Request<Incoming>> for NotReadyAtOnce {
+    type Response = Response<Body>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Response<Body>, std::io::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::io::Error>> {
+        use std::sync::atomic::Ordering;
+        if self.fail {
+            return std::task::Poll::Ready(Err(std::io::Error::other("not today")));
+        }
+        if self.polls.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<Incoming>) -> Self::Future {
+        std::future::ready(Ok(Response::new(Body::from("ready"))))
+    }
+}
+
+/// The server waits for a service that is not ready at once, and ends the connection of
+/// one whose `poll_ready` fails.
+#[tokio::test]
+async fn a_service_is_made_ready_before_it_is_called() {
+    for fail in [false, true] {
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let server = Server::builder()
+            .bind("127.0.0.1:0")
+            .unwrap()
+            .build(NotReadyAtOnce {
+                polls: polls.clone(),
+                fail,
+            })
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let shutdown = server.shutdown_handle();
+        let served = tokio::spawn(server.serve());
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+            .await
+            .expect("hung");
+        let out = String::from_utf8_lossy(&out);
+        if fail {
+            assert!(!out.contains("ready"), "{out}");
+        } else {
+            assert!(
+                out.starts_with("HTTP/1.1 200") && out.ends_with("ready"),
+                "{out}"
+            );
+            assert!(polls.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+        }
+        shutdown.shutdown();
+        served.await.unwrap().unwrap();
+    }
 }

@@ -11,9 +11,9 @@ use super::{ConnCtx, Shared};
 use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{sleep_until, Instant, Sleep};
@@ -79,13 +79,10 @@ pub(crate) async fn serve_accepted<S>(
 pub(crate) struct Activity {
     started: AtomicUsize,
     done: AtomicUsize,
-    /// Bytes were read since the connection last went idle (HTTP/1.1).
+    /// Bytes were read since the last request started or ended (HTTP/1.1: the first bytes
+    /// of the next head).
     read: AtomicBool,
     http2: AtomicBool,
-    /// Over HTTP/2, when the last request ended (milliseconds since `base`): they end on
-    /// the streams' tasks, which do not wake the connection's.
-    last_done_ms: AtomicU64,
-    base: Instant,
 }
 
 impl Activity {
@@ -95,8 +92,6 @@ impl Activity {
             done: AtomicUsize::new(0),
             read: AtomicBool::new(false),
             http2: AtomicBool::new(false),
-            last_done_ms: AtomicU64::new(0),
-            base: Instant::now(),
         }
     }
 }
@@ -107,10 +102,14 @@ pub(crate) struct Busy(Arc<ConnCtx>);
 impl Busy {
     /// A request of `version`, or (`None`) an upgraded stream.
     pub(crate) fn new(ctx: Arc<ConnCtx>, version: Option<http::Version>) -> Busy {
-        if version == Some(http::Version::HTTP_2) {
-            ctx.activity.http2.store(true, Ordering::Relaxed);
+        let a = &ctx.activity;
+        match version {
+            Some(http::Version::HTTP_2) => a.http2.store(true, Ordering::Relaxed),
+            // Its head is read: what is read from now on belongs to the next one.
+            Some(_) => a.read.store(false, Ordering::Relaxed),
+            None => {}
         }
-        ctx.activity.started.fetch_add(1, Ordering::Relaxed);
+        a.started.fetch_add(1, Ordering::Relaxed);
         Busy(ctx)
     }
 }
@@ -118,11 +117,10 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         let a = &self.0.activity;
-        if a.http2.load(Ordering::Relaxed) {
-            let ms = u64::try_from(a.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-            a.last_done_ms.store(ms, Ordering::Relaxed);
+        if !a.http2.load(Ordering::Relaxed) {
+            // The request's body, if it came after its head, is not the next head.
+            a.read.store(false, Ordering::Relaxed);
         }
-        // Release: the connection's task that sees the count sees the time too.
         a.done.fetch_add(1, Ordering::Release);
     }
 }
@@ -193,11 +191,9 @@ enum Phase {
     /// Reading a request head: the header timeout runs (from the connection's start, or
     /// from the first byte of a keep-alive request).
     Head,
-    /// A request (or an HTTP/2 stream) in progress: no timeout (over HTTP/2 the timer
-    /// still wakes the connection every idle timeout to look again).
-    Busy,
-    /// No request in progress: the idle timeout runs.
-    Idle,
+    /// Between requests or in one: the idle timeout runs, and is put off whenever it finds
+    /// a request in progress or one ended since it was armed.
+    Open,
     /// Closing after the idle timeout: cut if it takes a header timeout more.
     Closing,
 }
@@ -211,16 +207,24 @@ enum Expired {
     Idle,
 }
 
-/// The header and idle timers of one connection: one `Sleep`, re-armed as the connection
-/// moves between phases (once per request at most: to a later time, which costs an
-/// atomic operation, not a trip into the timer wheel).
+/// The header and idle timers of one connection: one `Sleep`. Nothing per request: the
+/// idle timer is not re-armed when a request ends, but looks, when it fires, whether one
+/// is in progress or ended since it was armed, and if so waits an idle timeout more (so
+/// an idle connection is closed between one and two idle timeouts after its last
+/// request). The header timer is exact: armed when a head starts (a connection's start,
+/// or the first bytes of a keep-alive request that do not make a whole head at once).
 struct Watchdog<'a> {
     activity: &'a Activity,
     header_timeout: Duration,
     idle_timeout: Duration,
     sleep: Pin<Box<Sleep>>,
     phase: Phase,
-    /// The requests ended when the phase was last decided.
+    /// The timer was polled since it was last armed (it holds this task's waker; until it
+    /// fires, a cheap look at its state does).
+    registered: bool,
+    /// Requests started, as of the last look.
+    seen_started: usize,
+    /// Requests ended when the idle timer was armed.
     seen_done: usize,
 }
 
@@ -231,71 +235,81 @@ impl<'a> Watchdog<'a> {
             activity,
             header_timeout,
             idle_timeout: shared.config.idle_timeout,
-            sleep: Box::pin(sleep_until(activity.base + header_timeout)),
+            sleep: Box::pin(sleep_until(Instant::now() + header_timeout)),
             phase: Phase::Head,
+            registered: false,
+            seen_started: 0,
             seen_done: 0,
         }
     }
 
-    fn arm(&mut self, deadline: Instant) {
-        self.sleep.as_mut().reset(deadline);
+    fn arm(&mut self, phase: Phase, after: Duration) {
+        self.phase = phase;
+        self.sleep.as_mut().reset(Instant::now() + after);
+        self.registered = false;
     }
 
     /// After the idle timeout's graceful close: a header timeout more, then the cut.
     fn closing(&mut self) {
-        self.phase = Phase::Closing;
-        self.arm(Instant::now() + self.header_timeout);
+        self.arm(Phase::Closing, self.header_timeout);
+    }
+
+    /// Whether the timer fired: polled once after each arming (to hold the waker), then
+    /// a load of its state.
+    fn fired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.registered && !self.sleep.is_elapsed() {
+            return false;
+        }
+        self.registered = true;
+        self.sleep.as_mut().poll(cx).is_ready()
     }
 
     /// Called after each poll of the connection: moves between phases by what the
     /// connection did, and reports a timeout.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Expired> {
-        if self.phase == Phase::Closing {
-            ready!(self.sleep.as_mut().poll(cx));
-            return Poll::Ready(Expired::Cut);
-        }
         let a = self.activity;
-        let done = a.done.load(Ordering::Acquire);
-        let started = a.started.load(Ordering::Relaxed);
-        let http2 = a.http2.load(Ordering::Relaxed);
-        if started != done {
-            if !http2 {
-                // HTTP/1.1: the request ends on this task, which then polls again.
-                self.phase = Phase::Busy;
-                return Poll::Pending;
+        match self.phase {
+            Phase::Closing => {}
+            Phase::Head => {
+                let started = a.started.load(Ordering::Relaxed);
+                if started != self.seen_started {
+                    // The head is whole (its request was called).
+                    self.seen_started = started;
+                    self.seen_done = a.done.load(Ordering::Acquire);
+                    self.arm(Phase::Open, self.idle_timeout);
+                }
             }
-            // HTTP/2: streams end on their own tasks; look again an idle timeout later.
-            if self.phase != Phase::Busy {
-                self.phase = Phase::Busy;
-                self.arm(Instant::now() + self.idle_timeout);
+            Phase::Open => {
+                if !a.http2.load(Ordering::Relaxed)
+                    && a.read.load(Ordering::Relaxed)
+                    && a.started.load(Ordering::Relaxed) == a.done.load(Ordering::Acquire)
+                {
+                    // The first bytes of the next request, not yet a whole head.
+                    self.seen_started = a.started.load(Ordering::Relaxed);
+                    self.arm(Phase::Head, self.header_timeout);
+                }
             }
-            while self.sleep.as_mut().poll(cx).is_ready() {
-                self.arm(Instant::now() + self.idle_timeout);
-            }
+        }
+        if !self.fired(cx) {
             return Poll::Pending;
         }
-        if self.phase == Phase::Busy || done != self.seen_done {
-            self.seen_done = done;
-            self.phase = Phase::Idle;
-            let since = if http2 {
-                let ms = a.last_done_ms.load(Ordering::Relaxed);
-                a.base + Duration::from_millis(ms)
-            } else {
-                a.read.store(false, Ordering::Relaxed);
-                Instant::now()
-            };
-            self.arm(since + self.idle_timeout);
+        match self.phase {
+            Phase::Head | Phase::Closing => Poll::Ready(Expired::Cut),
+            Phase::Open => {
+                let done = a.done.load(Ordering::Acquire);
+                if a.started.load(Ordering::Relaxed) != done || done != self.seen_done {
+                    // A request in progress, or one ended since: not idle that long.
+                    self.seen_done = done;
+                    self.arm(Phase::Open, self.idle_timeout);
+                    // Polled now, to hold the waker again.
+                    return match self.fired(cx) {
+                        true => Poll::Ready(Expired::Idle),
+                        false => Poll::Pending,
+                    };
+                }
+                Poll::Ready(Expired::Idle)
+            }
         }
-        if self.phase == Phase::Idle && !http2 && a.read.load(Ordering::Relaxed) {
-            // The first bytes of the next request: its head has the header timeout.
-            self.phase = Phase::Head;
-            self.arm(Instant::now() + self.header_timeout);
-        }
-        ready!(self.sleep.as_mut().poll(cx));
-        Poll::Ready(match self.phase {
-            Phase::Idle => Expired::Idle,
-            _ => Expired::Cut,
-        })
     }
 }
 

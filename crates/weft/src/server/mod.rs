@@ -76,7 +76,8 @@
 //! TLS handshake has one of its own), an
 //! idle timeout (a keep-alive connection with no request in progress: over HTTP/1.1 from the
 //! end of a response to the first byte of the next request, over HTTP/2 with no stream
-//! open, upgraded streams included; then it is closed, HTTP/2 with a GOAWAY), a connection
+//! open, upgraded streams included; then it is closed, HTTP/2 with a GOAWAY, at most one more
+//! idle timeout later), a connection
 //! limit (503 with `Retry-After` past it), and the grace period of a graceful shutdown:
 //! [`Shutdown::shutdown`] stops accepting, ends HTTP connections after their current
 //! request, sends Close 1001 to every async WebSocket, waits up to the grace period, then
@@ -360,9 +361,11 @@ impl Builder {
     /// server closes it: over HTTP/1.1 from the end of a response to the first byte of the
     /// next request (then [`header_timeout`](Self::header_timeout) bounds its head); over
     /// HTTP/2 while no stream is open (a WebSocket over HTTP/2 keeps its connection open),
-    /// after which the server sends GOAWAY and closes. Default 75 s: longer than the 60 s
-    /// idle timeout common in load balancers and proxies, so that the proxy, not the
-    /// server, closes a connection it might be about to reuse.
+    /// after which the server sends GOAWAY and closes. The timer costs nothing per request:
+    /// it looks when it fires, so a connection is closed between one and two idle timeouts
+    /// after its last request, never sooner. Default 75 s: longer than the 60 s idle
+    /// timeout common in load balancers and proxies, so that the proxy, not the server,
+    /// closes a connection it might be about to reuse.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.config.idle_timeout = timeout;
         self

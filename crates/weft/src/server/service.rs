@@ -107,10 +107,25 @@ impl<S: Handler> hyper::service::Service<http::Request<Incoming>> for HyperServi
         let busy = Busy::new(self.ctx.clone(), Some(req.version()));
         // One extension: the context, which holds the `ConnInfo` (`ConnInfo::of`).
         req.extensions_mut().insert(self.ctx.clone());
-        HandlerCall::Ready {
-            service: self.service.clone(),
-            req: Some(req),
-            busy: Some(busy),
+        let mut service = self.service.clone();
+        // Most services are ready at once (a `handler_fn` always is): then the handler's
+        // future is made here, and the request future never changes state (a move of the
+        // handler's future less). A service that is not gets polled again, with the task's
+        // waker, by `HandlerCall::poll`.
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => HandlerCall::Calling {
+                fut: service.call(req),
+                busy: Some(busy),
+            },
+            Poll::Ready(Err(e)) => HandlerCall::Failed {
+                error: Some(e.into()),
+            },
+            Poll::Pending => HandlerCall::Ready {
+                service,
+                req: Some(req),
+                busy: Some(busy),
+            },
         }
     }
 }
@@ -128,6 +143,9 @@ pin_project! {
             #[pin]
             fut: S::Future,
             busy: Option<Busy>,
+        },
+        Failed {
+            error: Option<BoxError>,
         },
     }
 }
@@ -150,6 +168,12 @@ impl<S: Handler> Future for HandlerCall<S> {
                     let response = ready!(fut.poll(cx)).map_err(Into::into)?;
                     let busy = busy.take();
                     return Poll::Ready(Ok(response.map(|inner| ResponseBody { inner, busy })));
+                }
+                CallProj::Failed { error } => {
+                    let error = error.take();
+                    return Poll::Ready(Err(
+                        error.unwrap_or_else(|| "a request future polled after its end".into())
+                    ));
                 }
             }
         }
