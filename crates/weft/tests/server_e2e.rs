@@ -492,9 +492,15 @@ async fn keep_alive_get(s: &mut tokio::net::TcpStream) {
     s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
+    read_response(s, b"ok").await;
+}
+
+/// Reads a 200 response whose body is `body` (the connection stays open).
+async fn read_response(s: &mut tokio::net::TcpStream, body: &[u8]) {
+    let end = [b"\r\n\r\n", body].concat();
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
-    while !got.ends_with(b"\r\n\r\nok") {
+    while !got.ends_with(&end) {
         let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
             .await
             .expect("no response")
@@ -505,16 +511,26 @@ async fn keep_alive_get(s: &mut tokio::net::TcpStream) {
     assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"), "{got:?}");
 }
 
+/// A small embedded server with these header and idle timeouts, and a connection to it.
+async fn with_timeouts(
+    header: Duration,
+    idle: Duration,
+) -> (
+    tokio::net::TcpStream,
+    weft::server::Shutdown,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let (addr, shutdown, served) = embedded(|b| b.header_timeout(header).idle_timeout(idle)).await;
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    (s, shutdown, served)
+}
+
 /// The idle timeout closes a keep-alive HTTP/1.1 connection with no request in progress
 /// (the header timeout, a minute here, is not what closes it).
 #[tokio::test]
 async fn a_keep_alive_connection_idle_past_the_idle_timeout_is_closed() {
-    let (addr, shutdown, served) = embedded(|b| {
-        b.header_timeout(Duration::from_secs(60))
-            .idle_timeout(Duration::from_millis(300))
-    })
-    .await;
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut s, shutdown, served) =
+        with_timeouts(Duration::from_secs(60), Duration::from_millis(300)).await;
     keep_alive_get(&mut s).await;
     keep_alive_get(&mut s).await;
     wait_closed(&mut s, Duration::from_secs(20)).await;
@@ -527,12 +543,8 @@ async fn a_keep_alive_connection_idle_past_the_idle_timeout_is_closed() {
 /// serves its next request; a keep-alive request whose head then never ends is cut.
 #[tokio::test]
 async fn the_header_timeout_bounds_heads_not_the_idle_wait() {
-    let (addr, shutdown, served) = embedded(|b| {
-        b.header_timeout(Duration::from_millis(200))
-            .idle_timeout(Duration::from_secs(60))
-    })
-    .await;
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut s, shutdown, served) =
+        with_timeouts(Duration::from_millis(200), Duration::from_secs(60)).await;
     keep_alive_get(&mut s).await;
     // Idle for five header timeouts: still open, still served.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -543,16 +555,7 @@ async fn the_header_timeout_bounds_heads_not_the_idle_wait() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     s.write_all(b"hello").await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !got.ends_with(b"\r\n\r\nhello") {
-        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
-            .await
-            .expect("no response")
-            .unwrap();
-        assert!(n > 0, "closed before the response: {got:?}");
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_response(&mut s, b"hello").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     keep_alive_get(&mut s).await;
     // The next head, a byte now and then: cut by the header timeout.
