@@ -47,6 +47,7 @@ type Seen = Arc<
 /// The one handler of these tests: `/health` → `ok`, `/ws` → echo (async, or blocking in
 /// the blocking model), `/blocking` → the blocking echo in any model, `/split` → echo through the split halves, `/push` → a message every
 /// 20 ms from the write half alone (the read half waits unpolled until the sends fail),
+/// `/which` → `plain`, or over a WebSocket `websocket` (routed by `is_websocket_request`),
 /// `/body` → the request's body back, `/info` → the peer address, `/close` → the server closes with 4000, anything else 404.
 async fn handle(mut req: Request<Incoming>, blocking: bool, seen: Seen) -> Response<Body> {
     if let Some(info) = ConnInfo::of(&req) {
@@ -98,6 +99,14 @@ async fn handle(mut req: Request<Incoming>, blocking: bool, seen: Seen) -> Respo
                         break;
                     }
                 }
+            }),
+            Err(refusal) => refusal.map(Body::from),
+        },
+        "/which" if !weft::server::is_websocket_request(&req) => Response::new(Body::from("plain")),
+        "/which" => match WebSocketUpgrade::from_request(&mut req) {
+            Ok(up) => up.on_upgrade(|mut ws| async move {
+                let _ = ws.send("websocket").await;
+                let _ = ws.close(CloseCode::NORMAL, "").await;
             }),
             Err(refusal) => refusal.map(Body::from),
         },
@@ -1190,4 +1199,45 @@ async fn a_service_is_made_ready_before_it_is_called() {
         shutdown.shutdown();
         served.await.unwrap().unwrap();
     }
+}
+
+/// `is_websocket_request` routes plain requests, HTTP/1.1 upgrades and HTTP/2 extended
+/// CONNECTs apart, an `Upgrade` header that is not `websocket` included.
+#[tokio::test]
+async fn is_websocket_request_routes_each_kind() {
+    let (addr, shutdown, served) = embedded(|b| b).await;
+    assert!(http_get_async(addr, "/which", "")
+        .await
+        .ends_with("\r\n\r\nplain"));
+    let other = http_get_async(addr, "/which", "Upgrade: h2c\r\nConnection: upgrade\r\n").await;
+    assert!(other.ends_with("\r\n\r\nplain"), "{other}");
+    let url = format!("ws://{addr}/which");
+    let (mut ws, _) = weft::tokio::connect_url(&url, Options::default())
+        .await
+        .unwrap();
+    assert_eq!(ws.recv().await.unwrap(), Some(Message::from("websocket")));
+    assert_eq!(ws.recv().await.unwrap(), None);
+    let options = Options::default();
+    let h2 = weft::tokio::H2Connection::connect(&url, &options)
+        .await
+        .unwrap();
+    let (mut ws, _) = h2.websocket(&url, options).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap(), Some(Message::from("websocket")));
+    assert_eq!(ws.recv().await.unwrap(), None);
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
+/// A `GET` with `extra` header lines over a fresh connection (closed after it); the whole
+/// response.
+async fn http_get_async(addr: SocketAddr, path: &str, extra: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+        .await
+        .expect("hung")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -70,12 +70,19 @@ impl std::fmt::Debug for WebSocketUpgrade {
 
 /// Whether `request` asks for a WebSocket (an HTTP/1.1 `Upgrade: websocket`, or an HTTP/2
 /// extended CONNECT for `websocket`), before any other check: for routing.
+///
+/// On a request `weft::server` serves, hyper has already marked the ones it can upgrade
+/// (HTTP/1.1 with an `Upgrade` header): any other is not one, and its headers are not
+/// searched (a plain request pays two lookups in its extensions, not a header search).
 pub fn is_websocket_request<B>(request: &http::Request<B>) -> bool {
+    let extensions = request.extensions();
     if request.method() == Method::CONNECT {
-        return request
-            .extensions()
+        return extensions
             .get::<hyper::ext::Protocol>()
             .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    }
+    if extensions.get::<OnUpgrade>().is_none() && extensions.get::<Arc<ConnCtx>>().is_some() {
+        return false;
     }
     weft_proto::handshake::headers_contain_token(request.headers(), &header::UPGRADE, "websocket")
 }
