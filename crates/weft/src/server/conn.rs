@@ -345,8 +345,10 @@ macro_rules! drive {
                 }
                 Poll::Ready(Expired::Idle) => {
                     tracing::debug!("idle timeout: closing the connection");
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
+                    if !draining {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
                     watchdog.closing();
                     cx.waker().wake_by_ref();
                     Poll::Pending
