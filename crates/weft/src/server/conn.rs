@@ -140,6 +140,7 @@ impl Watched {
 }
 
 impl tokio::io::AsyncRead for Watched {
+    #[inline]
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -156,6 +157,7 @@ impl tokio::io::AsyncRead for Watched {
 }
 
 impl tokio::io::AsyncWrite for Watched {
+    #[inline]
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -164,6 +166,7 @@ impl tokio::io::AsyncWrite for Watched {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
+    #[inline]
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -176,6 +179,7 @@ impl tokio::io::AsyncWrite for Watched {
         self.io.is_write_vectored()
     }
 
+    #[inline]
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
