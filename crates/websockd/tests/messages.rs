@@ -150,9 +150,19 @@ async fn maxframesize_closes_with_1009() {
 async fn the_default_message_limit_is_one_mib() {
     let d = Daemon::start(&["cat"]);
     let mut ws = d.connect("/").await;
-    ws.send("y".repeat((1 << 20) + 1)).await.unwrap();
+    // A frame that announces 1 MiB + 1 and brings only its first bytes: refused at the
+    // header (the whole megabyte would race the server's close and meet a reset).
+    let conn = ws.connection_mut();
+    conn.begin_message(weft::proto::MessageKind::Text).unwrap();
+    conn.begin_frame((1 << 20) + 1, true).unwrap();
+    conn.send_frame_data(bytes::Bytes::from_static(b"yyyy")).unwrap();
+    let _ = ws.flush().await;
     let (_, close) = recv_all(&mut ws).await;
     assert_eq!(close.map(|c| c.0), Some(CloseCode::MESSAGE_TOO_BIG));
+    // Exactly 1 MiB passes.
+    let mut ws = d.connect("/").await;
+    ws.send("y".repeat(1 << 20)).await.unwrap();
+    assert_eq!(recv_text(&mut ws).await.len(), 1 << 20);
 }
 
 #[tokio::test]
