@@ -443,3 +443,71 @@ impl Rng {
         self.next() % n.max(1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_urls() {
+        assert!(Target::parse("ws://127.0.0.1:9001/x", None).is_ok());
+        assert!(Target::parse("ws://10.0.0.1:9001/x", None).is_err());
+        assert!(Target::parse("ws://example.com:80/", None).is_err());
+        assert!(Target::parse("http://127.0.0.1:80/", None).is_err());
+        assert!(
+            Target::parse("wss://127.0.0.1:443/", None).is_err(),
+            "wss needs a CA"
+        );
+        let t = Target::parse("ws://127.0.0.1:9001", None).unwrap();
+        assert_eq!((t.port, t.path.as_str()), (9001, "/"));
+    }
+
+    #[test]
+    fn frames_at_each_length_form() {
+        for len in [0usize, 125, 126, 65535, 65536] {
+            let payload = vec![b'q'; len];
+            let mut out = Vec::new();
+            frame(&mut out, true, 0x2, &payload);
+            let (fin, opcode, start, got) = parse_header(&out).unwrap();
+            assert!(fin);
+            assert_eq!((opcode, got), (0x2, len));
+            // Masked: the header is followed by the key, then the masked payload.
+            assert_eq!(start + len, out.len());
+            let unmasked: Vec<u8> = out[start..]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ MASK[i % 4])
+                .collect();
+            assert_eq!(unmasked, payload);
+        }
+    }
+
+    #[test]
+    fn partial_headers_wait() {
+        assert_eq!(parse_header(&[0x82]), None);
+        assert_eq!(parse_header(&[0x82, 126, 0]), None);
+        assert_eq!(parse_header(&[0x82, 127, 0, 0, 0, 0]), None);
+        assert_eq!(parse_header(&[0x88, 2, 3, 0xe8]), Some((true, 8, 2, 2)));
+    }
+
+    #[tokio::test]
+    async fn reader_assembles_and_reports_close() {
+        // A server's frames (unmasked): text in two fragments, a pong, a close 1009.
+        let mut bytes = vec![0x01, 3, b'a', b'b', b'c', 0x80, 2, b'd', b'e'];
+        bytes.extend_from_slice(&[0x8a, 1, 7, 0x88, 2, 0x03, 0xf1]);
+        let mut rx = spawn_reader(std::io::Cursor::new(bytes), Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        match next_ev(&mut rx, deadline).await {
+            Some(Ev::Msg { text, len, head }) => {
+                assert!(text);
+                assert_eq!((len, head.as_slice()), (5, &b"abcde"[..]));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(next_ev(&mut rx, deadline).await, Some(Ev::Pong(p)) if p == [7]));
+        assert_eq!(
+            await_close(&mut rx, Duration::from_secs(5)).await,
+            Ok((Some(1009), "closed".to_string()))
+        );
+    }
+}
