@@ -52,10 +52,12 @@ pub const CASES: &[(&str, CaseFn)] = &[
 
 // ---- slowloris -------------------------------------------------------------------------
 
-/// Half the connections send a request line and then one header byte a second; the other
-/// half send nothing at all (over TLS: not even a ClientHello). Every one must be cut at
-/// the header timeout, give or take.
+/// A third of the connections send a request line and then one header byte a second; a
+/// third send nothing at all (over TLS: not even a ClientHello); a third send a plain
+/// request first and, if the connection is kept alive, dribble the next request's head the
+/// same way. Every one must be cut at the header timeout, give or take.
 async fn slowloris(ctx: &Ctx) -> Outcome {
+    const GROUPS: [&str; 3] = ["dribbling", "silent", "keep-alive dribbling"];
     let n = ctx.slowloris;
     let timeout = ctx.header_timeout;
     let bound = timeout * 2 + Duration::from_secs(5);
@@ -63,23 +65,37 @@ async fn slowloris(ctx: &Ctx) -> Outcome {
     let mut tasks = Vec::new();
     for i in 0..n {
         let t = ctx.t.clone();
-        let silent = i % 2 == 1;
+        let plain_path = ctx.plain_path.clone();
+        let group = i % 3;
         tasks.push(tokio::spawn(async move {
-            let start = Instant::now();
-            let mut io: Io = if silent {
+            let mut io: Io = if group == 1 {
                 Box::new(
                     t.open_tcp(false)
                         .await
                         .map_err(|e| format!("connect: {e}"))?,
                 )
             } else {
-                let mut io = t.open(false).await.map_err(|e| format!("connect: {e}"))?;
+                t.open(false).await.map_err(|e| format!("connect: {e}"))?
+            };
+            if group == 2 {
+                let plain = format!("GET {plain_path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+                io.write_all(plain.as_bytes())
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
+                let mut buf = Vec::new();
+                read_head(&mut io, &mut buf, Duration::from_secs(5)).await?;
+                // The body, if any, is short; a closed connection ends the attack here.
+                if net::ending(&mut io, Duration::from_millis(200)).await != "still open" {
+                    return Ok::<_, String>((group, None, None));
+                }
+            }
+            let start = Instant::now();
+            if group != 1 {
                 let first = format!("GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", t.path);
                 io.write_all(first.as_bytes())
                     .await
                     .map_err(|e| format!("write: {e}"))?;
-                io
-            };
+            }
             let mut buf = Vec::new();
             let mut chunk = [0u8; 1024];
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -94,7 +110,7 @@ async fn slowloris(ctx: &Ctx) -> Outcome {
                         if start.elapsed() > bound {
                             return Err(format!("still open after {bound:?}"));
                         }
-                        if !silent && io.write_all(b"a").await.is_err() {
+                        if group != 1 && io.write_all(b"a").await.is_err() {
                             break;
                         }
                     }
@@ -104,7 +120,7 @@ async fn slowloris(ctx: &Ctx) -> Outcome {
                 .split_whitespace()
                 .nth(1)
                 .map(str::to_string);
-            Ok::<_, String>((silent, start.elapsed(), status))
+            Ok((group, Some(start.elapsed()), status))
         }));
         if i % 16 == 15 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -112,14 +128,16 @@ async fn slowloris(ctx: &Ctx) -> Outcome {
     }
     let served = ctx.wait_served(timeout).await;
     let mut errors = Vec::new();
-    let mut cuts: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut cuts: [Vec<Duration>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut not_kept = 0;
     let mut statuses = std::collections::BTreeSet::new();
     for t in tasks {
         match t.await {
-            Ok(Ok((silent, after, status))) => {
-                cuts[silent as usize].push(after);
+            Ok(Ok((group, Some(after), status))) => {
+                cuts[group].push(after);
                 statuses.insert(status.unwrap_or_else(|| "no response".into()));
             }
+            Ok(Ok((_, None, _))) => not_kept += 1,
             Ok(Err(e)) => errors.push(e),
             Err(e) => errors.push(e.to_string()),
         }
@@ -128,28 +146,33 @@ async fn slowloris(ctx: &Ctx) -> Outcome {
         .mul_f64(0.9)
         .saturating_sub(Duration::from_millis(300));
     let hi = timeout + Duration::from_millis(2500);
-    let range = |v: &Vec<Duration>| {
+    let mut in_range = true;
+    let mut groups = Vec::new();
+    for (g, v) in cuts.iter().enumerate() {
+        if v.is_empty() {
+            continue;
+        }
         let min = v.iter().min().copied().unwrap_or_default();
         let max = v.iter().max().copied().unwrap_or_default();
-        (min, max)
-    };
-    let (dmin, dmax) = range(&cuts[0]);
-    let (smin, smax) = range(&cuts[1]);
-    let in_range = |(a, b): (Duration, Duration)| a >= lo && b <= hi;
-    let pass = errors.is_empty()
-        && cuts[0].len() + cuts[1].len() == n
-        && in_range((dmin, dmax))
-        && in_range((smin, smax))
-        && served;
+        in_range &= min >= lo && max <= hi;
+        groups.push(format!(
+            "{} {} cut after {:.1}-{:.1} s",
+            v.len(),
+            GROUPS[g],
+            min.as_secs_f64(),
+            max.as_secs_f64()
+        ));
+    }
+    if not_kept > 0 {
+        groups.push(format!(
+            "{not_kept} closed after a plain request (no keep-alive)"
+        ));
+    }
+    let cut: usize = cuts.iter().map(Vec::len).sum();
+    let pass = errors.is_empty() && cut + not_kept == n && in_range && served;
     let mut observed = format!(
-        "{} dribbling cut after {:.1}-{:.1} s, {} silent cut after {:.1}-{:.1} s \
-         (header timeout {:.1} s; allowed {:.1}-{:.1} s); answer: {}",
-        cuts[0].len(),
-        dmin.as_secs_f64(),
-        dmax.as_secs_f64(),
-        cuts[1].len(),
-        smin.as_secs_f64(),
-        smax.as_secs_f64(),
+        "{} (header timeout {:.1} s; allowed {:.1}-{:.1} s); answer: {}",
+        groups.join(", "),
         timeout.as_secs_f64(),
         lo.as_secs_f64(),
         hi.as_secs_f64(),

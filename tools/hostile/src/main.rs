@@ -5,11 +5,13 @@
 //! ```text
 //! hostile --url ws://127.0.0.1:PORT/PATH --pid PID [--tls CA.pem] [--name LABEL]
 //!         [--header-timeout-ms 10000] [--max-message BYTES] [--rss-tolerance-mib 16]
-//!         [--slowloris 100] [--disconnects 2000] [--only CASE,..] [--skip CASE,..]
+//!         [--slowloris 100] [--disconnects 2000] [--plain-path PATH]
+//!         [--only CASE,..] [--skip CASE,..]
 //! hostile cert DIR      writes DIR/cert.pem and DIR/key.pem (self-signed, 127.0.0.1)
 //! ```
 //!
-//! One `PASS`/`FAIL` line per case; exit status 1 when any case fails, 2 on bad arguments.
+//! `--plain-path`: where a plain GET is kept alive (slowloris dribbles the next request's
+//! head on that connection; default the URL's path). One `PASS`/`FAIL` line per case; exit status 1 when any case fails, 2 on bad arguments.
 //! After each case the server's fds and children must come back to their baseline and its
 //! RSS to within the tolerance (bounded waits), and its peak RSS during the case must stay
 //! within the case's bound above the baseline.
@@ -26,7 +28,7 @@ use watch::{Good, Proc, Sampler, Snapshot};
 
 const USAGE: &str = "usage: hostile --url ws://127.0.0.1:PORT/PATH --pid PID [--tls CA.pem] \
 [--name LABEL] [--header-timeout-ms MS] [--max-message BYTES] [--rss-tolerance-mib MIB] \
-[--slowloris N] [--disconnects N] [--only CASE,..] [--skip CASE,..]\n       hostile cert DIR";
+[--slowloris N] [--disconnects N] [--plain-path PATH] [--only CASE,..] [--skip CASE,..]\n       hostile cert DIR";
 
 /// Fds the server may hold above its baseline after a case (a lazily opened file, say).
 const FD_SLACK: usize = 2;
@@ -40,6 +42,7 @@ struct Args {
     rss_tolerance_mib: u64,
     slowloris: usize,
     disconnects: usize,
+    plain_path: Option<String>,
     only: Vec<String>,
     skip: Vec<String>,
 }
@@ -51,6 +54,7 @@ pub struct Ctx {
     pub max_message: u64,
     pub slowloris: usize,
     pub disconnects: usize,
+    pub plain_path: String,
     good: Arc<Good>,
     attack_start: Mutex<Option<Instant>>,
 }
@@ -104,6 +108,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         rss_tolerance_mib: 16,
         slowloris: 100,
         disconnects: 2000,
+        plain_path: None,
         only: Vec::new(),
         skip: Vec::new(),
     };
@@ -120,6 +125,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--rss-tolerance-mib" => a.rss_tolerance_mib = num(value()?)?,
             "--slowloris" => a.slowloris = num(value()?)?.min(2000) as usize,
             "--disconnects" => a.disconnects = num(value()?)?.min(100_000) as usize,
+            "--plain-path" => a.plain_path = Some(value()?),
             "--only" => a.only = value()?.split(',').map(str::to_string).collect(),
             "--skip" => a.skip = value()?.split(',').map(str::to_string).collect(),
             "-h" | "--help" => return Err(USAGE.into()),
@@ -258,6 +264,10 @@ async fn run_case(a: &Args, proc: &Proc, base: Snapshot, name: &str, case: cases
         max_message: a.max_message,
         slowloris: a.slowloris,
         disconnects: a.disconnects,
+        plain_path: a
+            .plain_path
+            .clone()
+            .unwrap_or_else(|| a.target.path.clone()),
         good: Arc::clone(&good),
         attack_start: Mutex::new(None),
     };
