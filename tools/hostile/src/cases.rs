@@ -48,6 +48,7 @@ pub const CASES: &[(&str, CaseFn)] = &[
     ("disconnects", |c| Box::pin(disconnects(c))),
     ("never-reads", |c| Box::pin(never_reads(c))),
     ("random-bytes", |c| Box::pin(random_bytes(c))),
+    ("unfinished-close", |c| Box::pin(unfinished_close(c))),
 ];
 
 // ---- slowloris -------------------------------------------------------------------------
@@ -839,6 +840,90 @@ async fn random_bytes(ctx: &Ctx) -> Outcome {
         format!(
             "{rounds} connections: {}",
             seen.into_iter().collect::<Vec<_>>().join("; ")
+        ),
+        16,
+    )
+}
+
+/// Close handshakes the client never finishes: it sends a close frame and then neither
+/// reads nor closes for a while (the reply waits in its buffer), or it makes the server
+/// close (a frame with RSV bits: 1002) and never answers the close. Either way the server
+/// must end the TCP connection itself within its close timeout (5 s by default) and slack.
+async fn unfinished_close(ctx: &Ctx) -> Outcome {
+    const EACH: usize = 10;
+    let bound = Duration::from_secs(9);
+    ctx.attack_on();
+    let mut tasks = Vec::new();
+    for i in 0..2 * EACH {
+        let t = ctx.t.clone();
+        tasks.push(tokio::spawn(async move {
+            let client_closes = i % 2 == 0;
+            let (io, rest) = t.upgrade(false).await?;
+            let (r, mut w) = tokio::io::split(io);
+            let mut f = Vec::new();
+            if client_closes {
+                close_frame(&mut f, 1000);
+            } else {
+                f.extend_from_slice(&[0xc2, 0x80, 0, 0, 0, 0]); // RSV1 without an extension
+            }
+            w.write_all(&f).await.map_err(|e| format!("write: {e}"))?;
+            let start = Instant::now();
+            if client_closes {
+                // Not reading for 2 s: the reply sits unread, the socket stays open.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            let mut rx = net::spawn_reader(r, rest);
+            let mut code = None;
+            let how = loop {
+                match next_ev(&mut rx, start + bound).await {
+                    None => return Err(format!("still open {bound:?} after the close")),
+                    Some(Ev::Close(c)) => code = Some(c),
+                    Some(Ev::End(how)) => break how,
+                    Some(_) => {}
+                }
+            };
+            drop(w);
+            Ok::<_, String>((client_closes, code.flatten(), how, start.elapsed()))
+        }));
+    }
+    let served = ctx.wait_served(Duration::from_secs(5)).await;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut pass = true;
+    let mut longest = [Duration::ZERO; 2];
+    for t in tasks {
+        match t.await {
+            Ok(Ok((client_closes, code, how, after))) => {
+                let want = if client_closes { 1000 } else { 1002 };
+                pass &= code == Some(want);
+                let i = client_closes as usize;
+                longest[i] = longest[i].max(after);
+                seen.insert(format!(
+                    "{}: close {}, then {how}",
+                    if client_closes {
+                        "client's close, reply unread 2 s"
+                    } else {
+                        "server's close (1002) never answered"
+                    },
+                    fmt_code(code)
+                ));
+            }
+            Ok(Err(e)) => {
+                pass = false;
+                seen.insert(e);
+            }
+            Err(e) => {
+                pass = false;
+                seen.insert(e.to_string());
+            }
+        }
+    }
+    outcome(
+        pass && served,
+        format!(
+            "{}; TCP ended {:.1} s after the client's close (2 s of it unread) and {:.1} s after the server's",
+            seen.into_iter().collect::<Vec<_>>().join("; "),
+            longest[1].as_secs_f64(),
+            longest[0].as_secs_f64()
         ),
         16,
     )
