@@ -100,10 +100,8 @@ struct Pump<'a> {
 /// across its awaits is kept small (`connection_future_stays_small` checks its size): an
 /// `async move` block rather than an `async fn`, whose arguments would be moved into
 /// locals of their own next to the slots they came in (a second WebSocket's room).
-#[allow(
-    clippy::manual_async_fn,
-    reason = "an async fn would keep its arguments twice"
-)]
+// Not an `async fn`: it would keep its arguments twice.
+#[allow(clippy::manual_async_fn)]
 pub fn run(
     mut ws: WebSocket,
     mut program: Program,

@@ -183,10 +183,7 @@ fn char_boundary(buf: &[u8], limit: usize) -> usize {
         // One character wider than the limit: it goes whole (a limit under 4 bytes is not
         // one a client would set; cutting the character would only garble it).
         let width = utf8_width(buf[0]);
-        if width > limit
-            && width <= buf.len()
-            && buf[1..width].iter().all(|&b| b & 0xC0 == 0x80)
-        {
+        if width > limit && width <= buf.len() && buf[1..width].iter().all(|&b| b & 0xC0 == 0x80) {
             return width;
         }
         return limit;

@@ -45,8 +45,10 @@ type Seen = Arc<
 >;
 
 /// The one handler of these tests: `/health` → `ok`, `/ws` → echo (async, or blocking in
-/// the blocking model), `/info` → the peer address, `/close` → the server closes with 4000,
-/// anything else 404.
+/// the blocking model), `/blocking` → the blocking echo in any model, `/split` → echo through the split halves, `/push` → a message every
+/// 20 ms from the write half alone (the read half waits unpolled until the sends fail),
+/// `/which` → `plain`, or over a WebSocket `websocket` (routed by `is_websocket_request`),
+/// `/body` → the request's body back, `/info` → the peer address, `/close` → the server closes with 4000, anything else 404.
 async fn handle(mut req: Request<Incoming>, blocking: bool, seen: Seen) -> Response<Body> {
     if let Some(info) = ConnInfo::of(&req) {
         seen.lock().unwrap().push((
@@ -59,6 +61,10 @@ async fn handle(mut req: Request<Incoming>, blocking: bool, seen: Seen) -> Respo
     }
     match req.uri().path() {
         "/health" => Response::new(Body::from("ok")),
+        "/body" => match req.into_body().collect().await {
+            Ok(body) => Response::new(Body::from(body.to_bytes())),
+            Err(e) => Response::new(Body::from(e.to_string())),
+        },
         "/certs" => {
             let n = ConnInfo::of(&req).map_or(0, |i| i.client_certificates().len());
             Response::new(Body::from(n.to_string()))
@@ -83,6 +89,50 @@ async fn handle(mut req: Request<Incoming>, blocking: bool, seen: Seen) -> Respo
                         break;
                     }
                 }
+            }),
+            Err(refusal) => refusal.map(Body::from),
+        },
+        "/blocking" => match WebSocketUpgrade::from_request(&mut req) {
+            Ok(up) => up.on_upgrade_blocking(|mut ws| {
+                while let Ok(Some(m)) = ws.recv(None) {
+                    if ws.send(m, None).is_err() {
+                        break;
+                    }
+                }
+            }),
+            Err(refusal) => refusal.map(Body::from),
+        },
+        "/which" if !weft::server::is_websocket_request(&req) => Response::new(Body::from("plain")),
+        "/which" => match WebSocketUpgrade::from_request(&mut req) {
+            Ok(up) => up.on_upgrade(|mut ws| async move {
+                let _ = ws.send("websocket").await;
+                let _ = ws.close(CloseCode::NORMAL, "").await;
+            }),
+            Err(refusal) => refusal.map(Body::from),
+        },
+        "/split" => match WebSocketUpgrade::from_request(&mut req) {
+            Ok(up) => up.on_upgrade(|ws| async move {
+                let (mut rx, tx) = ws.split();
+                while let Ok(Some(m)) = rx.recv().await {
+                    if tx.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            }),
+            Err(refusal) => refusal.map(Body::from),
+        },
+        "/push" => match WebSocketUpgrade::from_request(&mut req) {
+            Ok(up) => up.on_upgrade(|ws| async move {
+                let (mut rx, tx) = ws.split();
+                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                loop {
+                    tick.tick().await;
+                    if tx.send("tick").await.is_err() {
+                        break;
+                    }
+                }
+                // The close went out with the last send; the read half completes it.
+                while let Ok(Some(_)) = rx.recv().await {}
             }),
             Err(refusal) => refusal.map(Body::from),
         },
@@ -446,6 +496,152 @@ async fn a_slowloris_head_is_cut_at_the_timeout() {
     served.await.unwrap().unwrap();
 }
 
+/// One keep-alive `GET /health` on `s`, its whole response read (`ok`, 2 bytes of body).
+async fn keep_alive_get(s: &mut tokio::net::TcpStream) {
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_response(s, b"ok").await;
+}
+
+/// Reads a 200 response whose body is `body` (the connection stays open).
+async fn read_response(s: &mut tokio::net::TcpStream, body: &[u8]) {
+    let end = [b"\r\n\r\n", body].concat();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(&end) {
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .expect("no response")
+            .unwrap();
+        assert!(n > 0, "closed before the response: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"), "{got:?}");
+}
+
+/// A small embedded server with these header and idle timeouts, and a connection to it.
+async fn with_timeouts(
+    header: Duration,
+    idle: Duration,
+) -> (
+    tokio::net::TcpStream,
+    weft::server::Shutdown,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let (addr, shutdown, served) = embedded(|b| b.header_timeout(header).idle_timeout(idle)).await;
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    (s, shutdown, served)
+}
+
+/// The idle timeout closes a keep-alive HTTP/1.1 connection with no request in progress
+/// (the header timeout, a minute here, is not what closes it).
+#[tokio::test]
+async fn a_keep_alive_connection_idle_past_the_idle_timeout_is_closed() {
+    let (mut s, shutdown, served) =
+        with_timeouts(Duration::from_secs(60), Duration::from_millis(300)).await;
+    keep_alive_get(&mut s).await;
+    keep_alive_get(&mut s).await;
+    wait_closed(&mut s, Duration::from_secs(20)).await;
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
+/// The header timeout bounds a request head, not the wait between requests: a keep-alive
+/// connection idle for longer than it (but not the idle timeout, a minute here) still
+/// serves its next request; a keep-alive request whose head then never ends is cut.
+#[tokio::test]
+async fn the_header_timeout_bounds_heads_not_the_idle_wait() {
+    let (mut s, shutdown, served) =
+        with_timeouts(Duration::from_millis(200), Duration::from_secs(60)).await;
+    keep_alive_get(&mut s).await;
+    // Idle for five header timeouts: still open, still served.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    keep_alive_get(&mut s).await;
+    // A request whose body comes after its head: the body is not the next head either.
+    s.write_all(b"POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"hello").await.unwrap();
+    read_response(&mut s, b"hello").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    keep_alive_get(&mut s).await;
+    // The next head, a byte now and then: cut by the header timeout.
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if s.write_all(b"X").await.is_err() {
+            break;
+        }
+    }
+    wait_closed(&mut s, Duration::from_secs(20)).await;
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
+/// An HTTP/2 connection with no stream open is closed (GOAWAY) after the idle timeout; a
+/// WebSocket over HTTP/2 is a stream that keeps it open however quiet it is.
+#[tokio::test]
+async fn an_h2_connection_without_streams_is_closed_after_the_idle_timeout() {
+    let (addr, shutdown, served) = embedded(|b| {
+        b.header_timeout(Duration::from_secs(60))
+            .idle_timeout(Duration::from_millis(300))
+    })
+    .await;
+    // A plain h2c request, then nothing: the server closes the connection.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::get(format!("http://{addr}/health"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        &res.into_body().collect().await.unwrap().to_bytes()[..],
+        b"ok"
+    );
+    tokio::time::timeout(Duration::from_secs(20), conn)
+        .await
+        .expect("the idle h2 connection was not closed")
+        .unwrap()
+        .unwrap();
+    // A WebSocket over h2c, quiet for three idle timeouts: its connection stays open.
+    let url = format!("ws://{addr}/ws");
+    let options = Options::default();
+    let h2 = weft::tokio::H2Connection::connect(&url, &options)
+        .await
+        .unwrap();
+    let (mut ws, _) = h2.websocket(&url, options.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    ws.send("still here").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap(), Some(Message::from("still here")));
+    // Not even going away (a GOAWAY would refuse a new stream): a second WebSocket opens.
+    let (mut second, _) = h2.websocket(&url, options).await.unwrap();
+    second.send("second").await.unwrap();
+    assert_eq!(second.recv().await.unwrap(), Some(Message::from("second")));
+    // Once both are over, the connection has no stream left and is closed.
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    second.close(CloseCode::NORMAL, "").await.unwrap();
+    drop((ws, second));
+    let closed = async {
+        while !h2.is_closed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), closed)
+        .await
+        .expect("the h2 connection was not closed after its last stream");
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn a_head_over_the_limit_is_431() {
     let (addr, shutdown, served) = embedded(|b| b.max_head_size(8192)).await;
@@ -463,10 +659,21 @@ async fn a_head_over_the_limit_is_431() {
 
 #[tokio::test]
 async fn past_the_connection_limit_is_503_with_retry_after() {
+    past_the_connection_limit("/ws").await;
+}
+
+/// A blocking WebSocket (on a thread of its own) holds its connection's slot too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_websocket_counts_against_the_connection_limit() {
+    past_the_connection_limit("/blocking").await;
+}
+
+/// One WebSocket at `path` holds the only slot: a new connection gets 503 until it ends.
+async fn past_the_connection_limit(path: &str) {
     let (addr, shutdown, served) =
         embedded(|b| b.max_connections(1).retry_after(Duration::from_secs(7))).await;
     // One WebSocket holds the only slot.
-    let url = format!("ws://{addr}/ws");
+    let url = format!("ws://{addr}{path}");
     let (mut held, _) = weft::tokio::connect_url(&url, Options::default())
         .await
         .unwrap();
@@ -543,6 +750,49 @@ async fn graceful_shutdown_sends_1001_to_every_websocket() {
     );
     // No longer accepting.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// A split server WebSocket gets 1001 on a graceful shutdown too: from its read half while
+/// it waits for the peer (`/split`), and from its write half alone while the read half is
+/// not polled (`/push`). Without it they would be cut, with no close frame, at the end of
+/// the grace period.
+#[tokio::test]
+async fn graceful_shutdown_sends_1001_to_split_websockets() {
+    let (addr, shutdown, served) = embedded(|b| b.shutdown_grace(Duration::from_secs(10))).await;
+    let (mut echo, _) = weft::tokio::connect_url(&format!("ws://{addr}/split"), Options::default())
+        .await
+        .unwrap();
+    echo.send("split").await.unwrap();
+    assert_eq!(echo.recv().await.unwrap(), Some(Message::from("split")));
+    let (mut push, _) = weft::tokio::connect_url(&format!("ws://{addr}/push"), Options::default())
+        .await
+        .unwrap();
+    assert_eq!(push.recv().await.unwrap(), Some(Message::from("tick")));
+    shutdown.shutdown();
+    let bound = Duration::from_secs(30);
+    let end = tokio::time::timeout(bound, echo.recv())
+        .await
+        .expect("a hang");
+    assert_eq!(end.unwrap(), None);
+    let close = echo.connection().close_received().cloned();
+    assert_eq!(close.expect("a close frame").code, CloseCode::GOING_AWAY);
+    let pushed = async {
+        loop {
+            match push.recv().await {
+                Ok(Some(m)) => assert_eq!(m, Message::from("tick")),
+                Ok(None) => return,
+                Err(e) => panic!("the push connection ended without its close: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(bound, pushed).await.expect("a hang");
+    let close = push.connection().close_received().cloned();
+    assert_eq!(close.expect("a close frame").code, CloseCode::GOING_AWAY);
+    tokio::time::timeout(bound, served)
+        .await
+        .expect("a hang")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -876,4 +1126,118 @@ async fn the_handler_sees_the_client_certificate() {
     );
     shutdown.shutdown();
     served.await.unwrap().unwrap();
+}
+
+/// A tower service that is not ready at its first `poll_ready` (it wakes its task and
+/// answers `Pending`), or (`fail`) whose `poll_ready` fails.
+#[derive(Clone)]
+struct NotReadyAtOnce {
+    polls: Arc<std::sync::atomic::AtomicUsize>,
+    fail: bool,
+}
+
+impl tower_service::Service<Request<Incoming>> for NotReadyAtOnce {
+    type Response = Response<Body>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Response<Body>, std::io::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::io::Error>> {
+        use std::sync::atomic::Ordering;
+        if self.fail {
+            return std::task::Poll::Ready(Err(std::io::Error::other("not today")));
+        }
+        if self.polls.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<Incoming>) -> Self::Future {
+        std::future::ready(Ok(Response::new(Body::from("ready"))))
+    }
+}
+
+/// The server waits for a service that is not ready at once, and ends the connection of
+/// one whose `poll_ready` fails.
+#[tokio::test]
+async fn a_service_is_made_ready_before_it_is_called() {
+    for fail in [false, true] {
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let server = Server::builder()
+            .bind("127.0.0.1:0")
+            .unwrap()
+            .build(NotReadyAtOnce {
+                polls: polls.clone(),
+                fail,
+            })
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let shutdown = server.shutdown_handle();
+        let served = tokio::spawn(server.serve());
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+            .await
+            .expect("hung");
+        let out = String::from_utf8_lossy(&out);
+        if fail {
+            assert!(!out.contains("ready"), "{out}");
+        } else {
+            assert!(
+                out.starts_with("HTTP/1.1 200") && out.ends_with("ready"),
+                "{out}"
+            );
+            assert!(polls.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+        }
+        shutdown.shutdown();
+        served.await.unwrap().unwrap();
+    }
+}
+
+/// `is_websocket_request` routes plain requests, HTTP/1.1 upgrades and HTTP/2 extended
+/// CONNECTs apart, an `Upgrade` header that is not `websocket` included.
+#[tokio::test]
+async fn is_websocket_request_routes_each_kind() {
+    let (addr, shutdown, served) = embedded(|b| b).await;
+    assert!(http_get_async(addr, "/which", "")
+        .await
+        .ends_with("\r\n\r\nplain"));
+    let other = http_get_async(addr, "/which", "Upgrade: h2c\r\nConnection: upgrade\r\n").await;
+    assert!(other.ends_with("\r\n\r\nplain"), "{other}");
+    let url = format!("ws://{addr}/which");
+    let (mut ws, _) = weft::tokio::connect_url(&url, Options::default())
+        .await
+        .unwrap();
+    assert_eq!(ws.recv().await.unwrap(), Some(Message::from("websocket")));
+    assert_eq!(ws.recv().await.unwrap(), None);
+    let options = Options::default();
+    let h2 = weft::tokio::H2Connection::connect(&url, &options)
+        .await
+        .unwrap();
+    let (mut ws, _) = h2.websocket(&url, options).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap(), Some(Message::from("websocket")));
+    assert_eq!(ws.recv().await.unwrap(), None);
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
+/// A `GET` with `extra` header lines over a fresh connection (closed after it); the whole
+/// response.
+async fn http_get_async(addr: SocketAddr, path: &str, extra: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+        .await
+        .expect("hung")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -124,3 +124,42 @@ async fn a_cancelled_send_loses_nothing() {
         .await
         .unwrap();
 }
+
+/// The read half's keepalive: it pings when the peer is quiet, goes on while pongs come
+/// back, and fails with `Timeout` once they stop.
+#[tokio::test]
+async fn the_read_half_pings_and_times_out_without_pongs() {
+    let run = async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        let mut options = weft::Options::default();
+        options.ping_interval = Some(Duration::from_millis(50));
+        options.pong_timeout = Duration::from_millis(200);
+        let server = weft::tokio::WebSocket::from_raw(s, weft::Role::Server, options);
+        let mut client =
+            weft::tokio::WebSocket::from_raw(c, weft::Role::Client, weft::Options::default());
+        let (mut reader, _writer) = server.split();
+        let reading = tokio::spawn(async move { reader.recv().await });
+        // Pongs go back (the client answers while it polls): the reader pings again.
+        for _ in 0..3 {
+            loop {
+                match client.next_event().await.unwrap() {
+                    Some(Event::Ping(p)) => {
+                        assert_eq!(&p[..], b"weft-keepalive");
+                        break;
+                    }
+                    Some(_) => continue,
+                    None => panic!("closed"),
+                }
+            }
+        }
+        // The client stops answering: the reader gives up.
+        let result = reading.await.unwrap();
+        assert!(matches!(result, Err(weft::Error::Timeout)), "{result:?}");
+        drop(client);
+    };
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("hung");
+}

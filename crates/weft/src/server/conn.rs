@@ -1,7 +1,7 @@
 //! One connection, from accept to the end: the connection limit (503 past it), the TLS
 //! handshake under the header timeout, then hyper's HTTP/1.1 or HTTP/2 (chosen by ALPN or by
-//! the client's preface: h2c with prior knowledge on the same port), graceful shutdown, and
-//! a `tracing` span for all of it.
+//! the client's preface: h2c with prior knowledge on the same port) under weft's header and
+//! idle timers ([`Watchdog`]), graceful shutdown, and a `tracing` span for all of it.
 
 use super::info::{Addr, ConnInfo};
 use super::listener::Accepted;
@@ -9,9 +9,14 @@ use super::service::{Handler, HyperService};
 use super::stream::{Stream, TransportKind};
 use super::{ConnCtx, Shared};
 use hyper_util::rt::TokioIo;
-use std::sync::atomic::Ordering;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
+use tokio::time::{sleep_until, Instant, Sleep};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -67,46 +72,294 @@ pub(crate) async fn serve_accepted<S>(
     fut.instrument(span).await
 }
 
-/// Runs a hyper connection (`$conn`, either kind) to its end: the first-request watchdog
-/// and the graceful shutdown. A macro: the two connection types share no trait.
+/// What the header and idle timers need to know of a connection: requests in progress
+/// (counted from the handler's call to the drop of the response body, and HTTP/2 upgraded
+/// streams for their lifetime), whether bytes arrived, which HTTP version it speaks.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    started: AtomicUsize,
+    done: AtomicUsize,
+    /// Bytes were read since the last request started or ended (HTTP/1.1: the first bytes
+    /// of the next head).
+    read: AtomicBool,
+    http2: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            started: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            read: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
+        }
+    }
+}
+
+/// A request (or an HTTP/2 upgraded stream) in progress, until dropped.
+pub(crate) struct Busy(Arc<ConnCtx>);
+
+impl Busy {
+    /// A request of `version`, or (`None`) an upgraded stream.
+    pub(crate) fn new(ctx: Arc<ConnCtx>, version: Option<http::Version>) -> Busy {
+        let a = &ctx.activity;
+        match version {
+            Some(http::Version::HTTP_2) => a.http2.store(true, Ordering::Relaxed),
+            // Its head is read: what is read from now on belongs to the next one.
+            Some(_) => a.read.store(false, Ordering::Relaxed),
+            None => {}
+        }
+        a.started.fetch_add(1, Ordering::Relaxed);
+        Busy(ctx)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let a = &self.0.activity;
+        if !a.http2.load(Ordering::Relaxed) {
+            // The request's body, if it came after its head, is not the next head.
+            a.read.store(false, Ordering::Relaxed);
+        }
+        a.done.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// The server's stream as hyper sees it, noting each read in the connection's
+/// [`Activity`] (the first byte of a request ends the idle wait). Taken apart again after
+/// an upgrade (`into_inner`): the WebSocket runs on the [`Stream`] itself.
+pub(crate) struct Watched {
+    io: Stream,
+    ctx: Arc<ConnCtx>,
+}
+
+impl Watched {
+    pub(crate) fn into_inner(self) -> Stream {
+        self.io
+    }
+}
+
+impl tokio::io::AsyncRead for Watched {
+    #[inline]
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.ctx.activity.read.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    #[inline]
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    #[inline]
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Where a connection is, for its timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading a request head: the header timeout runs (from the connection's start, or
+    /// from the first byte of a keep-alive request).
+    Head,
+    /// Between requests or in one: the idle timeout runs, and is put off whenever it finds
+    /// a request in progress or one ended since it was armed.
+    Open,
+    /// Closing after the idle timeout: cut if it takes a header timeout more.
+    Closing,
+}
+
+/// What a connection's timer ran out on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expired {
+    /// The header timeout, or a close that did not finish: cut the connection.
+    Cut,
+    /// The idle timeout: close it gracefully.
+    Idle,
+}
+
+/// The header and idle timers of one connection: one `Sleep`. Nothing per request: the
+/// idle timer is not re-armed when a request ends, but looks, when it fires, whether one
+/// is in progress or ended since it was armed, and if so waits an idle timeout more (so
+/// an idle connection is closed between one and two idle timeouts after its last
+/// request). The header timer is exact: armed when a head starts (a connection's start,
+/// or the first bytes of a keep-alive request that do not make a whole head at once).
+struct Watchdog<'a> {
+    activity: &'a Activity,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+    phase: Phase,
+    /// The timer was polled since it was last armed (it holds this task's waker; until it
+    /// fires, a cheap look at its state does).
+    registered: bool,
+    /// Requests started, as of the last look.
+    seen_started: usize,
+    /// Requests ended when the idle timer was armed.
+    seen_done: usize,
+}
+
+impl<'a> Watchdog<'a> {
+    fn new(activity: &'a Activity, shared: &Shared) -> Self {
+        let header_timeout = shared.config.header_timeout;
+        Watchdog {
+            activity,
+            header_timeout,
+            idle_timeout: shared.config.idle_timeout,
+            sleep: Box::pin(sleep_until(Instant::now() + header_timeout)),
+            phase: Phase::Head,
+            registered: false,
+            seen_started: 0,
+            seen_done: 0,
+        }
+    }
+
+    fn arm(&mut self, phase: Phase, after: Duration) {
+        self.phase = phase;
+        self.sleep.as_mut().reset(Instant::now() + after);
+        self.registered = false;
+    }
+
+    /// After the idle timeout's graceful close: a header timeout more, then the cut.
+    fn closing(&mut self) {
+        self.arm(Phase::Closing, self.header_timeout);
+    }
+
+    /// Whether the timer fired: polled once after each arming (to hold the waker), then
+    /// a load of its state.
+    fn fired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.registered && !self.sleep.is_elapsed() {
+            return false;
+        }
+        self.registered = true;
+        self.sleep.as_mut().poll(cx).is_ready()
+    }
+
+    /// Called after each poll of the connection: moves between phases by what the
+    /// connection did, and reports a timeout.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Expired> {
+        let a = self.activity;
+        match self.phase {
+            Phase::Closing => {}
+            Phase::Head => {
+                let started = a.started.load(Ordering::Relaxed);
+                if started != self.seen_started {
+                    // The head is whole (its request was called).
+                    self.seen_started = started;
+                    self.seen_done = a.done.load(Ordering::Acquire);
+                    self.arm(Phase::Open, self.idle_timeout);
+                }
+            }
+            Phase::Open => {
+                if !a.http2.load(Ordering::Relaxed)
+                    && a.read.load(Ordering::Relaxed)
+                    && a.started.load(Ordering::Relaxed) == a.done.load(Ordering::Acquire)
+                {
+                    // The first bytes of the next request, not yet a whole head.
+                    self.seen_started = a.started.load(Ordering::Relaxed);
+                    self.arm(Phase::Head, self.header_timeout);
+                }
+            }
+        }
+        if !self.fired(cx) {
+            return Poll::Pending;
+        }
+        match self.phase {
+            Phase::Head | Phase::Closing => Poll::Ready(Expired::Cut),
+            Phase::Open => {
+                let done = a.done.load(Ordering::Acquire);
+                if a.started.load(Ordering::Relaxed) != done || done != self.seen_done {
+                    // A request in progress, or one ended since: not idle that long.
+                    self.seen_done = done;
+                    self.arm(Phase::Open, self.idle_timeout);
+                    // Polled now, to hold the waker again.
+                    return match self.fired(cx) {
+                        true => Poll::Ready(Expired::Idle),
+                        false => Poll::Pending,
+                    };
+                }
+                Poll::Ready(Expired::Idle)
+            }
+        }
+    }
+}
+
+/// Runs a hyper connection (`$conn`, either kind) to its end under its header and idle
+/// timers ([`Watchdog`]) and the server's graceful shutdown. A macro: the two connection
+/// types share no trait.
 macro_rules! drive {
     ($conn:expr, $ctx:expr, $shared:expr) => {{
         let conn = $conn;
         tokio::pin!(conn);
-        // hyper's header timeout starts once it knows the HTTP version; until the first
-        // request, this one cuts a client that sends too little to tell (a slowloris
-        // preface).
-        let first_request = tokio::time::sleep($shared.config.header_timeout);
-        tokio::pin!(first_request);
-        let mut watching = true;
+        let mut watchdog = Watchdog::new(&$ctx.activity, &$shared);
         let mut draining = false;
-        let mut shutdown = crate::signal::Cancelled::new($shared.shutdown.clone());
-        loop {
-            // Once a request came, the watchdog's timer is not polled again.
-            if watching && $ctx.seen_request.load(Ordering::Relaxed) {
-                watching = false;
+        let mut shutdown = $shared.shutdown_signal.cancelled();
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                if let Err(e) = result {
+                    tracing::debug!("connection ended: {e}");
+                }
+                return Poll::Ready(());
             }
-            tokio::select! {
-                biased;
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!("connection ended: {e}");
-                    }
-                    break;
+            if !draining && Pin::new(&mut shutdown).poll(cx).is_ready() {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+                // Polled again: an idle HTTP/1.1 connection ends at once.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            match watchdog.poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Expired::Cut) => {
+                    tracing::debug!("header timeout: connection cut");
+                    Poll::Ready(())
                 }
-                () = &mut first_request, if watching => {
-                    watching = false;
-                    if !$ctx.seen_request.load(Ordering::Relaxed) {
-                        tracing::debug!("no request within the header timeout");
-                        break;
+                Poll::Ready(Expired::Idle) => {
+                    tracing::debug!("idle timeout: closing the connection");
+                    if !draining {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
                     }
-                }
-                () = &mut shutdown, if !draining => {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
+                    watchdog.closing();
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
                 }
             }
-        }
+        })
+        .await
     }};
 }
 
@@ -125,7 +378,7 @@ pub(crate) async fn serve_stream<S>(
         info,
         shared: shared.clone(),
         local_tracker,
-        seen_request: Default::default(),
+        activity: Activity::new(),
         span: tracing::Span::current(),
         _guard: guard,
     });
@@ -133,7 +386,10 @@ pub(crate) async fn serve_stream<S>(
         service,
         ctx: ctx.clone(),
     };
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(Watched {
+        io: stream,
+        ctx: ctx.clone(),
+    });
     match &shared.http1_only {
         // hyper-util's auto connection detects HTTP/2 even when told HTTP/1 only; with
         // HTTP/2 off, hyper's HTTP/1 connection serves alone.

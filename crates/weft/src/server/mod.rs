@@ -71,12 +71,18 @@
 //! ## Limits and lifecycle
 //!
 //! [`Builder`] sets the request head's size and header count (431 past them), a header
-//! timeout (a slowloris head is cut; hyper applies the same timer to a keep-alive
-//! connection waiting for its next request, so it is the idle timeout too), a connection
+//! timeout (from a connection's start, or from the first byte of a keep-alive
+//! connection's next request, to the end of the request head: a slowloris head is cut; the
+//! TLS handshake has one of its own), an
+//! idle timeout (a keep-alive connection with no request in progress: over HTTP/1.1 from the
+//! end of a response to the first byte of the next request, over HTTP/2 with no stream
+//! open, upgraded streams included; then it is closed, HTTP/2 with a GOAWAY, at most one more
+//! idle timeout later), a connection
 //! limit (503 with `Retry-After` past it), and the grace period of a graceful shutdown:
 //! [`Shutdown::shutdown`] stops accepting, ends HTTP connections after their current
 //! request, sends Close 1001 to every async WebSocket, waits up to the grace period, then
-//! cuts what is left. Each connection runs in a `tracing` span `conn` with the peer.
+//! cuts what is left. Each connection runs in a `tracing` span `conn` with the peer (its
+//! HTTP/2 requests, which hyper runs on tasks of their own, and its upgraded streams too).
 
 mod blocking_stream;
 mod conn;
@@ -95,14 +101,16 @@ pub use upgrade::{
 };
 
 use crate::options::Options;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use crate::signal::Signal;
+use hyper_util::rt::TokioTimer;
 use listener::{Bound, BoundSocket, Listener};
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -132,6 +140,7 @@ pub(crate) struct Config {
     pub(crate) max_head_size: usize,
     pub(crate) max_headers: usize,
     pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     pub(crate) max_connections: usize,
     pub(crate) retry_after: Duration,
     pub(crate) grace: Duration,
@@ -145,6 +154,7 @@ impl Default for Config {
             max_head_size: 16 * 1024,
             max_headers: 100,
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
             max_connections: 10_000,
             retry_after: Duration::from_secs(1),
             grace: Duration::from_secs(10),
@@ -157,12 +167,15 @@ impl Default for Config {
 /// What every connection of a server shares.
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) http: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    pub(crate) http: hyper_util::server::conn::auto::Builder<InSpan>,
     /// With HTTP/2 off: hyper's HTTP/1 alone.
     pub(crate) http1_only: Option<hyper::server::conn::http1::Builder>,
     pub(crate) shutdown: CancellationToken,
+    /// `shutdown`, for the futures polled on every wake (`signal::Cancelled`).
+    pub(crate) shutdown_signal: Signal,
     /// Cancelled when the grace period is over: what is left is cut.
     pub(crate) cut: CancellationToken,
+    pub(crate) cut_signal: Signal,
     pub(crate) tracker: TaskTracker,
     pub(crate) live: AtomicUsize,
 }
@@ -181,7 +194,8 @@ pub(crate) struct ConnCtx {
     pub(crate) shared: Arc<Shared>,
     /// In the blocking model, the tasks of this connection's own runtime.
     pub(crate) local_tracker: Option<TaskTracker>,
-    pub(crate) seen_request: AtomicBool,
+    /// Requests (and HTTP/2 upgraded streams) in progress, for the idle and header timers.
+    pub(crate) activity: conn::Activity,
     pub(crate) span: tracing::Span,
     pub(crate) _guard: conn::ConnGuard,
 }
@@ -191,21 +205,59 @@ impl ConnCtx {
     /// cut at the end of the grace period.
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         use tracing::Instrument;
-        // Boxed: the task's future stays one allocation, not copied into each wrapper.
-        let task = Box::pin(task);
-        let cut = crate::signal::Cancelled::new(self.shared.cut.clone());
-        let task = async move {
-            tokio::select! {
-                biased;
-                () = task => {}
-                () = cut => {}
-            }
-        }
-        .instrument(self.span.clone());
+        let task = UntilCut::new(task, &self.shared).instrument(self.span.clone());
         match &self.local_tracker {
             Some(t) => t.spawn(task),
             None => self.shared.tracker.spawn(task),
         };
+    }
+}
+
+/// hyper's executor for the tasks it spawns (an HTTP/2 connection's requests): tokio's, in
+/// the span of the connection that spawns them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InSpan;
+
+impl<F> hyper::rt::Executor<F> for InSpan
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        use tracing::Instrument;
+        tokio::spawn(fut.instrument(tracing::Span::current()));
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A task of the server (a connection, an upgraded stream) until it ends or the grace
+    /// period is over. A struct, not an `async` block with `select!`: the task's future is
+    /// kept once, inline (no second copy, no box of its own to reach on every wake).
+    struct UntilCut<F> {
+        #[pin]
+        task: F,
+        cut: crate::signal::Cancelled,
+    }
+}
+
+impl<F: Future<Output = ()>> UntilCut<F> {
+    fn new(task: F, shared: &Shared) -> Self {
+        UntilCut {
+            task,
+            cut: shared.cut_signal.cancelled(),
+        }
+    }
+}
+
+impl<F: Future<Output = ()>> Future for UntilCut<F> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.task.poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        std::pin::Pin::new(this.cut).poll(cx)
     }
 }
 
@@ -296,10 +348,26 @@ impl Builder {
         self
     }
 
-    /// How long a request head (and a TLS handshake, and a keep-alive connection waiting
-    /// for its next request) may take; past it the connection is closed. Default 10 s.
+    /// How long a request head may take: from the connection's start to the end of its
+    /// first request's head (a TLS handshake before it has a header timeout of its own),
+    /// and from the first byte of each later request on a keep-alive connection to the end
+    /// of its head. Past it the connection is cut (a slowloris head). Default 10 s.
     pub fn header_timeout(mut self, timeout: Duration) -> Self {
         self.config.header_timeout = timeout;
+        self
+    }
+
+    /// How long a keep-alive connection may wait with no request in progress before the
+    /// server closes it: over HTTP/1.1 from the end of a response to the first byte of the
+    /// next request (then [`header_timeout`](Self::header_timeout) bounds its head); over
+    /// HTTP/2 while no stream is open (a WebSocket over HTTP/2 keeps its connection open),
+    /// after which the server sends GOAWAY and closes. The timer costs nothing per request:
+    /// it looks when it fires, so a connection is closed between one and two idle timeouts
+    /// after its last request, never sooner. Default 75 s: longer than the 60 s idle
+    /// timeout common in load balancers and proxies, so that the proxy, not the server,
+    /// closes a connection it might be about to reuse.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = timeout;
         self
     }
 
@@ -344,10 +412,12 @@ impl Builder {
         S: Handler,
     {
         let config = self.config;
-        let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // The header and idle timeouts are weft's own (`conn::Watchdog`): hyper's header
+        // timer runs from the end of a response to the end of the next head, which is
+        // both at once, and is re-armed (a new timer) for every request.
+        let mut http = hyper_util::server::conn::auto::Builder::new(InSpan);
         http.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.header_timeout)
+            .header_read_timeout(None)
             .max_headers(config.max_headers)
             .max_buf_size(config.max_head_size);
         http.http2()
@@ -356,18 +426,20 @@ impl Builder {
             .max_header_list_size(u32::try_from(config.max_head_size).unwrap_or(u32::MAX));
         let http1_only = (!config.http2).then(|| {
             let mut b = hyper::server::conn::http1::Builder::new();
-            b.timer(TokioTimer::new())
-                .header_read_timeout(config.header_timeout)
+            b.header_read_timeout(None)
                 .max_headers(config.max_headers)
                 .max_buf_size(config.max_head_size);
             b
         });
+        let (shutdown, cut) = (CancellationToken::new(), CancellationToken::new());
         let shared = Arc::new(Shared {
             config,
             http,
             http1_only,
-            shutdown: CancellationToken::new(),
-            cut: CancellationToken::new(),
+            shutdown_signal: Signal::new(shutdown.clone()),
+            shutdown,
+            cut_signal: Signal::new(cut.clone()),
+            cut,
             tracker: TaskTracker::new(),
             live: AtomicUsize::new(0),
         });
@@ -452,6 +524,12 @@ where
     /// (d) Serves on the current tokio runtime (current-thread or multi-thread) until a
     /// graceful shutdown completes.
     pub async fn serve(self) -> io::Result<()> {
+        self.serve_in(false).await
+    }
+
+    /// Accepts on every listener until the shutdown, then drains; each connection on a
+    /// task, or (`blocking`) on a thread of its own.
+    async fn serve_in(self, blocking: bool) -> io::Result<()> {
         let Server {
             bound,
             service,
@@ -464,7 +542,7 @@ where
                 listener,
                 service.clone(),
                 shared.clone(),
-                false,
+                blocking,
             )));
         }
         for l in loops {
@@ -550,28 +628,7 @@ where
     }
 
     fn run_blocking(self) -> io::Result<()> {
-        let Server {
-            bound,
-            service,
-            shared,
-        } = self;
-        current_thread()?.block_on(async move {
-            let mut loops = Vec::new();
-            for b in bound {
-                let listener = b.into_tokio()?;
-                loops.push(tokio::spawn(accept_loop(
-                    listener,
-                    service.clone(),
-                    shared.clone(),
-                    true,
-                )));
-            }
-            for l in loops {
-                let _ = l.await;
-            }
-            drain(&shared).await;
-            Ok(())
-        })
+        current_thread()?.block_on(self.serve_in(true))
     }
 }
 
@@ -641,17 +698,8 @@ async fn accept_loop<S: Handler>(
                 tracing::warn!("cannot start a connection thread: {e}");
             }
         } else {
-            let cut = crate::signal::Cancelled::new(shared.cut.clone());
-            let conn = Box::pin(conn::serve_accepted(
-                accepted, peer, local, service, shared2, None,
-            ));
-            shared.tracker.spawn(async move {
-                tokio::select! {
-                    biased;
-                    () = conn => {}
-                    () = cut => {}
-                }
-            });
+            let conn = conn::serve_accepted(accepted, peer, local, service, shared2, None);
+            shared.tracker.spawn(UntilCut::new(conn, &shared));
         }
     }
 }

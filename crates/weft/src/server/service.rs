@@ -2,15 +2,16 @@
 //! `http::Request<Incoming>` to an `http::Response`, and its adapter to hyper, which puts
 //! the connection's [`ConnInfo`](super::ConnInfo) into each request's extensions.
 
+use super::conn::Busy;
 use super::ConnCtx;
 use http_body::Body as HttpBody;
 use hyper::body::Incoming;
+use pin_project_lite::pin_project;
 use std::convert::Infallible;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 /// An error of any kind, as hyper and tower pass them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -90,28 +91,120 @@ where
 }
 
 /// A tower service as hyper calls it: a clone per request, made ready, then called, with
-/// the connection's context in the request's extensions.
+/// the connection's context in the request's extensions; the request counts as in
+/// progress (for the idle timeout) until its response body is dropped.
 pub(crate) struct HyperService<S> {
     pub(crate) service: S,
     pub(crate) ctx: Arc<ConnCtx>,
 }
 
 impl<S: Handler> hyper::service::Service<http::Request<Incoming>> for HyperService<S> {
-    type Response = http::Response<S::ResBody>;
+    type Response = http::Response<ResponseBody<S::ResBody>>;
     type Error = BoxError;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<http::Response<S::ResBody>, BoxError>> + Send>>;
+    type Future = HandlerCall<S>;
 
     fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
-        self.ctx.seen_request.store(true, Ordering::Relaxed);
+        let busy = Busy::new(self.ctx.clone(), Some(req.version()));
         // One extension: the context, which holds the `ConnInfo` (`ConnInfo::of`).
         req.extensions_mut().insert(self.ctx.clone());
         let mut service = self.service.clone();
-        Box::pin(async move {
-            poll_fn(|cx| service.poll_ready(cx))
-                .await
-                .map_err(Into::into)?;
-            service.call(req).await.map_err(Into::into)
-        })
+        // Most services are ready at once (a `handler_fn` always is): then the handler's
+        // future is made here, and the request future never changes state (a move of the
+        // handler's future less). A service that is not gets polled again, with the task's
+        // waker, by `HandlerCall::poll`.
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => HandlerCall::Calling {
+                fut: service.call(req),
+                busy: Some(busy),
+            },
+            Poll::Ready(Err(e)) => HandlerCall::Failed {
+                error: Some(e.into()),
+            },
+            Poll::Pending => HandlerCall::Ready {
+                service,
+                req: Some(req),
+                busy: Some(busy),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The future of one request: the handler made ready, then its future.
+    #[project = CallProj]
+    pub(crate) enum HandlerCall<S: Handler> {
+        Ready {
+            service: S,
+            req: Option<http::Request<Incoming>>,
+            busy: Option<Busy>,
+        },
+        Calling {
+            #[pin]
+            fut: S::Future,
+            busy: Option<Busy>,
+        },
+        Failed {
+            error: Option<BoxError>,
+        },
+    }
+}
+
+impl<S: Handler> Future for HandlerCall<S> {
+    type Output = Result<http::Response<ResponseBody<S::ResBody>>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                CallProj::Ready { service, req, busy } => {
+                    ready!(service.poll_ready(cx)).map_err(Into::into)?;
+                    let (Some(req), busy) = (req.take(), busy.take()) else {
+                        return Poll::Ready(Err("a request future polled after its end".into()));
+                    };
+                    let fut = service.call(req);
+                    self.set(HandlerCall::Calling { fut, busy });
+                }
+                CallProj::Calling { fut, busy } => {
+                    let response = ready!(fut.poll(cx)).map_err(Into::into)?;
+                    let busy = busy.take();
+                    return Poll::Ready(Ok(response.map(|inner| ResponseBody { inner, busy })));
+                }
+                CallProj::Failed { error } => {
+                    let error = error.take();
+                    return Poll::Ready(Err(
+                        error.unwrap_or_else(|| "a request future polled after its end".into())
+                    ));
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The handler's response body, holding its request's place among those in progress.
+    pub(crate) struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        busy: Option<Busy>,
+    }
+}
+
+impl<B: HttpBody> HttpBody for ResponseBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -154,6 +154,8 @@ pub(crate) fn set_tcp_cork(tcp: impl std::os::fd::AsFd, cork: bool) -> io::Resul
     socket.set_tcp_nodelay(!cork)
 }
 
+/// Each I/O call is a `match` on the transport, inlined into the caller (it is on every
+/// read and write of every connection).
 macro_rules! each {
     ($self:ident, $s:ident => $e:expr) => {
         match &mut $self.get_mut().inner {
@@ -178,6 +180,7 @@ macro_rules! each {
 }
 
 impl AsyncRead for Stream {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -188,6 +191,7 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
+    #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -196,6 +200,7 @@ impl AsyncWrite for Stream {
         each!(self, s => s.poll_write(cx, buf))
     }
 
+    #[inline]
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -213,6 +218,7 @@ impl AsyncWrite for Stream {
         }
     }
 
+    #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         each!(self, s => s.poll_flush(cx))
     }

@@ -9,6 +9,7 @@
 //! the server's own [`Stream`]), so the WebSocket runs on the transport itself.
 
 use super::blocking_stream::BlockingStream;
+use super::conn::{Busy, Watched};
 use super::stream::Stream;
 use super::ConnCtx;
 use crate::accept::{negotiate, Accept, Decision};
@@ -69,12 +70,19 @@ impl std::fmt::Debug for WebSocketUpgrade {
 
 /// Whether `request` asks for a WebSocket (an HTTP/1.1 `Upgrade: websocket`, or an HTTP/2
 /// extended CONNECT for `websocket`), before any other check: for routing.
+///
+/// On a request `weft::server` serves, hyper has already marked the ones it can upgrade
+/// (HTTP/1.1 with an `Upgrade` header): any other is not one, and its headers are not
+/// searched (a plain request pays two lookups in its extensions, not a header search).
 pub fn is_websocket_request<B>(request: &http::Request<B>) -> bool {
+    let extensions = request.extensions();
     if request.method() == Method::CONNECT {
-        return request
-            .extensions()
+        return extensions
             .get::<hyper::ext::Protocol>()
             .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    }
+    if extensions.get::<OnUpgrade>().is_none() && extensions.get::<Arc<ConnCtx>>().is_some() {
+        return false;
     }
     weft_proto::handshake::headers_contain_token(request.headers(), &header::UPGRADE, "websocket")
 }
@@ -189,33 +197,15 @@ impl WebSocketUpgrade {
         Fut: Future<Output = ()> + Send + 'static,
         B: Default + From<String>,
     {
-        let (response, config) = match negotiate(&self.request, decision, &self.options) {
-            Ok(ok) => ok,
-            Err(refusal) => return refusal.map(B::from),
-        };
-        let WebSocketUpgrade {
-            on_upgrade,
-            ctx,
-            options,
-            ..
-        } = self;
-        let shutdown = ctx.as_ref().map(|c| c.shared.shutdown.clone());
-        let task = async move {
-            let Ok((stream, rest)) = upgraded_stream(on_upgrade).await else {
-                return;
-            };
-            let mut conn = Connection::new(Role::Server, config);
-            conn.receive(&rest);
-            // The bytes are in the engine now; holding them would pin hyper's read buffer.
-            drop(rest);
+        self.answer_then(decision, move |stream, handover| {
+            let (conn, options, ctx) = handover.engine();
             let mut ws = WebSocket::from_parts(stream, conn, options);
-            if let Some(token) = shutdown {
-                ws.close_on(token, CloseCode::GOING_AWAY, SHUTDOWN_REASON);
+            if let Some(ctx) = ctx {
+                let signal = ctx.shared.shutdown_signal.clone();
+                ws.close_on_signal(signal, CloseCode::GOING_AWAY, SHUTDOWN_REASON);
             }
-            handler(ws).await;
-        };
-        spawn(ctx, task);
-        answer(response)
+            handler(ws)
+        })
     }
 
     /// Accepts as [`on_upgrade`](Self::on_upgrade) does, and runs `handler` with a
@@ -236,6 +226,44 @@ impl WebSocketUpgrade {
         F: FnOnce(BlockingWebSocket) + Send + 'static,
         B: Default + From<String>,
     {
+        self.answer_then(decision, move |stream, handover| {
+            let Ok(stream) = BlockingStream::from_async(stream) else {
+                return std::future::ready(());
+            };
+            // The thread outlives the task that starts it: it holds its own place in the
+            // server (the drain waits for it; the connection counts until it ends).
+            let held = handover
+                .ctx
+                .as_ref()
+                .map(|c| (c.shared.tracker.token(), Busy::new(c.clone(), None)));
+            let spawned = std::thread::Builder::new()
+                .name("weft-ws".into())
+                .spawn(move || {
+                    let _held = held;
+                    let (conn, options, ctx) = handover.engine();
+                    let mut ws = BlockingWebSocket::from_parts(stream, conn, options);
+                    if let Some(ctx) = ctx {
+                        let token = ctx.shared.shutdown.clone();
+                        ws.close_on(token, CloseCode::GOING_AWAY, SHUTDOWN_REASON);
+                    }
+                    handler(ws);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start a thread for a blocking WebSocket: {e}");
+            }
+            std::future::ready(())
+        })
+    }
+
+    /// Answers with `decision`; if accepted, once the response is sent and hyper hands
+    /// the stream over, runs `then` with it on a task of the connection: what `respond`
+    /// and `respond_blocking` share.
+    fn answer_then<T, Fut, B>(self, decision: Decision, then: T) -> http::Response<B>
+    where
+        T: FnOnce(Stream, Handover) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+        B: Default + From<String>,
+    {
         let (response, config) = match negotiate(&self.request, decision, &self.options) {
             Ok(ok) => ok,
             Err(refusal) => return refusal.map(B::from),
@@ -246,32 +274,18 @@ impl WebSocketUpgrade {
             options,
             ..
         } = self;
-        let token = ctx.as_ref().map(|c| c.shared.tracker.token());
-        let shutdown = ctx.as_ref().map(|c| c.shared.shutdown.clone());
+        let task_ctx = ctx.clone();
         let task = async move {
             let Ok((stream, rest)) = upgraded_stream(on_upgrade).await else {
                 return;
             };
-            let Ok(stream) = BlockingStream::from_async(stream) else {
-                return;
+            let handover = Handover {
+                config,
+                rest,
+                options,
+                ctx: task_ctx,
             };
-            let spawned = std::thread::Builder::new()
-                .name("weft-ws".into())
-                .spawn(move || {
-                    let _token = token;
-                    let mut conn = Connection::new(Role::Server, config);
-                    conn.receive(&rest);
-                    // The bytes are in the engine now; holding them would pin hyper's read buffer.
-                    drop(rest);
-                    let mut ws = BlockingWebSocket::from_parts(stream, conn, options);
-                    if let Some(token) = shutdown {
-                        ws.close_on(token, CloseCode::GOING_AWAY, SHUTDOWN_REASON);
-                    }
-                    handler(ws);
-                });
-            if let Err(e) = spawned {
-                tracing::warn!("cannot start a thread for a blocking WebSocket: {e}");
-            }
+            then(stream, handover).await;
         };
         spawn(ctx, task);
         answer(response)
@@ -283,6 +297,26 @@ impl WebSocketUpgrade {
             accept = accept.protocol(p);
         }
         Ok(accept)
+    }
+}
+
+/// An accepted WebSocket's pieces once hyper hands its stream over: the engine's
+/// configuration, the bytes that came behind the request head, the options, the
+/// connection.
+struct Handover {
+    config: weft_proto::Config,
+    rest: Bytes,
+    options: Options,
+    ctx: Option<Arc<ConnCtx>>,
+}
+
+impl Handover {
+    /// The engine, holding the bytes that came behind the head (dropped here: holding
+    /// them would pin hyper's read buffer); the options; the connection.
+    fn engine(self) -> (Connection, Options, Option<Arc<ConnCtx>>) {
+        let mut conn = Connection::new(Role::Server, self.config);
+        conn.receive(&self.rest);
+        (conn, self.options, self.ctx)
     }
 }
 
@@ -324,13 +358,11 @@ where
 fn spawn(ctx: Option<Arc<ConnCtx>>, task: impl Future<Output = ()> + Send + 'static) {
     match ctx {
         Some(ctx) => {
-            let c = ctx.clone();
-            ctx.spawn(async move {
-                // The connection counts (for the connection limit) until the upgraded
-                // stream is done.
-                let _ctx = c;
-                task.await
-            })
+            // The connection counts (for the connection limit, and over HTTP/2 as a
+            // stream in progress for the idle timeout) until the upgraded stream is done.
+            let busy = Busy::new(ctx.clone(), None);
+            // `map`, not an `async` block: the task's future is kept once, not twice.
+            ctx.spawn(futures_util::FutureExt::map(task, move |()| drop(busy)))
         }
         None => {
             tokio::spawn(task);
@@ -343,6 +375,15 @@ fn spawn(ctx: Option<Arc<ConnCtx>>, task: impl Future<Output = ()> + Send + 'sta
 /// else (an HTTP/2 stream) as it is.
 async fn upgraded_stream(on_upgrade: OnUpgrade) -> hyper::Result<(Stream, Bytes)> {
     let upgraded = on_upgrade.await?;
+    let upgraded =
+        match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<Watched>>(upgraded) {
+            Ok(parts) => return Ok((parts.io.into_inner().into_inner(), parts.read_buf)),
+            Err(u) => u,
+        };
+    let upgraded = match upgraded.downcast::<TokioIo<Watched>>() {
+        Ok(parts) => return Ok((parts.io.into_inner().into_inner(), parts.read_buf)),
+        Err(u) => u,
+    };
     let upgraded =
         match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<Stream>>(upgraded) {
             Ok(parts) => return Ok((parts.io.into_inner(), parts.read_buf)),

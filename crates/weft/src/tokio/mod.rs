@@ -69,16 +69,17 @@ pub struct WebSocket<S> {
     timer: Option<Pin<Box<Sleep>>>,
     timer_kind: TimerKind,
     last_read: Instant,
-    /// A close to send when a token is cancelled (a server's graceful shutdown).
-    close_signal: Option<Box<CloseSignal>>,
+    /// A close to send when a token is cancelled (a server's graceful shutdown). Inline,
+    /// not boxed: it is looked at on every wake.
+    close_signal: Option<CloseSignal>,
 }
 
 /// What [`WebSocket::close_on`] waits for (cheap to poll on every wake), and the close it
 /// then sends.
-struct CloseSignal {
-    cancelled: crate::signal::Cancelled,
-    code: CloseCode,
-    reason: &'static str,
+pub(crate) struct CloseSignal {
+    pub(crate) cancelled: crate::signal::Cancelled,
+    pub(crate) code: CloseCode,
+    pub(crate) reason: &'static str,
 }
 
 impl std::fmt::Debug for CloseSignal {
@@ -133,18 +134,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// whichever call is driving the connection then (`recv`, `next_event`, `flush`...):
     /// the next `recv` returns the messages still arriving, then `Ok(None)` once the peer
     /// answers. `weft::server` uses it to send 1001 (going away) to every WebSocket on a
-    /// graceful shutdown. A later call replaces the earlier one.
+    /// graceful shutdown. A later call replaces the earlier one. A connection
+    /// [`split`](Self::split) later keeps it: the read half sends the close when the token
+    /// is cancelled while it waits for the peer, and the write half at its next send or
+    /// flush, whichever comes first.
     pub fn close_on(
         &mut self,
         token: tokio_util::sync::CancellationToken,
         code: CloseCode,
         reason: &'static str,
     ) {
-        self.close_signal = Some(Box::new(CloseSignal {
-            cancelled: crate::signal::Cancelled::new(token),
+        self.close_on_signal(crate::signal::Signal::new(token), code, reason);
+    }
+
+    /// [`close_on`](Self::close_on) with a signal many connections share (the server's
+    /// shutdown: its flag stays in cache however many connections poll it).
+    pub(crate) fn close_on_signal(
+        &mut self,
+        signal: crate::signal::Signal,
+        code: CloseCode,
+        reason: &'static str,
+    ) {
+        self.close_signal = Some(CloseSignal {
+            cancelled: signal.cancelled(),
             code,
             reason,
-        }));
+        });
     }
 
     /// Polls the [`close_on`](Self::close_on) token; once cancelled, queues the close.

@@ -6,21 +6,33 @@
 //! whichever half queued it: so the pong for a ping, and the reply to the peer's close, go
 //! out from the read half even while the write half sits idle (the trap of a split that
 //! leaves control replies to the writer).
+//!
+//! A [`close_on`](WebSocket::close_on) signal survives the split: each half watches the
+//! token (each with a watcher of its own, so neither steals the other's wake-up). The read
+//! half queues and writes the close the moment the token is cancelled while it waits for
+//! the peer, then completes the handshake as for any close; the write half queues it at its
+//! next send or flush (after the message being sent), for a writer whose reader is idle.
 
-use super::WebSocket;
+use super::{CloseSignal, WebSocket};
 use crate::error::{Error, Result};
 use crate::options::Timers;
+use crate::signal::Cancelled;
 use ::tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use ::tokio::time::timeout;
 use bytes::{Buf, Bytes, BytesMut};
+use std::future::Future;
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Context;
 use weft_proto::{CloseCode, Connection, Event, Message, MessageAssembler, RecvLevel, Role};
 
 struct Shared<S> {
     conn: Mutex<Connection>,
     writer: ::tokio::sync::Mutex<Writer<S>>,
     options: Timers,
+    /// The close a [`close_on`](WebSocket::close_on) signal sends.
+    close_on: Option<(CloseCode, &'static str)>,
 }
 
 /// The transport's write side, and the pieces taken from the engine's queue that are not
@@ -29,6 +41,8 @@ struct Shared<S> {
 struct Writer<S> {
     io: WriteHalf<S>,
     inflight: std::collections::VecDeque<Bytes>,
+    /// The write half's watcher of the `close_on` token, checked at each flush.
+    signal: Option<Cancelled>,
 }
 
 impl<S> Shared<S> {
@@ -39,13 +53,40 @@ impl<S> Shared<S> {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Queues the `close_on` close, unless a close was already sent or the connection is
+    /// over.
+    fn queue_signal_close(&self) {
+        let Some((code, reason)) = self.close_on else {
+            return;
+        };
+        let mut conn = self.conn();
+        if conn.close_sent().is_none() && !conn.is_closed() {
+            // Fails only if the connection already failed (or a declared-length frame is
+            // open); its own error is reported then.
+            let _ = conn.close(code, reason);
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite> Shared<S> {
     /// Writes everything queued, by either half, in the order it was queued. Cancel-safe.
     async fn flush(&self) -> Result<()> {
         let mut guard = self.writer.lock().await;
-        let Writer { io, inflight } = &mut *guard;
+        let Writer {
+            io,
+            inflight,
+            signal,
+        } = &mut *guard;
+        if let Some(s) = signal {
+            // An atomic load once registered; nothing wakes this task for it (the read
+            // half's own watcher does that for a reader that waits).
+            let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+            if Pin::new(s).poll(&mut cx).is_ready() {
+                *signal = None;
+                self.queue_signal_close();
+            }
+        }
         loop {
             if inflight.is_empty() {
                 let mut conn = self.conn();
@@ -97,6 +138,20 @@ pub struct WsReader<S> {
     read_size: usize,
     assembler: MessageAssembler,
     eof: bool,
+    /// A keepalive ping was sent: the next read waits `pong_timeout` at most.
+    awaiting_pong: bool,
+    /// The read half's watcher of the `close_on` token, polled while it waits to read.
+    signal: Option<Cancelled>,
+}
+
+/// What a wait of the read half for the peer ended in.
+enum ReadOutcome {
+    /// This many bytes arrived (0: end of file).
+    Bytes(usize),
+    /// The time limit passed first.
+    TimedOut,
+    /// The `close_on` token was cancelled first.
+    Signal,
 }
 
 /// The write half of a split connection.
@@ -121,9 +176,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// answered and the close handshake completed by the read half on its own.
     pub fn split(self) -> (WsReader<S>, WsWriter<S>) {
         let WebSocket {
-            io, conn, options, ..
+            io,
+            conn,
+            options,
+            close_signal,
+            ..
         } = self;
         let (read, write) = ::tokio::io::split(io);
+        let (read_signal, write_signal, close_on) = match close_signal {
+            Some(CloseSignal {
+                cancelled,
+                code,
+                reason,
+            }) => (
+                Some(cancelled.signal().cancelled()),
+                Some(cancelled),
+                Some((code, reason)),
+            ),
+            None => (None, None, None),
+        };
         let assembler = MessageAssembler::new(conn.config().max_message_size);
         let read_size = conn.config().read_buffer_size;
         let shared = Arc::new(Shared {
@@ -131,8 +202,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             writer: ::tokio::sync::Mutex::new(Writer {
                 io: write,
                 inflight: Default::default(),
+                signal: write_signal,
             }),
             options,
+            close_on,
         });
         (
             WsReader {
@@ -142,6 +215,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 read_size,
                 assembler,
                 eof: false,
+                awaiting_pong: false,
+                signal: read_signal,
             },
             WsWriter { shared },
         )
@@ -220,33 +295,47 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
                     Err(Error::ConnectionReset)
                 };
             }
-            // Read, within the close timeout once closing, else the keepalive interval.
+            // Read, within the close timeout once closing, else the keepalive interval (or
+            // the pong's); until a close is sent, the `close_on` token is watched too.
             let limit = if closing || done {
                 Some(options.close_timeout)
+            } else if self.awaiting_pong {
+                Some(options.pong_timeout)
             } else {
                 options.ping_interval
             };
             self.buf.reserve(self.read_size);
-            let n = match limit {
-                None => self.read.read_buf(&mut self.buf).await?,
-                Some(limit) => match timeout(limit, self.read.read_buf(&mut self.buf)).await {
-                    Ok(n) => n?,
-                    Err(_) if closing || done => {
-                        self.shared.shutdown().await;
-                        return if done { Ok(None) } else { Err(Error::Timeout) };
-                    }
-                    Err(_) => {
-                        // Idle: ping, and expect something within pong_timeout.
-                        self.shared.conn().ping(b"weft-keepalive")?;
-                        self.shared.flush().await?;
-                        match timeout(options.pong_timeout, self.read.read_buf(&mut self.buf)).await
-                        {
-                            Ok(n) => n?,
-                            Err(_) => return Err(Error::Timeout),
-                        }
-                    }
+            let read = read_within(&mut self.read, &mut self.buf, limit);
+            let outcome = match &mut self.signal {
+                Some(signal) if !closing && !done => ::tokio::select! {
+                    biased;
+                    () = signal => ReadOutcome::Signal,
+                    r = read => r?,
                 },
+                _ => read.await?,
             };
+            let n = match outcome {
+                ReadOutcome::Bytes(n) => n,
+                ReadOutcome::Signal => {
+                    self.signal = None;
+                    self.shared.queue_signal_close();
+                    self.shared.flush().await?;
+                    continue;
+                }
+                ReadOutcome::TimedOut if closing || done => {
+                    self.shared.shutdown().await;
+                    return if done { Ok(None) } else { Err(Error::Timeout) };
+                }
+                ReadOutcome::TimedOut if self.awaiting_pong => return Err(Error::Timeout),
+                ReadOutcome::TimedOut => {
+                    // Idle: ping, and expect something within pong_timeout.
+                    self.shared.conn().ping(b"weft-keepalive")?;
+                    self.shared.flush().await?;
+                    self.awaiting_pong = true;
+                    continue;
+                }
+            };
+            self.awaiting_pong = false;
             if n == 0 {
                 self.eof = true;
                 continue;
@@ -299,4 +388,19 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     pub fn with_connection<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
         f(&mut self.shared.conn())
     }
+}
+
+/// Reads what arrives, within `limit` if there is one.
+async fn read_within<R: AsyncRead + Unpin>(
+    read: &mut R,
+    buf: &mut BytesMut,
+    limit: Option<std::time::Duration>,
+) -> Result<ReadOutcome> {
+    Ok(match limit {
+        None => ReadOutcome::Bytes(read.read_buf(buf).await?),
+        Some(limit) => match timeout(limit, read.read_buf(buf)).await {
+            Ok(n) => ReadOutcome::Bytes(n?),
+            Err(_) => ReadOutcome::TimedOut,
+        },
+    })
 }
