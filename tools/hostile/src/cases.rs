@@ -356,8 +356,11 @@ async fn invalid_post(ctx: &Ctx) -> Outcome {
 }
 
 async fn invalid_http10(ctx: &Ctx) -> Outcome {
+    // A server must ignore Upgrade in an HTTP/1.0 request (RFC 9110 7.8) and may answer it
+    // as a plain GET: 404 where nothing else is served at the path (websockd), or the
+    // refusal of a WebSocket handshake.
     let r = ctx.t.request("GET", "HTTP/1.0", &[], &[]);
-    invalid(ctx, r, &[400, 426, 505], None).await
+    invalid(ctx, r, &[400, 404, 426, 505], None).await
 }
 
 // ---- frames --------------------------------------------------------------------------------
