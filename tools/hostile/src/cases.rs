@@ -46,6 +46,7 @@ pub const CASES: &[(&str, CaseFn)] = &[
     ("ping-flood", |c| Box::pin(ping_flood(c))),
     ("million-fragments", |c| Box::pin(million_fragments(c))),
     ("disconnects", |c| Box::pin(disconnects(c))),
+    ("burst-reset", |c| Box::pin(burst_reset(c))),
     ("never-reads", |c| Box::pin(never_reads(c))),
     ("random-bytes", |c| Box::pin(random_bytes(c))),
     ("unfinished-close", |c| Box::pin(unfinished_close(c))),
@@ -743,6 +744,58 @@ async fn disconnects(ctx: &Ctx) -> Outcome {
         observed.push_str(&format!("; {total} not served before the drop, e.g. {e}"));
     }
     outcome(total == 0 && served, observed, 48)
+}
+
+/// 500 WebSocket connections open at once, each with one message echoed, then all reset in
+/// the same instant: everything they held (and, for websockd, their programs) is freed.
+async fn burst_reset(ctx: &Ctx) -> Outcome {
+    const N: usize = 500;
+    ctx.attack_on();
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let t = ctx.t.clone();
+        let sem = Arc::clone(&sem);
+        tasks.push(tokio::spawn(async move {
+            let permit = sem.acquire_owned().await.map_err(|e| e.to_string())?;
+            let (io, rest) = t.upgrade(true).await?;
+            let (r, mut w) = tokio::io::split(io);
+            let mut rx = net::spawn_reader(r, rest);
+            let mut f = Vec::new();
+            let text = format!("burst {i}");
+            frame(&mut f, true, 0x1, text.as_bytes());
+            w.write_all(&f).await.map_err(|e| format!("write: {e}"))?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match next_ev(&mut rx, deadline).await {
+                    Some(Ev::Msg { head, .. }) if head == text.as_bytes() => break,
+                    Some(Ev::Msg { .. } | Ev::Ping | Ev::Pong(_)) => {}
+                    other => return Err(format!("no echo: {other:?}")),
+                }
+            }
+            drop(permit);
+            Ok::<_, String>((rx, w))
+        }));
+    }
+    let mut held = Vec::new();
+    let mut errors = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(conn)) => held.push(conn),
+            Ok(Err(e)) => errors.push(e),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let served = ctx.wait_served(Duration::from_secs(5)).await;
+    let open = held.len();
+    // Dropping both halves closes each socket; SO_LINGER 0 makes it a reset.
+    drop(held);
+    let mut observed =
+        format!("{open} of {N} connections open and echoing at once, then all reset");
+    if let Some(e) = errors.first() {
+        observed.push_str(&format!("; {} failed, e.g. {e}", errors.len()));
+    }
+    outcome(errors.is_empty() && served, observed, 64)
 }
 
 /// Sends 64 KiB text messages (up to 100 MiB) to an echo and never reads: the server must
