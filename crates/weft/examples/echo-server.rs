@@ -108,7 +108,9 @@ async fn serve(args: Args) -> std::io::Result<()> {
         tokio::spawn(async move {
             let result = match acceptor {
                 // The same handler over TLS: only the stream differs.
-                Some(acceptor) => match acceptor.accept(stream).await {
+                // The TLS handshake is bounded by the handshake timeout too: a client that
+                // never sends its ClientHello is cut like one that never sends its head.
+                Some(acceptor) => match tls_accept(&acceptor, stream, &options).await {
                     Ok(tls) => echo(tls, options).await,
                     Err(e) => Err(e.into()),
                 },
@@ -118,6 +120,20 @@ async fn serve(args: Args) -> std::io::Result<()> {
                 eprintln!("connection: {e}");
             }
         });
+    }
+}
+
+async fn tls_accept(
+    acceptor: &TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    options: &Options,
+) -> std::io::Result<weft::tls::tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let handshake = acceptor.accept(stream);
+    match options.handshake_timeout {
+        Some(limit) => tokio::time::timeout(limit, handshake).await.map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+        })?,
+        None => handshake.await,
     }
 }
 
