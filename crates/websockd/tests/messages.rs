@@ -155,7 +155,8 @@ async fn the_default_message_limit_is_one_mib() {
     let conn = ws.connection_mut();
     conn.begin_message(weft::proto::MessageKind::Text).unwrap();
     conn.begin_frame((1 << 20) + 1, true).unwrap();
-    conn.send_frame_data(bytes::Bytes::from_static(b"yyyy")).unwrap();
+    conn.send_frame_data(bytes::Bytes::from_static(b"yyyy"))
+        .unwrap();
     let _ = ws.flush().await;
     let (_, close) = recv_all(&mut ws).await;
     assert_eq!(close.map(|c| c.0), Some(CloseCode::MESSAGE_TOO_BIG));
