@@ -259,7 +259,7 @@ async fn pings_are_sent() {
     let d = Daemon::start(&["--pingms=100", "cat"]);
     let mut ws = d.connect("/").await;
     // Nothing is sent for a while: the daemon pings, the client answers (inside recv).
-    let r = tokio::time::timeout(Duration::from_millis(800), ws.next_event()).await;
+    let r = tokio::time::timeout(PATIENCE, ws.next_event()).await;
     match r {
         Ok(Ok(Some(weft::proto::Event::Ping(_)))) => {}
         other => panic!("expected a ping, got {other:?}"),

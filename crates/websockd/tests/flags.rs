@@ -187,8 +187,18 @@ async fn maxforks_refuses_with_429() {
     assert_eq!(upgrade_status(&d, "/", ""), 429);
     first.close(CloseCode::NORMAL, "").await.unwrap();
     assert!(d.wait_no_children().is_empty());
-    // The slot is free again.
-    let mut again = d.connect("/").await;
+    // The slot is free again (released once the group is gone, just after the program is
+    // reaped: retried, bounded).
+    let start = std::time::Instant::now();
+    let mut again = loop {
+        match weft::tokio::connect_url(&d.url("/"), weft::Options::default()).await {
+            Ok((ws, _)) => break ws,
+            Err(e) => {
+                assert!(start.elapsed() < PATIENCE, "the slot was never freed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
     again.send("x").await.unwrap();
     assert_eq!(recv_text(&mut again).await, "x");
 }
