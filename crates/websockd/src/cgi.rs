@@ -32,7 +32,7 @@ pub async fn run(app: &App, script: Script, req: Request<Incoming>) -> Response<
     let Some(slot) = app.forks.acquire(app.max_forks) else {
         return status(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").map(box_full);
     };
-    let info = ConnInfo::of(&req).cloned();
+    let info = ConnInfo::of(&req);
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),

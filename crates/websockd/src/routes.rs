@@ -137,7 +137,7 @@ struct Context {
 
 impl Context {
     fn of(req: &Request<Incoming>) -> Context {
-        let remote = match ConnInfo::of(req).map(ConnInfo::peer) {
+        let remote = match ConnInfo::of(req).as_ref().map(ConnInfo::peer) {
             Some(Addr::Tcp(a)) => a.to_string(),
             Some(Addr::Unix(_)) => "unix-socket".to_owned(),
             _ => "-".to_owned(),

@@ -1241,3 +1241,90 @@ async fn http_get_async(addr: SocketAddr, path: &str, extra: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A hand-written tower `Service` asks for its connection in `call` itself (not in the
+/// future it returns), and over HTTP/1.1 and h2c alike; a plain request carries nothing in
+/// its extensions for it.
+#[tokio::test]
+async fn a_service_sees_its_connection_in_call() {
+    #[derive(Clone)]
+    struct PeerInCall;
+    impl tower_service::Service<Request<Incoming>> for PeerInCall {
+        type Response = Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Response<Body>, Self::Error>>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+            let peer = ConnInfo::of(&req).map(|i| i.peer().to_string());
+            let body = format!("{peer:?} {}", req.extensions().len());
+            std::future::ready(Ok(Response::new(Body::from(body))))
+        }
+    }
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .build(PeerInCall)
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let shutdown = server.shutdown_handle();
+    let served = tokio::spawn(server.serve());
+
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let local = s.local_addr().unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.ends_with(&format!("\r\n\r\nSome(\"{local}\") 0")), "{out}");
+
+    let (status, version, body) = h2c_get(addr).await;
+    assert_eq!((status, version), (StatusCode::OK, http::Version::HTTP_2));
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.starts_with("Some(\"127.0.0.1:"), "{body}");
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
+/// The first bytes tell HTTP/2 from HTTP/1.1 however they are cut: a request head and the
+/// h2c preface sent a byte at a time are each served as what they are.
+#[tokio::test]
+async fn a_first_request_sent_a_byte_at_a_time_is_recognized() {
+    let (addr, shutdown, served) = embedded(|b| b).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    for b in b"GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" {
+        s.write_all(&[*b]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    assert!(out.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&out));
+
+    // The preface a byte at a time, then an h2 client on the same socket (it sends the
+    // preface again, which is no longer the connection's start: refused) -- so the
+    // preface goes by hand and the client speaks without it: hyper's h2 answers SETTINGS.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    for b in b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" {
+        s.write_all(&[*b]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // An empty SETTINGS frame: length 0, type 4, flags 0, stream 0.
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut frame = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut frame))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame[3], 4, "the server's first frame is SETTINGS: {frame:?}");
+    drop(s);
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}

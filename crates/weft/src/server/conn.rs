@@ -8,6 +8,7 @@ use super::listener::Accepted;
 use super::service::{Handler, HyperService};
 use super::stream::{Stream, TransportKind};
 use super::{ConnCtx, Shared};
+use bytes::{Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::pin::Pin;
@@ -96,8 +97,9 @@ impl Activity {
     }
 }
 
-/// A request (or an HTTP/2 upgraded stream) in progress, until dropped.
-pub(crate) struct Busy(Arc<ConnCtx>);
+/// A request (or an HTTP/2 upgraded stream) in progress, until dropped. It holds the
+/// connection, which [`Busy::enter`] makes the current one while the handler runs.
+pub(crate) struct Busy(Option<Arc<ConnCtx>>);
 
 impl Busy {
     /// A request of `version`, or (`None`) an upgraded stream.
@@ -110,13 +112,21 @@ impl Busy {
             None => {}
         }
         a.started.fetch_add(1, Ordering::Relaxed);
-        Busy(ctx)
+        Busy(Some(ctx))
+    }
+
+    /// Runs `f` (the handler's call or a poll of its future) with this request's
+    /// connection as the current one ([`ConnInfo::of`]).
+    #[inline]
+    pub(crate) fn enter<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        super::info::enter(&mut self.0, f)
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let a = &self.0.activity;
+        let Some(ctx) = &self.0 else { return };
+        let a = &ctx.activity;
         if !a.http2.load(Ordering::Relaxed) {
             // The request's body, if it came after its head, is not the next head.
             a.read.store(false, Ordering::Relaxed);
@@ -126,16 +136,20 @@ impl Drop for Busy {
 }
 
 /// The server's stream as hyper sees it, noting each read in the connection's
-/// [`Activity`] (the first byte of a request ends the idle wait). Taken apart again after
-/// an upgrade (`into_inner`): the WebSocket runs on the [`Stream`] itself.
+/// [`Activity`] (the first byte of a request ends the idle wait), and handing out first
+/// the bytes read to tell HTTP/2 from HTTP/1.1 ([`sniff`]). Taken apart again after an
+/// upgrade (`into_inner`): the WebSocket runs on the [`Stream`] itself.
 pub(crate) struct Watched {
     io: Stream,
+    /// Read by `sniff`, not yet handed to hyper (empty once it has them).
+    prefix: Bytes,
     ctx: Arc<ConnCtx>,
 }
 
 impl Watched {
-    pub(crate) fn into_inner(self) -> Stream {
-        self.io
+    /// The stream, and what was read from it that hyper has not taken yet.
+    pub(crate) fn into_inner(self) -> (Stream, Bytes) {
+        (self.io, self.prefix)
     }
 }
 
@@ -146,8 +160,14 @@ impl tokio::io::AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
         let this = &mut *self;
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            this.ctx.activity.read.store(true, Ordering::Relaxed);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
         if buf.filled().len() > before {
             this.ctx.activity.read.store(true, Ordering::Relaxed);
@@ -233,13 +253,13 @@ struct Watchdog<'a> {
 }
 
 impl<'a> Watchdog<'a> {
-    fn new(activity: &'a Activity, shared: &Shared) -> Self {
-        let header_timeout = shared.config.header_timeout;
+    /// The timers of a connection whose first head must be whole by `head_deadline`.
+    fn new(activity: &'a Activity, shared: &Shared, head_deadline: Instant) -> Self {
         Watchdog {
             activity,
-            header_timeout,
+            header_timeout: shared.config.header_timeout,
             idle_timeout: shared.config.idle_timeout,
-            sleep: Box::pin(sleep_until(Instant::now() + header_timeout)),
+            sleep: Box::pin(sleep_until(head_deadline)),
             phase: Phase::Head,
             registered: false,
             seen_started: 0,
@@ -321,10 +341,10 @@ impl<'a> Watchdog<'a> {
 /// timers ([`Watchdog`]) and the server's graceful shutdown. A macro: the two connection
 /// types share no trait.
 macro_rules! drive {
-    ($conn:expr, $ctx:expr, $shared:expr) => {{
+    ($conn:expr, $ctx:expr, $shared:expr, $deadline:expr) => {{
         let conn = $conn;
         tokio::pin!(conn);
-        let mut watchdog = Watchdog::new(&$ctx.activity, &$shared);
+        let mut watchdog = Watchdog::new(&$ctx.activity, &$shared, $deadline);
         let mut draining = false;
         let mut shutdown = $shared.shutdown_signal.cancelled();
         std::future::poll_fn(|cx| {
@@ -365,7 +385,7 @@ macro_rules! drive {
 
 /// Serves HTTP on a stream that is ready (TLS done) until the connection ends.
 pub(crate) async fn serve_stream<S>(
-    stream: Stream,
+    mut stream: Stream,
     info: ConnInfo,
     service: S,
     shared: Arc<Shared>,
@@ -374,6 +394,33 @@ pub(crate) async fn serve_stream<S>(
 ) where
     S: Handler,
 {
+    let head_deadline = Instant::now() + shared.config.header_timeout;
+    // Which HTTP: by ALPN over TLS, else by the first bytes (h2c with prior knowledge
+    // starts with the HTTP/2 preface), all within the header timeout; a graceful shutdown
+    // meanwhile ends a connection that has sent no request.
+    let (protocol, prefix) = match (&shared.http2, stream.tls().and_then(|t| t.alpn_protocol())) {
+        (None, _) => (Protocol::Http1, Bytes::new()),
+        (Some(_), Some(b"h2")) => (Protocol::Http2, Bytes::new()),
+        (Some(_), Some(_)) => (Protocol::Http1, Bytes::new()),
+        (Some(_), None) => {
+            let sniffed = tokio::select! {
+                biased;
+                r = tokio::time::timeout_at(head_deadline, sniff(&mut stream)) => r,
+                () = shared.shutdown.cancelled() => return,
+            };
+            match sniffed {
+                Ok(Ok(sniffed)) => sniffed,
+                Ok(Err(e)) => {
+                    tracing::debug!("connection ended before its first request: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("header timeout: connection cut");
+                    return;
+                }
+            }
+        }
+    };
     let ctx = Arc::new(ConnCtx {
         info,
         shared: shared.clone(),
@@ -388,18 +435,48 @@ pub(crate) async fn serve_stream<S>(
     };
     let io = TokioIo::new(Watched {
         io: stream,
+        prefix,
         ctx: ctx.clone(),
     });
-    match &shared.http1_only {
-        // hyper-util's auto connection detects HTTP/2 even when told HTTP/1 only; with
-        // HTTP/2 off, hyper's HTTP/1 connection serves alone.
-        Some(http1) => {
-            let conn = http1.serve_connection(io, service).with_upgrades();
-            drive!(conn, ctx, shared)
+    match (protocol, &shared.http2) {
+        (Protocol::Http2, Some(http2)) => {
+            let conn = http2.serve_connection(io, service);
+            drive!(conn, ctx, shared, head_deadline)
         }
-        None => {
-            let conn = shared.http.serve_connection_with_upgrades(io, service);
-            drive!(conn, ctx, shared)
+        _ => {
+            let conn = shared.http1.serve_connection(io, service).with_upgrades();
+            drive!(conn, ctx, shared, head_deadline)
+        }
+    }
+}
+
+/// The HTTP a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// What an HTTP/2 connection with prior knowledge starts with (RFC 9113, 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads a connection's first bytes until they tell HTTP/2 (the whole preface) from
+/// HTTP/1.1 (a byte that differs), and returns them, for hyper to read first: one read
+/// for the usual first request, which then reaches hyper without a system call more. A
+/// connection closed before that is HTTP/1.1 (hyper sees the end).
+async fn sniff(stream: &mut Stream) -> std::io::Result<(Protocol, Bytes)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = BytesMut::with_capacity(2048);
+    loop {
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Ok((Protocol::Http1, buf.freeze()));
+        }
+        let n = buf.len().min(H2_PREFACE.len());
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok((Protocol::Http1, buf.freeze()));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok((Protocol::Http2, buf.freeze()));
         }
     }
 }
@@ -475,4 +552,57 @@ where
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// `sniff` on what a client sends in `pieces`, then closes.
+    async fn sniffed(pieces: &[&[u8]]) -> (Protocol, Bytes) {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let pieces: Vec<Vec<u8>> = pieces.iter().map(|p| p.to_vec()).collect();
+        let writer = tokio::spawn(async move {
+            for p in pieces {
+                client.write_all(&p).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut stream = Stream::other(server);
+        let result = sniff(&mut stream).await.unwrap();
+        writer.await.unwrap();
+        result
+    }
+
+    #[tokio::test]
+    async fn sniff_tells_http2_from_http1_however_the_bytes_come() {
+        let preface = H2_PREFACE;
+        assert_eq!(
+            sniffed(&[&preface[..3], &preface[3..20], &preface[20..]]).await,
+            (Protocol::Http2, Bytes::from_static(preface))
+        );
+        let mut more = preface.to_vec();
+        more.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            sniffed(&[&more]).await,
+            (Protocol::Http2, Bytes::from(more.clone()))
+        );
+        let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(
+            sniffed(&[get]).await,
+            (Protocol::Http1, Bytes::from_static(get))
+        );
+        // A prefix of the preface, then a byte that differs: HTTP/1.1, every byte kept.
+        assert_eq!(
+            sniffed(&[b"PR", b"IX"]).await,
+            (Protocol::Http1, Bytes::from_static(b"PRIX"))
+        );
+        // Closed inside the preface, or before any byte: HTTP/1.1 (hyper sees the end).
+        assert_eq!(
+            sniffed(&[b"PRI *"]).await,
+            (Protocol::Http1, Bytes::from_static(b"PRI *"))
+        );
+        assert_eq!(sniffed(&[]).await, (Protocol::Http1, Bytes::new()));
+    }
 }

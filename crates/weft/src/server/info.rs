@@ -3,7 +3,9 @@
 //! and the client's certificates.
 
 use super::stream::TransportKind;
+use super::ConnCtx;
 use rustls_pki_types::CertificateDer;
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,9 +43,8 @@ impl std::fmt::Display for Addr {
     }
 }
 
-/// The connection a request came on, which the server puts in every request's extensions:
-/// `ConnInfo::of(&request)`. Cloning it is
-/// cheap (a reference count).
+/// The connection a request came on: `ConnInfo::of(&request)`. Cloning it is cheap (a
+/// reference count).
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     inner: Arc<Info>,
@@ -87,12 +88,16 @@ impl ConnInfo {
         self
     }
 
-    /// The connection of `request`, if a `weft::server` served it.
-    pub fn of<B>(request: &http::Request<B>) -> Option<&ConnInfo> {
-        request
-            .extensions()
-            .get::<std::sync::Arc<super::ConnCtx>>()
-            .map(|ctx| &ctx.info)
+    /// The connection of `request`, if a `weft::server` serves it: asked from the handler
+    /// (while the server calls it or polls its future, which is where handlers run), or
+    /// anywhere for a request the server can upgrade (its connection travels in its
+    /// extensions, for the upgrade). A plain request handed to another task is not followed
+    /// there: ask before (the answer is a cheap clone, a reference count).
+    pub fn of<B>(request: &http::Request<B>) -> Option<ConnInfo> {
+        if let Some(ctx) = request.extensions().get::<Arc<ConnCtx>>() {
+            return Some(ctx.info.clone());
+        }
+        with_current(|ctx| ctx.info.clone())
     }
 
     /// The client's address.
@@ -130,4 +135,84 @@ impl ConnInfo {
     pub fn client_certificates(&self) -> &[CertificateDer<'static>] {
         &self.inner.client_certificates
     }
+}
+
+thread_local! {
+    /// The connection whose handler this thread is calling or polling (a plain request
+    /// carries nothing: an entry in its extensions would cost three allocations per request).
+    static CURRENT: Cell<Option<Arc<ConnCtx>>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with `ctx` as the current connection of this thread ([`ConnInfo::of`]), then
+/// puts it back in `ctx` (a panic in `f` too). Moves the `Arc`, no reference count.
+pub(crate) fn enter<R>(ctx: &mut Option<Arc<ConnCtx>>, f: impl FnOnce() -> R) -> R {
+    struct Restore<'a> {
+        slot: &'a mut Option<Arc<ConnCtx>>,
+        previous: Option<Arc<ConnCtx>>,
+    }
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let previous = self.previous.take();
+            if let Ok(ctx) = CURRENT.try_with(|c| c.replace(previous)) {
+                *self.slot = ctx;
+            }
+        }
+    }
+    let Ok(previous) = CURRENT.try_with(|c| c.replace(ctx.take())) else {
+        // The thread's locals are gone (it is ending): no current connection.
+        return f();
+    };
+    let _restore = Restore {
+        slot: ctx,
+        previous,
+    };
+    f()
+}
+
+/// `ctx` as the current connection of this thread until the guard is dropped (a clone of
+/// the `Arc`: for the handler's call, where a closure would cost moves of the request and
+/// the handler's future).
+pub(crate) struct SetCurrent {
+    previous: Option<Arc<ConnCtx>>,
+}
+
+impl SetCurrent {
+    pub(crate) fn new(ctx: Arc<ConnCtx>) -> SetCurrent {
+        SetCurrent {
+            previous: CURRENT.try_with(|c| c.replace(Some(ctx))).ok().flatten(),
+        }
+    }
+}
+
+impl Drop for SetCurrent {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        let _ = CURRENT.try_with(|c| c.replace(previous));
+    }
+}
+
+/// `f` on the current connection of this thread, if there is one.
+pub(crate) fn with_current<R>(f: impl FnOnce(&ConnCtx) -> R) -> Option<R> {
+    CURRENT
+        .try_with(|c| {
+            let ctx = c.take();
+            let result = ctx.as_deref().map(f);
+            c.set(ctx);
+            result
+        })
+        .ok()
+        .flatten()
+}
+
+/// The current connection of this thread, if there is one.
+pub(crate) fn current() -> Option<Arc<ConnCtx>> {
+    CURRENT
+        .try_with(|c| {
+            let ctx = c.take();
+            let clone = ctx.clone();
+            c.set(ctx);
+            clone
+        })
+        .ok()
+        .flatten()
 }

@@ -167,9 +167,10 @@ impl Default for Config {
 /// What every connection of a server shares.
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) http: hyper_util::server::conn::auto::Builder<InSpan>,
-    /// With HTTP/2 off: hyper's HTTP/1 alone.
-    pub(crate) http1_only: Option<hyper::server::conn::http1::Builder>,
+    /// hyper's HTTP/1.1 server.
+    pub(crate) http1: hyper::server::conn::http1::Builder,
+    /// hyper's HTTP/2 server, unless HTTP/2 is off.
+    pub(crate) http2: Option<hyper::server::conn::http2::Builder<InSpan>>,
     pub(crate) shutdown: CancellationToken,
     /// `shutdown`, for the futures polled on every wake (`signal::Cancelled`).
     pub(crate) shutdown_signal: Signal,
@@ -188,7 +189,8 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// A connection's context, in each of its requests' extensions (private to weft).
+/// A connection's context (private to weft): the current one while its handler runs
+/// (`info::enter`), and in the extensions of each request hyper can upgrade.
 pub(crate) struct ConnCtx {
     pub(crate) info: ConnInfo,
     pub(crate) shared: Arc<Shared>,
@@ -201,6 +203,15 @@ pub(crate) struct ConnCtx {
 }
 
 impl ConnCtx {
+    /// The connection of a request with these extensions: the one they carry (a request
+    /// that can be upgraded), or the one whose handler runs.
+    pub(crate) fn of(extensions: &http::Extensions) -> Option<Arc<ConnCtx>> {
+        match extensions.get::<Arc<ConnCtx>>() {
+            Some(ctx) => Some(ctx.clone()),
+            None => info::current(),
+        }
+    }
+
     /// Spawns a task of this connection (an upgraded stream's), tracked for shutdown and
     /// cut at the end of the grace period.
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
@@ -415,27 +426,23 @@ impl Builder {
         // The header and idle timeouts are weft's own (`conn::Watchdog`): hyper's header
         // timer runs from the end of a response to the end of the next head, which is
         // both at once, and is re-armed (a new timer) for every request.
-        let mut http = hyper_util::server::conn::auto::Builder::new(InSpan);
-        http.http1()
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
             .header_read_timeout(None)
             .max_headers(config.max_headers)
             .max_buf_size(config.max_head_size);
-        http.http2()
-            .timer(TokioTimer::new())
-            .enable_connect_protocol()
-            .max_header_list_size(u32::try_from(config.max_head_size).unwrap_or(u32::MAX));
-        let http1_only = (!config.http2).then(|| {
-            let mut b = hyper::server::conn::http1::Builder::new();
-            b.header_read_timeout(None)
-                .max_headers(config.max_headers)
-                .max_buf_size(config.max_head_size);
+        let http2 = config.http2.then(|| {
+            let mut b = hyper::server::conn::http2::Builder::new(InSpan);
+            b.timer(TokioTimer::new())
+                .enable_connect_protocol()
+                .max_header_list_size(u32::try_from(config.max_head_size).unwrap_or(u32::MAX));
             b
         });
         let (shutdown, cut) = (CancellationToken::new(), CancellationToken::new());
         let shared = Arc::new(Shared {
             config,
-            http,
-            http1_only,
+            http1,
+            http2,
             shutdown_signal: Signal::new(shutdown.clone()),
             shutdown,
             cut_signal: Signal::new(cut.clone()),

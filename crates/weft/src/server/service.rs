@@ -1,11 +1,13 @@
 //! The handler: an async fn ([`handler_fn`]) or any `tower::Service` from
 //! `http::Request<Incoming>` to an `http::Response`, and its adapter to hyper, which puts
-//! the connection's [`ConnInfo`](super::ConnInfo) into each request's extensions.
+//! the connection's [`ConnInfo`](super::ConnInfo) within each request's reach.
 
 use super::conn::Busy;
+use super::info::SetCurrent;
 use super::ConnCtx;
 use http_body::Body as HttpBody;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use pin_project_lite::pin_project;
 use std::convert::Infallible;
 use std::future::Future;
@@ -68,9 +70,25 @@ where
     HandlerFn(f)
 }
 
-/// The future of a [`HandlerFn`]: the fn's future, as a `Result` that is never `Err`.
-pub type HandlerFuture<Fut, B> =
-    futures_util::future::Map<Fut, fn(http::Response<B>) -> Result<http::Response<B>, Infallible>>;
+pin_project! {
+    /// The future of a [`HandlerFn`]: the fn's future, its response as a `Result` that is
+    /// never `Err` (its own type, not `map(Ok)`: no move of the whole future to take the
+    /// function out when it ends).
+    #[derive(Debug)]
+    pub struct HandlerFuture<Fut> {
+        #[pin]
+        fut: Fut,
+    }
+}
+
+impl<Fut: Future> Future for HandlerFuture<Fut> {
+    type Output = Result<Fut::Output, Infallible>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().fut.poll(cx).map(Ok)
+    }
+}
 
 impl<F, Fut, B> tower_service::Service<http::Request<Incoming>> for HandlerFn<F>
 where
@@ -79,20 +97,23 @@ where
 {
     type Response = http::Response<B>;
     type Error = Infallible;
-    type Future = HandlerFuture<Fut, B>;
+    type Future = HandlerFuture<Fut>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
+    #[inline]
     fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
-        futures_util::FutureExt::map((self.0)(req), Ok)
+        HandlerFuture { fut: (self.0)(req) }
     }
 }
 
 /// A tower service as hyper calls it: a clone per request, made ready, then called, with
-/// the connection's context in the request's extensions; the request counts as in
-/// progress (for the idle timeout) until its response body is dropped.
+/// the connection as the current one ([`ConnInfo::of`](super::ConnInfo::of)) while the
+/// handler runs, and in the extensions of a request hyper can upgrade (the upgrade needs
+/// it after the handler); the request counts as in progress (for the idle timeout) until
+/// its response body is dropped.
 pub(crate) struct HyperService<S> {
     pub(crate) service: S,
     pub(crate) ctx: Arc<ConnCtx>,
@@ -105,25 +126,34 @@ impl<S: Handler> hyper::service::Service<http::Request<Incoming>> for HyperServi
 
     fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
         let busy = Busy::new(self.ctx.clone(), Some(req.version()));
-        // One extension: the context, which holds the `ConnInfo` (`ConnInfo::of`).
-        req.extensions_mut().insert(self.ctx.clone());
+        if req.extensions().get::<OnUpgrade>().is_some() {
+            req.extensions_mut().insert(self.ctx.clone());
+        }
         let mut service = self.service.clone();
         // Most services are ready at once (a `handler_fn` always is): then the handler's
         // future is made here, and the request future never changes state (a move of the
         // handler's future less). A service that is not gets polled again, with the task's
         // waker, by `HandlerCall::poll`.
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let _current = SetCurrent::new(self.ctx.clone());
         match service.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => HandlerCall::Calling {
-                fut: service.call(req),
+            Poll::Ready(Ok(())) => HandlerCall {
+                state: CallState::Calling {
+                    fut: service.call(req),
+                },
                 busy: Some(busy),
             },
-            Poll::Ready(Err(e)) => HandlerCall::Failed {
-                error: Some(e.into()),
+            Poll::Ready(Err(e)) => HandlerCall {
+                state: CallState::Failed {
+                    error: Some(e.into()),
+                },
+                busy: Some(busy),
             },
-            Poll::Pending => HandlerCall::Ready {
-                service,
-                req: Some(req),
+            Poll::Pending => HandlerCall {
+                state: CallState::Ready {
+                    service,
+                    req: Some(req),
+                },
                 busy: Some(busy),
             },
         }
@@ -131,18 +161,26 @@ impl<S: Handler> hyper::service::Service<http::Request<Incoming>> for HyperServi
 }
 
 pin_project! {
-    /// The future of one request: the handler made ready, then its future.
+    /// The future of one request: the handler made ready, then its future, each poll with
+    /// the request's connection as the current one.
+    pub(crate) struct HandlerCall<S: Handler> {
+        #[pin]
+        state: CallState<S>,
+        busy: Option<Busy>,
+    }
+}
+
+pin_project! {
+    /// Where a request's handler is.
     #[project = CallProj]
-    pub(crate) enum HandlerCall<S: Handler> {
+    pub(crate) enum CallState<S: Handler> {
         Ready {
             service: S,
             req: Option<http::Request<Incoming>>,
-            busy: Option<Busy>,
         },
         Calling {
             #[pin]
             fut: S::Future,
-            busy: Option<Busy>,
         },
         Failed {
             error: Option<BoxError>,
@@ -150,24 +188,23 @@ pin_project! {
     }
 }
 
-impl<S: Handler> Future for HandlerCall<S> {
-    type Output = Result<http::Response<ResponseBody<S::ResBody>>, BoxError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+impl<S: Handler> CallState<S> {
+    fn poll_response(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<http::Response<S::ResBody>, BoxError>> {
         loop {
             match self.as_mut().project() {
-                CallProj::Ready { service, req, busy } => {
+                CallProj::Ready { service, req } => {
                     ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                    let (Some(req), busy) = (req.take(), busy.take()) else {
+                    let Some(req) = req.take() else {
                         return Poll::Ready(Err("a request future polled after its end".into()));
                     };
                     let fut = service.call(req);
-                    self.set(HandlerCall::Calling { fut, busy });
+                    self.set(CallState::Calling { fut });
                 }
-                CallProj::Calling { fut, busy } => {
-                    let response = ready!(fut.poll(cx)).map_err(Into::into)?;
-                    let busy = busy.take();
-                    return Poll::Ready(Ok(response.map(|inner| ResponseBody { inner, busy })));
+                CallProj::Calling { fut } => {
+                    return fut.poll(cx).map_err(Into::into);
                 }
                 CallProj::Failed { error } => {
                     let error = error.take();
@@ -177,6 +214,21 @@ impl<S: Handler> Future for HandlerCall<S> {
                 }
             }
         }
+    }
+}
+
+impl<S: Handler> Future for HandlerCall<S> {
+    type Output = Result<http::Response<ResponseBody<S::ResBody>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let state = this.state;
+        let response = match this.busy {
+            Some(busy) => ready!(busy.enter(|| state.poll_response(cx))),
+            None => ready!(state.poll_response(cx)),
+        }?;
+        let busy = this.busy.take();
+        Poll::Ready(Ok(response.map(|inner| ResponseBody { inner, busy })))
     }
 }
 

@@ -73,7 +73,7 @@ impl std::fmt::Debug for WebSocketUpgrade {
 ///
 /// On a request `weft::server` serves, hyper has already marked the ones it can upgrade
 /// (HTTP/1.1 with an `Upgrade` header): any other is not one, and its headers are not
-/// searched (a plain request pays two lookups in its extensions, not a header search).
+/// searched (a plain request pays a lookup in its empty extensions, not a header search).
 pub fn is_websocket_request<B>(request: &http::Request<B>) -> bool {
     let extensions = request.extensions();
     if request.method() == Method::CONNECT {
@@ -81,7 +81,7 @@ pub fn is_websocket_request<B>(request: &http::Request<B>) -> bool {
             .get::<hyper::ext::Protocol>()
             .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
     }
-    if extensions.get::<OnUpgrade>().is_none() && extensions.get::<Arc<ConnCtx>>().is_some() {
+    if extensions.get::<OnUpgrade>().is_none() && super::info::with_current(|_| ()).is_some() {
         return false;
     }
     weft_proto::handshake::headers_contain_token(request.headers(), &header::UPGRADE, "websocket")
@@ -112,7 +112,7 @@ impl WebSocketUpgrade {
             Ok(r) => r,
             Err(e) => return Err(rejection_for(&e, request.version())),
         };
-        let ctx = request.extensions().get::<Arc<ConnCtx>>().cloned();
+        let ctx = ConnCtx::of(request.extensions());
         let options = match &ctx {
             Some(ctx) => ctx.shared.config.websocket.clone(),
             None => Options::default(),
@@ -344,7 +344,7 @@ where
     F: FnOnce(Stream, Bytes) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let ctx = request.extensions().get::<Arc<ConnCtx>>().cloned();
+    let ctx = ConnCtx::of(request.extensions());
     let on_upgrade = hyper::upgrade::on(request);
     spawn(ctx, async move {
         if let Ok((stream, rest)) = upgraded_stream(on_upgrade).await {
@@ -375,13 +375,18 @@ fn spawn(ctx: Option<Arc<ConnCtx>>, task: impl Future<Output = ()> + Send + 'sta
 /// else (an HTTP/2 stream) as it is.
 async fn upgraded_stream(on_upgrade: OnUpgrade) -> hyper::Result<(Stream, Bytes)> {
     let upgraded = on_upgrade.await?;
-    let upgraded =
-        match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<Watched>>(upgraded) {
-            Ok(parts) => return Ok((parts.io.into_inner().into_inner(), parts.read_buf)),
-            Err(u) => u,
-        };
     let upgraded = match upgraded.downcast::<TokioIo<Watched>>() {
-        Ok(parts) => return Ok((parts.io.into_inner().into_inner(), parts.read_buf)),
+        Ok(parts) => {
+            // What hyper read behind the head, then what it had not read yet of the
+            // first bytes weft read for it.
+            let (stream, unread) = parts.io.into_inner().into_inner();
+            let rest = match (parts.read_buf.is_empty(), unread.is_empty()) {
+                (_, true) => parts.read_buf,
+                (true, false) => unread,
+                (false, false) => [parts.read_buf, unread].concat().into(),
+            };
+            return Ok((stream, rest));
+        }
         Err(u) => u,
     };
     let upgraded =
