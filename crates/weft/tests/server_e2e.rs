@@ -1243,21 +1243,28 @@ async fn http_get_async(addr: SocketAddr, path: &str, extra: &str) -> String {
 }
 
 /// A hand-written tower `Service` asks for its connection in `call` itself (not in the
-/// future it returns), and over HTTP/1.1 and h2c alike; a plain request carries nothing in
-/// its extensions for it.
+/// future it returns), and over HTTP/1.1 and h2c alike, also when it is not ready at
+/// once; a plain request carries nothing in its extensions for it.
 #[tokio::test]
 async fn a_service_sees_its_connection_in_call() {
+    /// Not ready at its first poll (each request's clone): the server polls it again.
     #[derive(Clone)]
-    struct PeerInCall;
+    struct PeerInCall {
+        polled: bool,
+    }
     impl tower_service::Service<Request<Incoming>> for PeerInCall {
         type Response = Response<Body>;
         type Error = std::convert::Infallible;
         type Future = std::future::Ready<Result<Response<Body>, Self::Error>>;
         fn poll_ready(
             &mut self,
-            _cx: &mut std::task::Context<'_>,
+            cx: &mut std::task::Context<'_>,
         ) -> std::task::Poll<Result<(), Self::Error>> {
-            std::task::Poll::Ready(Ok(()))
+            if std::mem::replace(&mut self.polled, true) {
+                return std::task::Poll::Ready(Ok(()));
+            }
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
         }
         fn call(&mut self, req: Request<Incoming>) -> Self::Future {
             let peer = ConnInfo::of(&req).map(|i| i.peer().to_string());
@@ -1268,7 +1275,7 @@ async fn a_service_sees_its_connection_in_call() {
     let server = Server::builder()
         .bind("127.0.0.1:0")
         .unwrap()
-        .build(PeerInCall)
+        .build(PeerInCall { polled: false })
         .unwrap();
     let addr = server.local_addr().unwrap();
     let shutdown = server.shutdown_handle();
@@ -1282,7 +1289,10 @@ async fn a_service_sees_its_connection_in_call() {
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
     let out = String::from_utf8_lossy(&out);
-    assert!(out.ends_with(&format!("\r\n\r\nSome(\"{local}\") 0")), "{out}");
+    assert!(
+        out.ends_with(&format!("\r\n\r\nSome(\"{local}\") 0")),
+        "{out}"
+    );
 
     let (status, version, body) = h2c_get(addr).await;
     assert_eq!((status, version), (StatusCode::OK, http::Version::HTTP_2));
@@ -1305,7 +1315,11 @@ async fn a_first_request_sent_a_byte_at_a_time_is_recognized() {
     }
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
-    assert!(out.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&out));
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
 
     // The preface a byte at a time, then an h2 client on the same socket (it sends the
     // preface again, which is no longer the connection's start: refused) -- so the
@@ -1323,7 +1337,10 @@ async fn a_first_request_sent_a_byte_at_a_time_is_recognized() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(frame[3], 4, "the server's first frame is SETTINGS: {frame:?}");
+    assert_eq!(
+        frame[3], 4,
+        "the server's first frame is SETTINGS: {frame:?}"
+    );
     drop(s);
     shutdown.shutdown();
     served.await.unwrap().unwrap();

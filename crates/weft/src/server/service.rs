@@ -137,23 +137,16 @@ impl<S: Handler> hyper::service::Service<http::Request<Incoming>> for HyperServi
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         let _current = SetCurrent::new(self.ctx.clone());
         match service.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => HandlerCall {
-                state: CallState::Calling {
-                    fut: service.call(req),
-                },
+            Poll::Ready(Ok(())) => HandlerCall::Calling {
+                fut: service.call(req),
                 busy: Some(busy),
             },
-            Poll::Ready(Err(e)) => HandlerCall {
-                state: CallState::Failed {
-                    error: Some(e.into()),
-                },
-                busy: Some(busy),
+            Poll::Ready(Err(e)) => HandlerCall::Failed {
+                error: Some(e.into()),
             },
-            Poll::Pending => HandlerCall {
-                state: CallState::Ready {
-                    service,
-                    req: Some(req),
-                },
+            Poll::Pending => HandlerCall::Ready {
+                service,
+                req: Some(req),
                 busy: Some(busy),
             },
         }
@@ -163,24 +156,17 @@ impl<S: Handler> hyper::service::Service<http::Request<Incoming>> for HyperServi
 pin_project! {
     /// The future of one request: the handler made ready, then its future, each poll with
     /// the request's connection as the current one.
-    pub(crate) struct HandlerCall<S: Handler> {
-        #[pin]
-        state: CallState<S>,
-        busy: Option<Busy>,
-    }
-}
-
-pin_project! {
-    /// Where a request's handler is.
     #[project = CallProj]
-    pub(crate) enum CallState<S: Handler> {
+    pub(crate) enum HandlerCall<S: Handler> {
         Ready {
             service: S,
             req: Option<http::Request<Incoming>>,
+            busy: Option<Busy>,
         },
         Calling {
             #[pin]
             fut: S::Future,
+            busy: Option<Busy>,
         },
         Failed {
             error: Option<BoxError>,
@@ -188,23 +174,35 @@ pin_project! {
     }
 }
 
-impl<S: Handler> CallState<S> {
-    fn poll_response(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<http::Response<S::ResBody>, BoxError>> {
+impl<S: Handler> Future for HandlerCall<S> {
+    type Output = Result<http::Response<ResponseBody<S::ResBody>>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             match self.as_mut().project() {
-                CallProj::Ready { service, req } => {
-                    ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                    let Some(req) = req.take() else {
+                CallProj::Ready { service, req, busy } => {
+                    let ready = match busy {
+                        Some(b) => b.enter(|| service.poll_ready(cx)),
+                        None => service.poll_ready(cx),
+                    };
+                    ready!(ready).map_err(Into::into)?;
+                    let (Some(req), Some(mut busy)) = (req.take(), busy.take()) else {
                         return Poll::Ready(Err("a request future polled after its end".into()));
                     };
-                    let fut = service.call(req);
-                    self.set(CallState::Calling { fut });
+                    let fut = busy.enter(|| service.call(req));
+                    self.set(HandlerCall::Calling {
+                        fut,
+                        busy: Some(busy),
+                    });
                 }
-                CallProj::Calling { fut } => {
-                    return fut.poll(cx).map_err(Into::into);
+                CallProj::Calling { fut, busy } => {
+                    let polled = match busy {
+                        Some(b) => b.enter(|| fut.poll(cx)),
+                        None => fut.poll(cx),
+                    };
+                    let response = ready!(polled).map_err(Into::into)?;
+                    let busy = busy.take();
+                    return Poll::Ready(Ok(response.map(|inner| ResponseBody { inner, busy })));
                 }
                 CallProj::Failed { error } => {
                     let error = error.take();
@@ -214,21 +212,6 @@ impl<S: Handler> CallState<S> {
                 }
             }
         }
-    }
-}
-
-impl<S: Handler> Future for HandlerCall<S> {
-    type Output = Result<http::Response<ResponseBody<S::ResBody>>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let state = this.state;
-        let response = match this.busy {
-            Some(busy) => ready!(busy.enter(|| state.poll_response(cx))),
-            None => ready!(state.poll_response(cx)),
-        }?;
-        let busy = this.busy.take();
-        Poll::Ready(Ok(response.map(|inner| ResponseBody { inner, busy })))
     }
 }
 
