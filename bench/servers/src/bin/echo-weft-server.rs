@@ -66,25 +66,30 @@ fn run(args: &servers::Args, model: Model) -> std::io::Result<()> {
     server.run(model)
 }
 
-async fn handle(mut req: Request<Incoming>, blocking: bool, verbose: bool) -> Response<Body> {
+async fn handle(req: Request<Incoming>, blocking: bool, verbose: bool) -> Response<Body> {
     if req.uri().path() != "/" {
         return status(StatusCode::NOT_FOUND);
     }
     if is_websocket_request(&req) {
-        return match WebSocketUpgrade::from_request(&mut req) {
-            Ok(upgrade) if blocking => {
-                upgrade.on_upgrade_blocking(move |ws| report(echo_blocking(ws), verbose))
-            }
-            Ok(upgrade) => upgrade.on_upgrade(move |ws| async move {
-                report(echo(ws).await, verbose);
-            }),
-            Err(refusal) => refusal.map(Body::from),
-        };
+        return upgrade(req, blocking, verbose);
     }
     if req.method() == Method::GET {
         return Response::new(Body::from(Bytes::from_static(b"ok")));
     }
     status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
+/// The WebSocket: an echo on the server's runtime, or on a thread of its own (`blocking`).
+fn upgrade(mut req: Request<Incoming>, blocking: bool, verbose: bool) -> Response<Body> {
+    match WebSocketUpgrade::from_request(&mut req) {
+        Ok(upgrade) if blocking => {
+            upgrade.on_upgrade_blocking(move |ws| report(echo_blocking(ws), verbose))
+        }
+        Ok(upgrade) => upgrade.on_upgrade(move |ws| async move {
+            report(echo(ws).await, verbose);
+        }),
+        Err(refusal) => refusal.map(Body::from),
+    }
 }
 
 fn status(code: StatusCode) -> Response<Body> {

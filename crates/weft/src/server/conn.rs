@@ -21,32 +21,29 @@ use tokio::time::{sleep_until, Instant, Sleep};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-/// Serves one accepted connection to its end.
-pub(crate) async fn serve_accepted<S>(
+/// Serves one accepted connection to its end. Not an `async fn`: the future it returns
+/// is the connection's own, in its span, with no state machine around it to go through on
+/// every wake.
+pub(crate) fn serve_accepted<S>(
     accepted: Accepted,
     peer: Addr,
     local: Addr,
     service: S,
     shared: Arc<Shared>,
     local_tracker: Option<TaskTracker>,
-) where
+) -> tracing::instrument::Instrumented<impl Future<Output = ()> + Send>
+where
     S: Handler,
 {
     let span = tracing::debug_span!("conn", peer = %peer);
-    let guard = match ConnGuard::new(&shared) {
-        Some(g) => g,
-        None => {
-            async {
-                tracing::debug!("over the connection limit: 503");
-                refuse_busy(accepted, &shared).await;
-            }
-            .instrument(span)
-            .await;
-            return;
-        }
-    };
+    let guard = ConnGuard::new(&shared);
     let timeout = shared.config.header_timeout;
     let fut = async move {
+        let Some(guard) = guard else {
+            tracing::debug!("over the connection limit: 503");
+            refuse_busy(accepted, &shared).await;
+            return;
+        };
         let (stream, kind) = match accepted {
             Accepted::Unix(s) => (Stream::from(s), TransportKind::Unix),
             Accepted::Tcp(s, None) => (Stream::from(s), TransportKind::Tcp),
@@ -70,7 +67,7 @@ pub(crate) async fn serve_accepted<S>(
         }
         serve_stream(stream, info, service, shared, local_tracker, guard).await;
     };
-    fut.instrument(span).await
+    fut.instrument(span)
 }
 
 /// What the header and idle timers need to know of a connection: requests in progress
@@ -290,6 +287,7 @@ impl<'a> Watchdog<'a> {
 
     /// Called after each poll of the connection: moves between phases by what the
     /// connection did, and reports a timeout.
+    #[inline]
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Expired> {
         let a = self.activity;
         match self.phase {

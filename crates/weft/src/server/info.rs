@@ -6,6 +6,7 @@ use super::stream::TransportKind;
 use super::ConnCtx;
 use rustls_pki_types::CertificateDer;
 use std::cell::Cell;
+use std::mem::ManuallyDrop;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -140,28 +141,38 @@ impl ConnInfo {
 thread_local! {
     /// The connection whose handler this thread is calling or polling (a plain request
     /// carries nothing: an entry in its extensions would cost three allocations per request).
-    static CURRENT: Cell<Option<Arc<ConnCtx>>> = const { Cell::new(None) };
+    /// `ManuallyDrop`: a type without a destructor makes the thread local a plain load and
+    /// store, with no registration to check; what it holds is always put back or taken
+    /// out by [`swap`], so nothing is left to drop when the thread ends.
+    static CURRENT: Cell<ManuallyDrop<Option<Arc<ConnCtx>>>> =
+        const { Cell::new(ManuallyDrop::new(None)) };
+}
+
+/// Makes `ctx` the current connection of this thread; returns the one it was.
+#[inline]
+fn swap(ctx: Option<Arc<ConnCtx>>) -> Option<Arc<ConnCtx>> {
+    match CURRENT.try_with(|c| c.replace(ManuallyDrop::new(ctx))) {
+        Ok(previous) => ManuallyDrop::into_inner(previous),
+        // Not reachable for a thread local without a destructor; nothing is current.
+        Err(_) => None,
+    }
 }
 
 /// Runs `f` with `ctx` as the current connection of this thread ([`ConnInfo::of`]), then
 /// puts it back in `ctx` (a panic in `f` too). Moves the `Arc`, no reference count.
+#[inline]
 pub(crate) fn enter<R>(ctx: &mut Option<Arc<ConnCtx>>, f: impl FnOnce() -> R) -> R {
     struct Restore<'a> {
         slot: &'a mut Option<Arc<ConnCtx>>,
         previous: Option<Arc<ConnCtx>>,
     }
     impl Drop for Restore<'_> {
+        #[inline]
         fn drop(&mut self) {
-            let previous = self.previous.take();
-            if let Ok(ctx) = CURRENT.try_with(|c| c.replace(previous)) {
-                *self.slot = ctx;
-            }
+            *self.slot = swap(self.previous.take());
         }
     }
-    let Ok(previous) = CURRENT.try_with(|c| c.replace(ctx.take())) else {
-        // The thread's locals are gone (it is ending): no current connection.
-        return f();
-    };
+    let previous = swap(ctx.take());
     let _restore = Restore {
         slot: ctx,
         previous,
@@ -177,42 +188,33 @@ pub(crate) struct SetCurrent {
 }
 
 impl SetCurrent {
+    #[inline]
     pub(crate) fn new(ctx: Arc<ConnCtx>) -> SetCurrent {
         SetCurrent {
-            previous: CURRENT.try_with(|c| c.replace(Some(ctx))).ok().flatten(),
+            previous: swap(Some(ctx)),
         }
     }
 }
 
 impl Drop for SetCurrent {
+    #[inline]
     fn drop(&mut self) {
-        let previous = self.previous.take();
-        let _ = CURRENT.try_with(|c| c.replace(previous));
+        drop(swap(self.previous.take()));
     }
 }
 
 /// `f` on the current connection of this thread, if there is one.
 pub(crate) fn with_current<R>(f: impl FnOnce(&ConnCtx) -> R) -> Option<R> {
-    CURRENT
-        .try_with(|c| {
-            let ctx = c.take();
-            let result = ctx.as_deref().map(f);
-            c.set(ctx);
-            result
-        })
-        .ok()
-        .flatten()
+    let ctx = swap(None);
+    let result = ctx.as_deref().map(f);
+    swap(ctx);
+    result
 }
 
 /// The current connection of this thread, if there is one.
 pub(crate) fn current() -> Option<Arc<ConnCtx>> {
-    CURRENT
-        .try_with(|c| {
-            let ctx = c.take();
-            let clone = ctx.clone();
-            c.set(ctx);
-            clone
-        })
-        .ok()
-        .flatten()
+    let ctx = swap(None);
+    let clone = ctx.clone();
+    swap(ctx);
+    clone
 }
