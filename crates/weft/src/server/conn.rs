@@ -160,7 +160,13 @@ impl tokio::io::AsyncRead for Watched {
         let this = &mut *self;
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
+            // Taken whole when it fits: an empty `Bytes` split off would still hold the
+            // buffer for the connection's life.
+            let piece = match n == this.prefix.len() {
+                true => std::mem::take(&mut this.prefix),
+                false => this.prefix.split_to(n),
+            };
+            buf.put_slice(&piece);
             this.ctx.activity.read.store(true, Ordering::Relaxed);
             return Poll::Ready(Ok(()));
         }
