@@ -36,8 +36,6 @@
 //! `--read-buffer-size BYTES` (the engine's `Config::read_buffer_size`; the benchmark runs
 //! weft's default).
 
-pub mod floor;
-
 use futures_util::FutureExt;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;

@@ -1,6 +1,6 @@
 //! The epoll floor: the least an echo can cost over epoll (the I/O model of every tokio
 //! server here). One thread, mio (epoll, edge-triggered), no runtime, no tasks, no wakers;
-//! per connection one fixed read buffer and the framing of `servers::floor` (parse the
+//! per connection one fixed read buffer and the framing of `floor.rs` (`servers/src/floor.rs`) (parse the
 //! header, unmask in place, send back; no validation, no allocation per echo).
 //!
 //! Per wake of a connection: read once into the buffer (a read that returned less than the
@@ -13,7 +13,12 @@
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use servers::floor::{self, Conn, MAX_SEGS};
+// Included, not in servers' lib.rs: that file is compiled into bench/zlib-peers too, which
+// has neither weft-proto nor socket2.
+#[path = "../floor.rs"]
+mod floor;
+
+use floor::{Conn, MAX_SEGS};
 use std::io::{ErrorKind, IoSlice, Read, Write};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -87,10 +92,10 @@ fn run(args: &servers::Args) -> std::io::Result<()> {
             if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
                 c.writable = true;
             }
-            visit(&mut clients, &mut free, &mut again_next, i);
+            visit(&mut clients, &mut free, &mut again_next, i, args.verbose);
         }
         for i in again.drain(..) {
-            visit(&mut clients, &mut free, &mut again_next, i);
+            visit(&mut clients, &mut free, &mut again_next, i, args.verbose);
         }
         std::mem::swap(&mut again, &mut again_next);
         if accept_now {
@@ -149,14 +154,20 @@ fn accept(
     true
 }
 
-fn visit(clients: &mut [Option<Client>], free: &mut Vec<usize>, again: &mut Vec<usize>, i: usize) {
+fn visit(
+    clients: &mut [Option<Client>],
+    free: &mut Vec<usize>,
+    again: &mut Vec<usize>,
+    i: usize,
+    verbose: bool,
+) {
     let Some(slot) = clients.get_mut(i) else {
         return;
     };
     let Some(c) = slot.as_mut() else {
         return;
     };
-    match drive(c) {
+    match drive(c, verbose) {
         Next::Wait => {}
         Next::Again => again.push(i),
         Next::Close => {
@@ -168,7 +179,7 @@ fn visit(clients: &mut [Option<Client>], free: &mut Vec<usize>, again: &mut Vec<
 }
 
 /// Flushes, then reads and echoes while there is input, at most `TURNS` reads.
-fn drive(c: &mut Client) -> Next {
+fn drive(c: &mut Client, verbose: bool) -> Next {
     for _ in 0..TURNS {
         if c.conn.has_output() {
             if !c.writable {
@@ -194,7 +205,10 @@ fn drive(c: &mut Client) -> Next {
                 if n < cap {
                     c.readable = false;
                 }
-                if c.conn.on_read(n).is_err() {
+                if let Err(floor::Bad(why)) = c.conn.on_read(n) {
+                    if verbose {
+                        eprintln!("floor-epoll: connection dropped: {why}");
+                    }
                     return Next::Close;
                 }
             }

@@ -1,6 +1,6 @@
 //! The io_uring floor: the least an echo can cost over io_uring. One thread, one ring
 //! (`IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN` where the kernel has them), the framing of
-//! `servers::floor` (parse the header, unmask in place, send back; no validation, no
+//! `floor.rs` (`servers/src/floor.rs`) (parse the header, unmask in place, send back; no validation, no
 //! allocation per echo), as floor-epoll.
 //!
 //! - accept: one multishot accept (`IORING_ACCEPT_MULTISHOT`, Linux 5.19), re-armed when the
@@ -21,7 +21,12 @@
 //! Flags: `--addr HOST:PORT` (and the other servers' `--heap-file`, `--verbose`).
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
-use servers::floor::{self, Conn, MAX_SEGS};
+// Included, not in servers' lib.rs: that file is compiled into bench/zlib-peers too, which
+// has neither weft-proto nor socket2.
+#[path = "../floor.rs"]
+mod floor;
+
+use floor::{Conn, MAX_SEGS};
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -174,7 +179,15 @@ impl Server {
         let keep = match data & 1 {
             RECV => match res {
                 0 => false,
-                n if n > 0 => c.conn.on_read(n as usize).is_ok() && next(c, i, out),
+                n if n > 0 => match c.conn.on_read(n as usize) {
+                    Ok(()) => next(c, i, out),
+                    Err(floor::Bad(why)) => {
+                        if self.verbose {
+                            eprintln!("floor-uring: connection dropped: {why}");
+                        }
+                        false
+                    }
+                },
                 e if e == -libc::EINTR || e == -libc::EAGAIN => {
                     out.push(recv_entry(c, i));
                     true
