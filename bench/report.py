@@ -11,6 +11,15 @@ import sys
 
 LIBS = ["weft", "tungstenite", "fastwebsockets", "tokio-websockets"]
 PEERS = LIBS[1:]
+# The floor servers (bench/servers/src/bin/floor-*.rs): not peers; each library is read
+# against the floor of its I/O model (every library here runs on tokio, i.e. epoll).
+FLOORS = ["floor-epoll", "floor-uring"]
+FLOOR_OF = {**{l: "floor-epoll" for l in LIBS}, "floor-uring": "floor-epoll"}
+# System calls by class (the syscall pass: strace, per echo).
+SENDS = ["send", "sendto", "sendmsg", "sendmmsg", "write", "writev", "pwritev", "pwritev2"]
+RECVS = ["recv", "recvfrom", "recvmsg", "recvmmsg", "read", "readv", "preadv", "preadv2"]
+WAITS = ["epoll_wait", "epoll_pwait", "epoll_pwait2", "io_uring_enter", "poll", "ppoll",
+         "select", "pselect6"]
 VERSIONED = ["tokio-tungstenite", "tungstenite", "fastwebsockets", "tokio-websockets",
              "hyper", "hyper-util", "tokio", "mio", "bytes", "simdutf8", "yawc", "flate2",
              "zlib-rs", "axum"]
@@ -124,10 +133,111 @@ def ratio_table(title, head, cols, peers, keys, by, metric, cell_name, field, hi
     return t, ratios
 
 
-def matrix_section(rows, m):
-    out = ["## Echo matrix", "", meta_line(m), ""]
+def syscall_table(rows, m, cell_name):
+    """Syscalls per echo, server x cell, from the syscall pass (results/syscalls.jsonl)."""
+    out = ["### System calls per echo (strace, a separate pass)", ""]
+    if m:
+        out += [meta_line(m).replace(" run,", " run,", 1), ""]
     out += [
-        "Each server single-threaded (current-thread tokio runtime) on CPU 0, the load "
+        "Each server fresh, `strace -f -ttt` attached to it for a short run of its own after "
+        "the timed matrix (never during it); the calls whose entry falls inside the load "
+        "generator's measured window, divided by the echoes it verified in that window. "
+        "_send_: send, sendto, sendmsg, write, writev; _recv_: recv, recvfrom, recvmsg, "
+        "read, readv; _wait_: epoll_wait (and variants), io_uring_enter; _other_: the rest "
+        "(accept, epoll_ctl, close, futex, ...). Under io_uring the sends and receives are "
+        "operations in the ring, not system calls: only io_uring_enter counts. strace "
+        "slows every server several times over, so the waits per echo (how many events one "
+        "wait returns) read lower than at full speed; sends and receives per echo hold.",
+        "",
+    ]
+    if m and m.get("notes"):
+        out += [f"_{m['notes']}_", ""]
+    by = {}
+    errors = []
+    for r in rows:
+        key = (r["kind"], r["conns"], r["size"], r["inflight"])
+        if r.get("errors") or not r.get("echoes"):
+            errors.append(r)
+            continue
+        by.setdefault(key, {})[r["server"]] = r
+    keys = sorted(by, key=lambda k: (k[0] != "binary", k[1], k[2], k[3]))
+    present = [l for l in LIBS + FLOORS if any(l in by[k] for k in keys)]
+    out += ["| conns x size x in flight | " + " | ".join(f"{l}: send / recv / wait / other" for l in present) + " |",
+            "|---|" + "---:|" * len(present)]
+
+    def per(r, names):
+        return sum(v for k, v in r["syscalls"].items() if k in names) / r["echoes"]
+
+    for k in keys:
+        cells = []
+        for l in present:
+            r = by[k].get(l)
+            if not r:
+                cells.append("-")
+                continue
+            other = sum(v for n, v in r["syscalls"].items()
+                        if n not in SENDS + RECVS + WAITS) / r["echoes"]
+            cells.append(f"{per(r, SENDS):.2f} / {per(r, RECVS):.2f} / {per(r, WAITS):.3f} / {other:.3f}")
+        out.append(f"| {cell_name(k)} | " + " | ".join(cells) + " |")
+    out.append("")
+    names = {}
+    for k in keys:
+        for l, r in by[k].items():
+            for n in r["syscalls"]:
+                if n in SENDS + RECVS + WAITS:
+                    names.setdefault(l, set()).add(n)
+    out += ["Which calls: " + "; ".join(f"{l}: {', '.join(sorted(names[l]))}" for l in present if l in names) + ".", ""]
+    for e in errors:
+        out.append(f"- {e['server']} {cell_name((e['kind'], e['conns'], e['size'], e['inflight']))}: "
+                   f"{e.get('first_error') or 'no echo in the window'}")
+    if errors:
+        out.append("")
+    return out
+
+
+def floor_table(by, keys, present, metric, cell_name):
+    """Server CPU per echo against the floor of each server's I/O model."""
+    out = ["### Server CPU per echo against the floor of its I/O model", "",
+           "Each server's CPU per echo divided by its floor's in the same run: the tokio "
+           "servers (weft and its peers) against floor-epoll, floor-uring against "
+           "floor-epoll. 1.00 is the least an echo can cost over that I/O model (parse, "
+           "unmask, send back: no validation, no allocation). _best peer_: the lowest peer's.",
+           ""]
+    libs = [l for l in present if l != "floor-epoll"]
+    out += ["| conns x size x in flight | floor-epoll, µs | " + " | ".join(libs) + " | best peer |",
+            "|---|---:|" + "---:|" * (len(libs) + 1)]
+    ratios = []
+    peers = [l for l in present if l in PEERS]
+    for k in keys:
+        fe = metric(k, "floor-epoll", "server_cpu_us_per_echo")
+        cells = []
+        for l in libs:
+            v = metric(k, l, "server_cpu_us_per_echo")
+            f = metric(k, FLOOR_OF.get(l, "floor-epoll"), "server_cpu_us_per_echo")
+            if v is None or not f:
+                cells.append("-")
+                continue
+            r = v / f
+            if l == "weft":
+                ratios.append((r, k))
+                cells.append(f"**{r:.2f}**")
+            else:
+                cells.append(f"{r:.2f}")
+        pv = [metric(k, l, "server_cpu_us_per_echo") for l in peers]
+        pv = [x for x in pv if x is not None]
+        best = f"{min(pv) / fe:.2f}" if (pv and fe) else "-"
+        out.append(f"| {cell_name(k)} | {fmt(fe, 2)} | " + " | ".join(cells) + f" | {best} |")
+    out.append("")
+    return out, ratios
+
+
+def matrix_section(rows, m, srows=None, sm=None):
+    out = ["## Echo matrix", "", meta_line(m), ""]
+    if m and m.get("notes"):
+        out += [f"_{m['notes']}_", ""]
+    out += [
+        "Each server single-threaded (current-thread tokio runtime; the floors: one thread "
+        "on mio or on one io_uring ring) on CPU 0, the load "
         "generator on CPU 1. Median over repeats. _CPU µs/echo_ is the server's utime+stime "
         "(/proc/PID/stat) over the measured window divided by the echoes in it. In each cell "
         "the number in parentheses is the ratio to the best peer (for msgs/s higher is "
@@ -137,7 +247,9 @@ def matrix_section(rows, m):
         "0 on a quiet machine, above ~0.1 the cell is noisy (the load generator is on the "
         "other core, so noise slows both sides). The load generator is close to a full core "
         "in the fastest cells (16 B x 8 in flight at 64/512 connections): there msgs/s may be "
-        "its limit, while CPU per echo stays the server's own number.",
+        "its limit, while CPU per echo stays the server's own number. floor-epoll and "
+        "floor-uring (bench/servers/src/bin/floor-*.rs) are not peers: no best-peer ratio "
+        "counts them; they show the least an echo costs over each I/O model.",
         "",
     ]
     by = {}
@@ -148,8 +260,8 @@ def matrix_section(rows, m):
         if r.get("errors"):
             errors.append(r)
     keys = sorted(by, key=lambda k: (k[0] != "binary", k[1], k[2], k[3]))
-    present = [l for l in LIBS if any(l in by[k] for k in keys)]
-    peers = [l for l in present if l != "weft"]
+    present = [l for l in LIBS + FLOORS if any(l in by[k] for k in keys)]
+    peers = [l for l in present if l in PEERS]
 
     def metric(k, lib, field):
         runs = [x for x in by[k].get(lib, []) if not x.get("errors")]
@@ -168,6 +280,12 @@ def matrix_section(rows, m):
     out += t
     t, cpu_ratios = table("Server CPU per echo, µs", "server_cpu_us_per_echo", False, 2)
     out += t
+    floor_ratios = []
+    if "floor-epoll" in present:
+        t, floor_ratios = floor_table(by, keys, present, metric, cell_name)
+        out += t
+    if srows:
+        out += syscall_table(srows, sm, cell_name)
     t, _ = table("p99 latency, µs (load generator's view)", "p99_us", False, 0)
     out += t
     if errors:
@@ -176,7 +294,7 @@ def matrix_section(rows, m):
             out.append(f"- {e['server']} {cell_name((e['kind'], e['conns'], e['size'], e['inflight']))} "
                        f"repeat {e.get('repeat')}: {e.get('first_error')}")
         out.append("")
-    return out, msg_ratios, cpu_ratios, cell_name
+    return out, msg_ratios, cpu_ratios, cell_name, floor_ratios
 
 
 def codec_section(rows, m):
@@ -707,8 +825,15 @@ def main():
     targets = ["## Targets (issue 4)", ""]
     body = []
     if mrows:
-        t, msg_r, cpu_r, cell_name = matrix_section(mrows, meta(res, "matrix"))
+        t, msg_r, cpu_r, cell_name, floor_r = matrix_section(
+            mrows, meta(res, "matrix"), load(os.path.join(res, "syscalls.jsonl")),
+            meta(res, "syscalls"))
         body += t
+        if floor_r:
+            ok = [r for r, _ in floor_r if r <= 1.15]
+            worst = max(floor_r)
+            targets.append(f"- (issue 12) weft's server CPU per echo <= 1.15x floor-epoll's: "
+                           f"**{len(ok)}/{len(floor_r)} cells**; worst {worst[0]:.2f} at {cell_name(worst[1])}")
         if cpu_r:
             ok = [r for r, _ in cpu_r if r <= 0.8]
             worst = max(cpu_r)

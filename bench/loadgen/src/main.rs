@@ -42,7 +42,7 @@ mod deflate;
 
 use deflate::{Offer, Pool, Reader};
 use loadgen::frame::{self, Expect, Parser, Template};
-use loadgen::measure::{json_num, json_str, latency_ns, percentile, Schedule, Step};
+use loadgen::measure::{json_num, json_str, latency_ns, percentile, unix_num, Schedule, Step};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::VecDeque;
@@ -627,7 +627,8 @@ fn main() {
          \"server_sched_us_per_echo\":{},\"noise_cpu_s\":{},\"irq_cpu_s\":{},\"control_frames\":{},\
          \"payload\":\"{}\",\"deflate\":\"{}\",\"echo_wire_bytes\":{},\"sent_wire_bytes\":{},\
          \"compressed_echo_share\":{},\"line_safe\":{},\"server_tree_cpu_s\":{},\
-         \"server_tree_cpu_us_per_echo\":{},\"server_tree_procs\":{},\"errors\":{},\"first_error\":{}}}",
+         \"server_tree_cpu_us_per_echo\":{},\"server_tree_procs\":{},\"window_start_unix\":{},\
+         \"window_end_unix\":{},\"errors\":{},\"first_error\":{}}}",
         args.conns,
         args.size,
         if args.text { "text" } else { "binary" },
@@ -661,6 +662,8 @@ fn main() {
         w.tree_procs
             .map(|n| n.to_string())
             .unwrap_or_else(|| "null".into()),
+        unix_num(w.start_unix),
+        unix_num(w.end_unix),
         stats.errors,
         stats
             .first_error

@@ -127,6 +127,9 @@ pub fn self_cpu() -> f64 {
 #[derive(Debug, Clone, Copy)]
 pub struct Mark {
     pub at: Instant,
+    /// The wall clock (seconds since the epoch), to line the window up with a trace taken
+    /// meanwhile (bench/run's syscall pass: strace timestamps).
+    unix: f64,
     own_cpu: f64,
     server: Option<(f64, f64)>,
     /// The server's process tree: CPU seconds and processes.
@@ -143,6 +146,9 @@ impl Mark {
     pub fn take_with(server_pid: Option<u32>, tree: bool) -> Mark {
         Mark {
             at: Instant::now(),
+            unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(f64::NAN, |d| d.as_secs_f64()),
             own_cpu: self_cpu(),
             server: server_pid.and_then(proc_cpu),
             tree: server_pid.filter(|_| tree).and_then(tree_cpu),
@@ -244,6 +250,8 @@ impl Schedule {
                 irq_cpu: f64::NAN,
                 tree_cpu: f64::NAN,
                 tree_procs: None,
+                start_unix: f64::NAN,
+                end_unix: f64::NAN,
             };
         };
         let own_cpu = b.own_cpu - a.own_cpu;
@@ -276,6 +284,8 @@ impl Schedule {
             irq_cpu,
             tree_cpu,
             tree_procs: b.tree.map(|t| t.1),
+            start_unix: a.unix,
+            end_unix: b.unix,
         }
     }
 }
@@ -296,6 +306,9 @@ pub struct Window {
     /// and how many processes the tree had at the end.
     pub tree_cpu: f64,
     pub tree_procs: Option<usize>,
+    /// The window's ends on the wall clock, seconds since the epoch.
+    pub start_unix: f64,
+    pub end_unix: f64,
 }
 
 /// The `q` quantile of sorted nanosecond latencies, in µs.
@@ -317,6 +330,15 @@ pub fn latency_ns(from: Instant, to: Instant) -> u32 {
 pub fn json_num(x: f64) -> String {
     if x.is_finite() {
         format!("{x:.3}")
+    } else {
+        "null".into()
+    }
+}
+
+/// A wall-clock time (seconds since the epoch) to the microsecond, or null.
+pub fn unix_num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.6}")
     } else {
         "null".into()
     }
