@@ -26,7 +26,8 @@
 //! - then operations: one byte (low 3 bits the operation, high 5 bits its argument):
 //!   0 the peer sends a whole message (text or binary, bit 3; a payload follows: a length
 //!   byte and that many bytes); 1 the peer sends a message frame by frame (1-4 frames,
-//!   each a payload); 2 a bomb: a message of 2^(10 + arg % 13) equal bytes (up to 4 MiB);
+//!   each a payload); 2 a bomb: a message of 2^(10 + arg % 11) equal bytes (up to 1 MiB,
+//!   2 MiB in all, 64 Ki frames of `fragment_size`);
 //!   3 a ping, pong or close from the peer; in receive mode only: 4 a raw data frame (a
 //!   header byte: FIN, RSV, opcode; then a payload, as it is, masked if the receiver is
 //!   the server), 5 flip a byte of the wire so far (two position bytes, one XOR byte),
@@ -273,7 +274,13 @@ struct Sent {
     plain_total: usize,
 }
 
-fn build(data: &[u8], input: &mut Input, peer: &mut Connection, round_trip: bool) -> Sent {
+fn build(
+    data: &[u8],
+    input: &mut Input,
+    peer: &mut Connection,
+    round_trip: bool,
+    frag: usize,
+) -> Sent {
     let mut s = Sent {
         wire: Vec::new(),
         expected: Vec::new(),
@@ -284,6 +291,7 @@ fn build(data: &[u8], input: &mut Input, peer: &mut Connection, round_trip: bool
     let receiver_is_server = data[0] & 2 == 0;
     let mut closed = false;
     let mut ops = 0;
+    let mut bombs = 0usize;
     while let Some(op) = input.byte() {
         ops += 1;
         if ops > 64 {
@@ -339,7 +347,13 @@ fn build(data: &[u8], input: &mut Input, peer: &mut Connection, round_trip: bool
                 s.expected.push(Ev::Message(kind, all));
             }
             2 => {
-                let n = 1usize << (10 + (arg % 13));
+                // At most 1 MiB each, and 2 MiB in all; at most 64 Ki frames of
+                // `fragment_size` (a bomb in 1-byte frames at level 0 is a million frames).
+                let n = 1usize << (10 + (arg % 11));
+                if bombs + n > (2 << 20).min(frag.saturating_mul(64 << 10)) {
+                    continue;
+                }
+                bombs += n;
                 let byte = input.byte().unwrap_or(0);
                 let kind = if byte & 0x80 == 0 {
                     // ASCII: valid text.
@@ -599,7 +613,8 @@ fuzz_target!(|data: &[u8]| {
     peer_config.fragment_size = [None, Some(1), Some(7), Some(100)][(data[4] >> 6) as usize];
     let mut peer = Connection::new(peer_role, peer_config);
     peer.set_mask_source(mask_source(seed));
-    let sent = build(data, &mut input, &mut peer, round_trip);
+    let frag = peer.config().fragment_size.unwrap_or(usize::MAX);
+    let sent = build(data, &mut input, &mut peer, round_trip, frag);
     drop(peer);
 
     let mut config = Config::default();
@@ -656,6 +671,9 @@ fuzz_target!(|data: &[u8]| {
     ALLOC
         .set_limit(base + budget)
         .expect("the limit is above what is allocated");
+    // At most about 4096 pieces: a long wire (a bomb at level 0) in small pieces would
+    // cost seconds.
+    let max_piece = max_piece.max(sent.wire.len() / 2048);
     let mut pos = 0;
     while pos < sent.wire.len() {
         let n = rng.size(max_piece).min(sent.wire.len() - pos);
