@@ -193,7 +193,7 @@ def deflate_seeds():
         + dop(1, 0b011) + pl(noise[:50]) + pl(fox[:150]) + dop(3, 2) + pl(b""))
     yield "bomb-message-limit", deflate_setup(max_msg=6, max_frame=7) + dop(2, 10) + b"\x00" + dop(0) + pl(b"after")
     yield "bomb-frame-limit", deflate_setup(level=1, max_frame=5, piece=2) + dop(2, 8) + b"\xff"
-    yield "bomb-chunks", deflate_setup(level=2, piece=3) + dop(2, 12) + b"a"
+    yield "bomb-chunks", deflate_setup(level=2, piece=3) + dop(2, 10) + b"a"
     yield "bomb-round-trip", deflate_setup(round_trip=True, max_msg=7, max_frame=0, comp=3) + dop(2, 9) + b"z" + dop(0) + pl(fox[:100])
     # Not a deflate stream (1007); RSV1 on a continuation and on a ping (1002).
     yield "garbage", deflate_setup() + dop(4) + b"\xc2" + pl(b"\xff\xff\xff\xff\x00")

@@ -42,7 +42,9 @@
 //!   on decoded data (messages, frames, chunk-level pieces of at most 64 KiB); text is valid
 //!   UTF-8; an error is sticky, its close code is 1002, 1007 or 1009 (never 1011: the
 //!   extension always makes progress), and its close frame is what the receiver writes;
-//! - memory: while receiving, the process's Rust heap may not grow past what the wire,
+//! - memory: the read buffer never holds more than a frame within the limits (a compressed
+//!   frame is decoded as it arrives, not buffered whole); while receiving, the process's
+//!   Rust heap may not grow past what the wire,
 //!   the limit and zlib's state account for (a counting allocator with a hard limit: past
 //!   it the allocation fails and the run aborts), so a bomb costs no more than its limit;
 //! - round trip: what the peer sent comes back identical and in order (messages, pings,
@@ -698,6 +700,25 @@ fuzz_target!(|data: &[u8]| {
         }
         if got.error.is_some() {
             assert!(!conn.want_read());
+        } else if !grammar.closed {
+            // The read buffer holds at most one frame within the limits (and an extension's
+            // frame, decoded as it arrives, not even that): a compressed frame that announces
+            // more than the limits allow is not buffered whole first.
+            let bound = match level {
+                RecvLevel::Message => match (max_frame, max_message) {
+                    (Some(f), Some(m)) => Some(f.min(m)),
+                    (f, m) => f.or(m),
+                },
+                RecvLevel::Frame => max_frame,
+                RecvLevel::Chunk => None,
+            };
+            if let Some(b) = bound {
+                assert!(
+                    conn.buffered() as u64 <= b + 14,
+                    "{} bytes buffered, limits {max_message:?}/{max_frame:?}",
+                    conn.buffered()
+                );
+            }
         }
         // What the receiver writes (pongs, close), taken as a transport would.
         let q = conn.outgoing();
