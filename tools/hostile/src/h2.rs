@@ -304,7 +304,7 @@ pub async fn never_reads(ctx: &Ctx) -> Outcome {
             );
             if !no_leak {
                 observed.push_str(
-                    " (the second round grew it by more than half the first's + 4 MiB: a leak?)",
+                    " (the second round grew it by more than half the first's + 8 MiB: a leak?)",
                 );
             }
             outcome(ctx.served() && no_leak, observed, 96)
