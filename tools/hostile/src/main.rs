@@ -59,8 +59,6 @@ pub struct Ctx {
     pub slowloris: usize,
     pub disconnects: usize,
     pub plain_path: String,
-    /// The server's process id (its RSS, for cases that watch it themselves).
-    pub pid: u32,
     good: Arc<Good>,
     attack_start: Mutex<Option<Instant>>,
 }
@@ -277,7 +275,6 @@ async fn run_case(a: &Args, proc: &Proc, base: Snapshot, name: &str, case: cases
             .plain_path
             .clone()
             .unwrap_or_else(|| a.target.path.clone()),
-        pid: a.pid,
         good: Arc::clone(&good),
         attack_start: Mutex::new(None),
     };
