@@ -153,12 +153,67 @@ def send_roundtrip_seeds():
     yield "large", send_setup(coalesce=1) + op(0, 1) + bytes([230]) + bytes(range(256)) * 3 + op(10)
 
 
+def nib(bits):
+    """Window bits in a setup nibble of the deflate target: None, or 8-15."""
+    return 0 if bits is None else bits
+
+
+def deflate_setup(round_trip=False, receiver_client=False, level=0, piece=3, offer=0,
+                  client=(False, False, None, None), server=(False, False, None, None),
+                  comp=1, threshold=1, max_msg=0, max_frame=0, fragment=0, seed=0x2a17):
+    """The 7 setup bytes of the deflate target (see its header comment). `client`: the
+    offer's (server_no_context_takeover, client_no_context_takeover, server_max_window_bits,
+    client_max_window_bits); `server`: the server's own DeflateConfig, the same way."""
+    b0 = (1 if round_trip else 0) | (2 if receiver_client else 0) | (level << 2) | (piece << 4) | (offer << 6)
+    b1 = (int(client[0]) | int(client[1]) << 1 | int(server[0]) << 2 | int(server[1]) << 3
+          | nib(client[2]) << 4)
+    b2 = nib(server[2]) | nib(server[3]) << 4
+    b3 = nib(client[3]) | comp << 4 | threshold << 6
+    b4 = max_msg | max_frame << 3 | fragment << 6
+    return bytes([b0, b1, b2, b3, b4, seed >> 8, seed & 0xff])
+
+
+def dop(code, arg=0):
+    return bytes([code | arg << 3])
+
+
+def deflate_seeds():
+    text = "h\u00e9llo w\u00f6rld \u2713 \U0001d11e ".encode()
+    fox = b"the quick brown fox jumps over the lazy dog. " * 4
+    noise = bytes((i * 2654435761 >> 13) & 0xff for i in range(180))
+    messages = (dop(0) + pl(b"tiny") + dop(0) + pl(b"") + dop(0) + pl(fox[:180])
+                + dop(0, 1) + pl(noise) + dop(0) + pl(text * 3) + dop(0) + pl(fox[:180]))
+    # Every parameter combination of the tests, round trip at each level.
+    for i, (sb, cb) in enumerate([(15, 15), (9, 12), (12, 9), (8, 8), (10, 15)]):
+        yield f"params-{sb}-{cb}", deflate_setup(
+            round_trip=True, level=i % 3, piece=i % 4, client=(i % 2 == 1, i % 3 == 1, sb, cb),
+            server=(False, i == 4, None, None), comp=i % 4, threshold=i % 2, seed=i) + messages
+    yield "streamed", deflate_setup(round_trip=True, receiver_client=True, level=1, fragment=2) + (
+        dop(1, 0b110) + pl(text) + pl(b"") + pl(fox[:100]) + pl(text) + dop(3, 0) + pl(b"hb")
+        + dop(1, 0b011) + pl(noise[:50]) + pl(fox[:150]) + dop(3, 2) + pl(b""))
+    yield "bomb-message-limit", deflate_setup(max_msg=6, max_frame=7) + dop(2, 10) + b"\x00" + dop(0) + pl(b"after")
+    yield "bomb-frame-limit", deflate_setup(level=1, max_frame=5, piece=2) + dop(2, 8) + b"\xff"
+    yield "bomb-chunks", deflate_setup(level=2, piece=3) + dop(2, 10) + b"a"
+    yield "bomb-round-trip", deflate_setup(round_trip=True, max_msg=7, max_frame=0, comp=3) + dop(2, 9) + b"z" + dop(0) + pl(fox[:100])
+    # Not a deflate stream (1007); RSV1 on a continuation and on a ping (1002).
+    yield "garbage", deflate_setup() + dop(4) + b"\xc2" + pl(b"\xff\xff\xff\xff\x00")
+    yield "rsv1-continuation", deflate_setup(level=1) + dop(4) + b"\x02" + pl(b"a") + dop(4) + b"\xc0" + pl(b"b")
+    yield "rsv1-ping", deflate_setup(receiver_client=True) + dop(4) + b"\xc9" + pl(b"")
+    # Invalid UTF-8 compressed inside a text message: a binary message relabelled as text.
+    bad = b"valid text, then " * 4 + b"\xff\xfe"
+    yield "invalid-utf8", deflate_setup(threshold=0) + dop(0, 1) + pl(bad) + dop(5) + b"\x00\x00\x03"
+    yield "flipped", deflate_setup(level=2, piece=1) + messages + dop(5) + b"\x00\x30\x40"
+    offer = b"permessage-deflate; server_max_window_bits=10; client_max_window_bits, permessage-deflate"
+    yield "fuzzed-offer", deflate_setup(round_trip=True, offer=2, server=(True, False, 12, 9)) + pl(offer) + messages
+
+
 TARGETS = {
     "frame_decoder": frame_decoder_seeds,
     "handshake_request": handshake_request_seeds,
     "handshake_response": handshake_response_seeds,
     "handshake_extensions": handshake_extensions_seeds,
     "send_roundtrip": send_roundtrip_seeds,
+    "deflate": deflate_seeds,
 }
 
 if __name__ == "__main__":

@@ -253,6 +253,77 @@ fn a_deflate_bomb_ends_with_1009_without_spending_the_memory() {
     assert_eq!(total, 64 << 20);
 }
 
+/// A compressed frame is decoded as its bytes arrive, not buffered whole: the read buffer
+/// never holds more than one piece of it. At the message level, with a message limit and
+/// no frame limit, a frame that announces 8 MiB of incompressible data fails with 1009 as
+/// soon as its decoded bytes pass the limit (it used to be buffered whole first, all 8 MiB,
+/// whatever the limit); at the frame level it is decoded whole, piece by piece.
+#[test]
+fn a_large_compressed_frame_is_not_buffered_whole() {
+    let mut x = 0x9e37_79b9u32;
+    let noise: Vec<u8> = (0..8u32 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect();
+    let (mut client, _) = deflate_pair(params(false, false, 15, 15), RecvLevel::Message);
+    client.send(Message::Binary(noise.clone().into())).unwrap();
+    let wire = take_out(&mut client);
+    assert!(wire.len() > 8 << 20, "{}", wire.len());
+    for level in [RecvLevel::Message, RecvLevel::Frame] {
+        let mut config = Config::default();
+        config.recv_level = level;
+        config.max_message_size = Some(1 << 20);
+        config.max_frame_size = match level {
+            RecvLevel::Message => None,
+            _ => Some(9 << 20),
+        };
+        config.deflate = Some(Deflate {
+            params: params(false, false, 15, 15),
+            level: 1,
+            threshold: 16,
+        });
+        let mut server = Connection::new(Role::Server, config);
+        let (mut fed, mut most) = (0, 0);
+        let mut events = Vec::new();
+        let mut error = None;
+        while fed < wire.len() && error.is_none() {
+            let piece = &wire[fed..(fed + (16 << 10)).min(wire.len())];
+            server.receive(piece);
+            fed += piece.len();
+            most = most.max(server.buffered());
+            match drain(&mut server) {
+                Ok(e) => events.extend(e),
+                Err(e) => error = Some(e),
+            }
+        }
+        assert!(most <= 16 << 10, "{level:?}: {most} bytes buffered");
+        match level {
+            RecvLevel::Message => {
+                let err = error.expect("1009");
+                assert_eq!(err.close_code(), Some(CloseCode::MESSAGE_TOO_BIG));
+                assert!(fed < 2 << 20, "1009 only after {fed} bytes");
+                assert!(events.is_empty(), "{events:?}");
+            }
+            _ => {
+                assert!(error.is_none(), "{error:?}");
+                let frames: Vec<&Bytes> = events
+                    .iter()
+                    .filter_map(|e| match e {
+                        Event::Frame(b) => Some(b),
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(frames.len(), 1);
+                assert!(frames[0][..] == noise[..], "the frame decoded differently");
+            }
+        }
+    }
+}
+
 #[test]
 fn invalid_compressed_data_and_misplaced_rsv1() {
     let mut config = Config::default();

@@ -852,6 +852,55 @@ async fn a_bad_handshake_gets_its_status() {
     served.await.unwrap().unwrap();
 }
 
+/// A refused handshake over TLS (the refusal closes the connection) ends with the TLS
+/// `close_notify`, not a bare FIN: hyper hands the stream of any request with an `Upgrade`
+/// header over when the connection ends, and the refusal shuts it down properly.
+#[tokio::test]
+async fn a_refused_handshake_over_tls_ends_with_close_notify() {
+    let cert = make_cert();
+    let tls = weft::tls::server_config_from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
+        .unwrap();
+    let seen: Seen = Arc::default();
+    let server = Server::builder()
+        .bind_tls("127.0.0.1:0", tls)
+        .unwrap()
+        .build(handler_fn(move |req| handle(req, false, seen.clone())))
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let shutdown = server.shutdown_handle();
+    let served = tokio::spawn(server.serve());
+    let roots = weft::tls::client_config_with_roots(cert.cert_pem.as_bytes()).unwrap();
+    let mut config = (*roots).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = weft::tls::tokio_rustls::TlsConnector::from(Arc::new(config));
+    let cases = [
+        ("Sec-WebSocket-Version: 13\r\n", "HTTP/1.1 400"),
+        (
+            "Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            "HTTP/1.1 426",
+        ),
+    ];
+    for (headers, want) in cases {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut s = connector.connect(name, tcp).await.unwrap();
+        let req = format!(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{headers}\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        // A missing close_notify is an UnexpectedEof error here.
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .expect("the connection was not closed")
+            .unwrap_or_else(|e| panic!("{headers}: {e} (no close_notify?)"));
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with(want), "{headers}: {out}");
+    }
+    shutdown.shutdown();
+    served.await.unwrap().unwrap();
+}
+
 /// Corking: a handler corks, sends 100 small messages, uncorks; the client gets them all,
 /// and the socket's TCP_CORK was on in between and off after.
 #[tokio::test]

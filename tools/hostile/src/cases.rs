@@ -14,13 +14,17 @@ pub struct Outcome {
     pub pass: bool,
     pub observed: String,
     pub peak_mib: u64,
+    /// How far above its baseline the server's RSS may stay after the case, when more than
+    /// the suite's `--rss-tolerance-mib` (0: the suite's).
+    pub rss_tolerance_mib: u64,
 }
 
-fn outcome(pass: bool, observed: impl Into<String>, peak_mib: u64) -> Outcome {
+pub fn outcome(pass: bool, observed: impl Into<String>, peak_mib: u64) -> Outcome {
     Outcome {
         pass,
         observed: observed.into(),
         peak_mib,
+        rss_tolerance_mib: 0,
     }
 }
 
@@ -50,6 +54,9 @@ pub const CASES: &[(&str, CaseFn)] = &[
     ("never-reads", |c| Box::pin(never_reads(c))),
     ("random-bytes", |c| Box::pin(random_bytes(c))),
     ("unfinished-close", |c| Box::pin(unfinished_close(c))),
+    // HTTP/2 (RFC 8441): only with --h2.
+    ("h2-abandon", |c| Box::pin(crate::h2::abandon(c))),
+    ("h2-never-reads", |c| Box::pin(crate::h2::never_reads(c))),
 ];
 
 // ---- slowloris -------------------------------------------------------------------------

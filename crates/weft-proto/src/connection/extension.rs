@@ -1,9 +1,11 @@
 //! The installed [`Extension`] inside the engine: the receive path of the messages that
 //! carry its RSV bits, at each level, and the encoding of outgoing messages and frames.
 //!
-//! Frames are decoded as they complete (message and frame levels; the output bounded by the
-//! size limits, so a bomb ends with 1009 before its memory is spent) or as their bytes
-//! arrive, in bounded steps (chunk level). Text is validated on the decoded bytes.
+//! Frames are decoded as their bytes arrive: at the message and frame levels into the
+//! message's or frame's output, bounded by the size limits (so a bomb ends with 1009 before
+//! its memory is spent, and a frame is never buffered whole on the wire), handed out when
+//! the frame completes; at the chunk level in bounded steps. Text is validated on the
+//! decoded bytes.
 
 use super::{Connection, PayloadState, RecvState};
 use crate::close::CloseCode;
@@ -20,7 +22,7 @@ const CHUNK_OUT: usize = 64 * 1024;
 /// The installed extension and what the engine keeps for it between calls.
 pub(super) struct ExtensionState {
     ext: Box<dyn Extension>,
-    /// The decoded message so far (message level).
+    /// The decoded message so far (message level), or frame so far (frame level).
     decoded: Vec<u8>,
     /// Received payload the extension has not used yet (chunk level).
     input: Bytes,
@@ -134,10 +136,11 @@ impl Connection {
     }
 
     /// One step over a frame of the extension's message; `avail` of its bytes (unmasked)
-    /// are at the front of the read buffer.
+    /// are at the front of the read buffer, and are decoded now (at the message and frame
+    /// levels the event comes when the frame is complete).
     pub(super) fn extension_step(
         &mut self,
-        p: PayloadState,
+        mut p: PayloadState,
         avail: usize,
     ) -> Result<Step, ProtocolError> {
         if self.config.recv_level == RecvLevel::Chunk {
@@ -145,31 +148,47 @@ impl Connection {
         }
         let fin = p.header.fin;
         let level = self.config.recv_level;
-        if (avail as u64) < p.remaining {
-            self.recv = RecvState::Payload(p);
-            return Ok(Step::NeedMore);
-        }
-        self.recv = RecvState::Header;
-        let raw = self.rbuf.split_to(avail);
         let limit = match level {
             RecvLevel::Message => self.config.max_message_size,
             _ => self.config.max_frame_size,
         };
         let limit = limit.map_or(usize::MAX / 2, |l| l.min(usize::MAX as u64 / 2) as usize);
-        let st = self.ext.as_deref_mut().ok_or_else(missing)?;
-        let mut out = match level {
-            RecvLevel::Message => std::mem::take(&mut st.decoded),
-            _ => Vec::new(),
+        let complete = avail as u64 >= p.remaining;
+        if !complete && avail == 0 {
+            self.recv = RecvState::Payload(p);
+            return Ok(Step::NeedMore);
+        }
+        // What has arrived of the frame is decoded now, not when the frame is complete: the
+        // read buffer holds at most one read of it, whatever length it announces (a
+        // compressed frame is bounded by what it decodes to, not by its length on the
+        // wire, so waiting for all of it could buffer far past the limits).
+        let raw = self.rbuf.split_to(avail);
+        let end = match (complete, fin) {
+            (false, _) => Boundary::None,
+            (true, true) => Boundary::Message,
+            (true, false) => Boundary::Frame,
         };
-        let before = out.len();
-        let end = if fin {
-            Boundary::Message
+        if complete {
+            self.recv = RecvState::Header;
         } else {
-            Boundary::Frame
-        };
+            p.remaining -= avail as u64;
+            p.checked = 0;
+            p.unmasked = 0;
+            self.recv = RecvState::Payload(p);
+        }
+        let st = self.ext.as_deref_mut().ok_or_else(missing)?;
+        // The frame's (frame level) or the message's (message level) output so far.
+        let mut out = std::mem::take(&mut st.decoded);
+        let before = out.len();
         decode_all(st.ext.as_mut(), &raw, end, &mut out, limit)?;
         // Our own buffer, never lent out: validated here, it stays valid.
         self.check_decoded_text(&out[before..])?;
+        if !complete {
+            if let Some(st) = self.ext.as_deref_mut() {
+                st.decoded = out;
+            }
+            return Ok(Step::NeedMore);
+        }
         if level == RecvLevel::Frame {
             if fin {
                 self.finish_message()?;

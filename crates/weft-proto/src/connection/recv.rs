@@ -130,7 +130,11 @@ impl Connection {
     fn reserve_read(&mut self, at_least: u64) {
         let mut want = at_least;
         if let RecvState::Payload(p) = &self.recv {
-            if self.config.recv_level != RecvLevel::Chunk || p.header.opcode.is_control() {
+            // (An extension's frame is decoded as it arrives: never buffered whole.)
+            let extension = self.in_msg.as_ref().is_some_and(|m| m.extension);
+            if (self.config.recv_level != RecvLevel::Chunk && !extension)
+                || p.header.opcode.is_control()
+            {
                 let missing = p.remaining.saturating_sub(self.rbuf.len() as u64);
                 want = want.max(missing.min(MAX_RESERVE));
             }

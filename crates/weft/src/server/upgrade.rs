@@ -110,7 +110,13 @@ impl WebSocketUpgrade {
         };
         let checked = match checked {
             Ok(r) => r,
-            Err(e) => return Err(rejection_for(&e, request.version())),
+            Err(e) => {
+                if request.extensions().get::<OnUpgrade>().is_some() {
+                    let ctx = ConnCtx::of(request.extensions());
+                    close_unclaimed(ctx, hyper::upgrade::on(&mut *request));
+                }
+                return Err(rejection_for(&e, request.version()));
+            }
         };
         let ctx = ConnCtx::of(request.extensions());
         let options = match &ctx {
@@ -266,7 +272,10 @@ impl WebSocketUpgrade {
     {
         let (response, config) = match negotiate(&self.request, decision, &self.options) {
             Ok(ok) => ok,
-            Err(refusal) => return refusal.map(B::from),
+            Err(refusal) => {
+                close_unclaimed(self.ctx, self.on_upgrade);
+                return refusal.map(B::from);
+            }
         };
         let WebSocketUpgrade {
             on_upgrade,
@@ -366,6 +375,48 @@ fn spawn(ctx: Option<Arc<ConnCtx>>, task: impl Future<Output = ()> + Send + 'sta
         }
         None => {
             tokio::spawn(task);
+        }
+    }
+}
+
+/// A refused upgrade request: hyper still hands its stream over when the connection ends
+/// after the refusal (the refusal says `Connection: close`), as it does for every HTTP/1.1
+/// request with an `Upgrade` header. Dropped there, a TLS stream would end without its
+/// `close_notify`; so the stream is taken and shut down (for TLS, `close_notify` then
+/// FIN), and what the client still sends is read for a moment (at most 1 s and 64 KiB:
+/// closing with it unread would reset the connection, and the client could lose the
+/// refusal). A connection that goes on (kept alive) or fails resolves `on_upgrade` with an
+/// error, and the task ends. A no-op outside a tokio runtime.
+fn close_unclaimed(ctx: Option<Arc<ConnCtx>>, on_upgrade: OnUpgrade) {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let task = async move {
+        let Ok((mut stream, _)) = upgraded_stream(on_upgrade).await else {
+            return;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            if stream.shutdown().await.is_err() {
+                return;
+            }
+            let mut sink = [0u8; 4096];
+            let mut left: usize = 64 * 1024;
+            while left > 0 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        })
+        .await;
+    };
+    match ctx {
+        // Tracked like the connection's other tasks (a drain waits for it; the cut ends
+        // it), but not counted as a request in progress: the idle timeout still applies.
+        Some(ctx) => ctx.spawn(task),
+        None => {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(task);
+            }
         }
     }
 }
