@@ -6,7 +6,7 @@
 //!      [--seconds 20] [--workers 300] [--connections 10000] [--concurrency 200]
 //!      [--max-size 262144] [--max-messages 12] [--deflate-percent 50]
 //!      [--rss-tolerance-mib 8] [--rss-tolerance-percent 25] [--settle-seconds 30] [--seed N]
-//!      [--warm-seconds 0]
+//!      [--warm-seconds 0] [--expect-children]
 //! ```
 //!
 //! Two phases, each measured against one baseline taken after a warm-up (8 clients for 2 s,
@@ -29,7 +29,8 @@
 //! exactly at the baseline, threads at most the baseline, no child process and no zombie
 //! below the server, RSS within the baseline + max(`--rss-tolerance-mib`,
 //! `--rss-tolerance-percent` of the baseline). During each phase the peak fds must rise
-//! above the baseline (the counting is seen to work), and every unexpected outcome (a failed
+//! above the baseline (the counting is seen to work; with `--expect-children`, a child
+//! process must be seen too), and every unexpected outcome (a failed
 //! connect or handshake, an echo that differs, a close code other than 1000, a session that
 //! hangs) fails the phase. `--mode`: what comes back: `echo` (each message as sent),
 //! `lines` (text without newlines, each message back as one text message: websockd `cat`),
@@ -56,7 +57,7 @@ use watch::Proc;
 const USAGE: &str = "usage: soak --url ws://127.0.0.1:PORT/PATH --pid PID [--name LABEL] \
 [--mode echo|lines|stream] [--seconds S] [--workers N] [--connections N] [--concurrency N] \
 [--max-size BYTES] [--max-messages N] [--deflate-percent P] [--rss-tolerance-mib MIB] \
-[--rss-tolerance-percent P] [--settle-seconds S] [--seed N] [--warm-seconds S]";
+[--rss-tolerance-percent P] [--settle-seconds S] [--seed N] [--warm-seconds S] [--expect-children]";
 
 struct Args {
     name: String,
@@ -71,6 +72,7 @@ struct Args {
     settle: Duration,
     seed: u64,
     warm_seconds: u64,
+    expect_children: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -95,7 +97,8 @@ fn parse_args() -> Result<Args, String> {
         rss_tolerance_percent: 25,
         settle: Duration::from_secs(30),
         seed: 1,
-        warm_seconds: 3,
+        warm_seconds: 0,
+        expect_children: false,
     };
     while let Some(flag) = argv.next() {
         let mut value = || argv.next().ok_or(format!("{flag} needs a value"));
@@ -124,6 +127,7 @@ fn parse_args() -> Result<Args, String> {
             "--settle-seconds" => a.settle = Duration::from_secs(num(value()?)?.min(600)),
             "--seed" => a.seed = num(value()?)?,
             "--warm-seconds" => a.warm_seconds = num(value()?)?.min(600),
+            "--expect-children" => a.expect_children = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -460,6 +464,9 @@ async fn verdict(
             "the peak fds ({}) never rose above the baseline ({}): is the pid right?",
             peak.fds, base.fds
         ));
+    }
+    if a.expect_children && peak.children == 0 {
+        problems.push("no child process was ever seen below the server (--expect-children)".into());
     }
     let resources = match &after {
         Err(e) => {
