@@ -161,6 +161,13 @@ pub struct Args {
     pub model: Option<String>,
     /// `echo-weft-server` only: the threads of `multi-thread` and `per-core`.
     pub threads: Option<usize>,
+    /// `floor-uring` only: `--recv multishot` (multishot recv into a provided-buffer ring)
+    /// instead of the default `--recv single` (one plain recv per connection at a time).
+    pub recv_multishot: bool,
+    /// `floor-uring --recv multishot` only: the provided buffers (a power of two) and their
+    /// size.
+    pub bufs: Option<usize>,
+    pub buf_size: Option<usize>,
 }
 
 /// The servers whose library has permessage-deflate (the others refuse `--deflate`).
@@ -182,11 +189,14 @@ fn parse_args(name: &str) -> Args {
         deflate_window_bits: None,
         model: None,
         threads: None,
+        recv_multishot: false,
+        bufs: None,
+        buf_size: None,
     };
     let mut it = std::env::args().skip(1);
     let die = |msg: String| -> ! {
         eprintln!("{name}: {msg}");
-        eprintln!("flags: --addr HOST:PORT [--heap-file PATH] [--verbose] [--deflate | --deflate-nct] [--corrupt-every N | --read-buffer-size BYTES | --deflate-level N | --deflate-window-bits N (echo-weft)] [--model current-thread|multi-thread|per-core|blocking --threads N (echo-weft-server)]");
+        eprintln!("flags: --addr HOST:PORT [--heap-file PATH] [--verbose] [--deflate | --deflate-nct] [--corrupt-every N | --read-buffer-size BYTES | --deflate-level N | --deflate-window-bits N (echo-weft)] [--model current-thread|multi-thread|per-core|blocking --threads N (echo-weft-server) | --recv single|multishot --bufs N --buf-size BYTES (floor-uring)]");
         std::process::exit(2)
     };
     while let Some(flag) = it.next() {
@@ -236,6 +246,27 @@ fn parse_args(name: &str) -> Args {
                     value()
                         .parse()
                         .unwrap_or_else(|e| die(format!("--threads: {e}"))),
+                )
+            }
+            "--recv" if name == "floor-uring" => {
+                args.recv_multishot = match value().as_str() {
+                    "single" => false,
+                    "multishot" => true,
+                    v => die(format!("--recv: single or multishot, not {v}")),
+                }
+            }
+            "--bufs" if name == "floor-uring" => {
+                args.bufs = Some(
+                    value()
+                        .parse()
+                        .unwrap_or_else(|e| die(format!("--bufs: {e}"))),
+                )
+            }
+            "--buf-size" if name == "floor-uring" => {
+                args.buf_size = Some(
+                    value()
+                        .parse()
+                        .unwrap_or_else(|e| die(format!("--buf-size: {e}"))),
                 )
             }
             other => die(format!("unknown flag {other}")),

@@ -15,10 +15,22 @@
 //!   `io_uring_enter` that waits for the next: one kernel entry submits a batch and reaps
 //!   many completions.
 //!
+//! `--recv multishot` (an experiment beside the default `--recv single` above): per connection
+//! one multishot recv (`IORING_RECV_MULTISHOT`, Linux 6.0) armed for its whole life, taking
+//! buffers from a provided-buffer ring (`IORING_REGISTER_PBUF_RING`, 5.19; `--bufs N`
+//! buffers of `--buf-size BYTES`, default 1024 x 16 KiB). What a completion brings is queued
+//! on its connection; while no send is in flight the queue is copied into the connection's
+//! own buffer (as many buffers as fit, so a frame split across two provided buffers is whole
+//! there) and each buffer goes back to the ring once copied; the framing and the sends are
+//! the single mode's. A recv that ends without `IORING_CQE_F_MORE` is re-armed at once, one
+//! that ended for `ENOBUFS` once at most half the buffers are out. A connection ends with
+//! `shutdown` (which completes its recv) and its slot is freed once nothing is in flight.
+//!
 //! Where `io_uring_setup` fails (old kernels, seccomp), it says so in one line and exits 3;
 //! `floor-uring --probe` only checks that (exit 0 or 3), for bench/run.
 //!
-//! Flags: `--addr HOST:PORT` (and the other servers' `--heap-file`, `--verbose`).
+//! Flags: `--addr HOST:PORT`, `--recv single|multishot`, `--bufs N`, `--buf-size BYTES` (and
+//! the other servers' `--heap-file`, `--verbose`).
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 // Included, not in servers' lib.rs: that file is compiled into bench/zlib-peers too, which
@@ -27,13 +39,20 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 mod floor;
 
 use floor::{Conn, MAX_SEGS};
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU16, Ordering};
 
 const ACCEPT: u64 = u64::MAX;
 const RECV: u64 = 0;
 const SEND: u64 = 1;
 const RING_ENTRIES: u32 = 1024;
+/// Multishot mode's user data: `(index << 2) | kind`, kind one of these.
+const MS_RECV: u64 = 0;
+const MS_SEND: u64 = 1;
+/// The provided-buffer ring's group id.
+const BGID: u16 = 0;
 
 struct Client {
     fd: OwnedFd,
@@ -44,6 +63,117 @@ struct Client {
     msg: libc::msghdr,
     /// Bytes the in-flight send was asked to write.
     sending: usize,
+    /// Multishot mode only: received, not yet copied into `conn` (buffer id, offset, length).
+    queue: VecDeque<(u16, u32, u32)>,
+    /// Multishot mode only: its multishot recv is armed / its send is in flight.
+    recv_armed: bool,
+    send_inflight: bool,
+    /// Multishot mode only: the peer closed (or the socket failed): end once the queue is
+    /// echoed.
+    eof: bool,
+    /// Multishot mode only: ended; the slot is freed once nothing is in flight.
+    dead: bool,
+}
+
+/// The provided-buffer ring (multishot mode): `n` entries (a power of two) and `n` buffers of
+/// `size` bytes, both in anonymous mappings that live as long as the process (never
+/// unmapped: the ring is registered until the process ends).
+struct Bufs {
+    ring: *mut types::BufRingEntry,
+    mem: *mut u8,
+    n: u16,
+    size: usize,
+    /// Our tail (published by [`Bufs::publish`]).
+    tail: u16,
+    /// Buffers the kernel handed us that have not gone back.
+    held: usize,
+}
+
+fn map_anon(len: usize) -> std::io::Result<*mut u8> {
+    // SAFETY: a fresh private anonymous mapping: no existing memory is touched.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(p.cast())
+}
+
+impl Bufs {
+    fn new(submitter: &io_uring::Submitter, n: usize, size: usize) -> std::io::Result<Bufs> {
+        if !n.is_power_of_two() || n > 32768 || size == 0 || size > u32::MAX as usize {
+            return Err(std::io::Error::other(
+                "--bufs: a power of two up to 32768; --buf-size: 1 to 4 GiB",
+            ));
+        }
+        let ring = map_anon(n * std::mem::size_of::<types::BufRingEntry>())?;
+        let mem = map_anon(n * size)?;
+        // SAFETY: `ring` is a page-aligned mapping of `n` entries that is never unmapped, so
+        // it stays valid for as long as the kernel may read it.
+        unsafe { submitter.register_buf_ring_with_flags(ring as u64, n as u16, BGID, 0)? };
+        let mut b = Bufs {
+            ring: ring.cast(),
+            mem,
+            n: n as u16,
+            size,
+            tail: 0,
+            held: n,
+        };
+        for bid in 0..n {
+            b.give_back(bid as u16);
+        }
+        b.publish();
+        Ok(b)
+    }
+
+    /// `len` bytes at `off` of buffer `bid`.
+    fn data(&self, bid: u16, off: u32, len: u32) -> &[u8] {
+        assert!(usize::from(bid) < usize::from(self.n) && (off + len) as usize <= self.size);
+        // SAFETY: in bounds (checked above) of the buffer mapping; buffer `bid` is ours, not
+        // the kernel's: a completion handed it to us and it has not gone back, so nothing
+        // writes it while this borrow (of `self`, which `give_back` needs mutably) lives.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.mem.add(usize::from(bid) * self.size + off as usize),
+                len as usize,
+            )
+        }
+    }
+
+    /// Hands buffer `bid` back to the kernel (seen by it after [`publish`](Self::publish)).
+    fn give_back(&mut self, bid: u16) {
+        let idx = usize::from(self.tail & (self.n - 1));
+        // SAFETY: `idx < n`, inside the ring mapping. The entry at our tail is not the
+        // kernel's: it reads only entries between its head and the published tail, and at
+        // most `n` buffers are ever in the ring (each buffer id goes back once per time it was
+        // handed out). The setters leave `resv` (entry 0's is the shared tail) alone.
+        let e = unsafe { &mut *self.ring.add(idx) };
+        e.set_addr(self.mem as u64 + u64::from(bid) * self.size as u64);
+        e.set_len(self.size as u32);
+        e.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+        self.held -= 1;
+    }
+
+    /// Publishes the tail: the kernel may use every buffer given back so far.
+    fn publish(&self) {
+        // SAFETY: `ring` is the base of the registered ring (page-aligned, entries
+        // initialised), so `tail` is its shared `u16` tail, 2-aligned; the kernel only reads
+        // it, and an `AtomicU16` has the layout of a `u16`. Release: the entries written
+        // before are visible to the kernel once it sees the new tail.
+        unsafe {
+            let tail = types::BufRingEntry::tail(self.ring).cast::<AtomicU16>();
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
 }
 
 fn ring() -> std::io::Result<IoUring> {
@@ -52,6 +182,20 @@ fn ring() -> std::io::Result<IoUring> {
         .setup_defer_taskrun()
         .build(RING_ENTRIES)
         .or_else(|_| IoUring::new(RING_ENTRIES))
+}
+
+/// Multishot mode's ring: a larger completion queue (a recv may complete many times per turn).
+fn ring_multishot() -> std::io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(RING_ENTRIES * 8)
+        .build(RING_ENTRIES)
+        .or_else(|_| {
+            IoUring::builder()
+                .setup_cqsize(RING_ENTRIES * 8)
+                .build(RING_ENTRIES)
+        })
 }
 
 fn main() {
@@ -65,7 +209,11 @@ fn main() {
         }
     }
     let args = servers::prepare("floor-uring");
-    let ring = match ring() {
+    let ring = match if args.recv_multishot {
+        ring_multishot()
+    } else {
+        ring()
+    } {
         Ok(r) => r,
         Err(e) => {
             eprintln!("floor-uring: io_uring unavailable (io_uring_setup: {e}); not serving");
@@ -88,17 +236,37 @@ struct Server {
     free: Vec<usize>,
     multishot: bool,
     verbose: bool,
+    /// Multishot recv mode: its buffer ring.
+    bufs: Option<Bufs>,
+    /// Multishot recv mode: connections whose recv ended for `ENOBUFS`, to re-arm.
+    starved: Vec<usize>,
 }
 
 fn run(mut ring: IoUring, args: &servers::Args) -> std::io::Result<()> {
     let listener = floor::listen(args.addr)?;
     eprintln!("floor-uring listening on {}", listener.local_addr()?);
     let lfd = types::Fd(listener.as_raw_fd());
+    let bufs = if args.recv_multishot {
+        let b = Bufs::new(
+            &ring.submitter(),
+            args.bufs.unwrap_or(1024),
+            args.buf_size.unwrap_or(16 * 1024),
+        )?;
+        eprintln!(
+            "floor-uring: multishot recv, {} provided buffers of {} bytes",
+            b.n, b.size
+        );
+        Some(b)
+    } else {
+        None
+    };
     let mut srv = Server {
         clients: Vec::new(),
         free: Vec::new(),
         multishot: true,
         verbose: args.verbose,
+        bufs,
+        starved: Vec::new(),
     };
     let (submitter, mut sq, mut cq) = ring.split();
     let mut out: Vec<squeue::Entry> = Vec::with_capacity(RING_ENTRIES as usize);
@@ -118,7 +286,9 @@ fn run(mut ring: IoUring, args: &servers::Args) -> std::io::Result<()> {
             // SAFETY: every entry points only at memory that outlives its operation: a
             // client's buffer, `pending`, `iov` and `msg` live in its `Box`, which is dropped
             // only when that client's one operation has completed (a client never has two in
-            // flight); accept entries point at nothing.
+            // flight); accept entries point at nothing. Multishot mode: a client's recv points
+            // at no memory of its own (the buffer ring lives as long as the process), its one
+            // send at its `Box`, which is dropped only when neither is in flight.
             unsafe {
                 sq.push_multiple(&out[queued..queued + n])
                     .map_err(|_| std::io::Error::other("submission queue full"))?;
@@ -137,6 +307,9 @@ fn run(mut ring: IoUring, args: &servers::Args) -> std::io::Result<()> {
         // Bounded by the completion queue's size.
         for cqe in &mut cq {
             srv.complete(cqe, lfd, &mut out);
+        }
+        if srv.bufs.is_some() {
+            srv.after_turn(&mut out);
         }
     }
 }
@@ -170,6 +343,10 @@ impl Server {
             if !self.multishot || !cqueue::more(cqe.flags()) {
                 out.push(accept_entry(lfd, self.multishot));
             }
+            return;
+        }
+        if self.bufs.is_some() {
+            self.complete_ms(cqe, out);
             return;
         }
         let i = (data >> 1) as usize;
@@ -236,8 +413,18 @@ impl Server {
             // SAFETY: msghdr is plain data; all zeroes is its empty value.
             msg: unsafe { std::mem::zeroed() },
             sending: 0,
+            queue: VecDeque::new(),
+            recv_armed: false,
+            send_inflight: false,
+            eof: false,
+            dead: false,
         });
-        out.push(recv_entry(&mut c, i));
+        if self.bufs.is_some() {
+            out.push(recv_ms_entry(&c, i));
+            c.recv_armed = true;
+        } else {
+            out.push(recv_entry(&mut c, i));
+        }
         self.clients[i] = Some(c);
     }
 }
@@ -246,7 +433,7 @@ impl Server {
 /// False: end it.
 fn next(c: &mut Client, i: usize, out: &mut Vec<squeue::Entry>) -> bool {
     if c.conn.has_output() {
-        out.push(send_entry(c, i));
+        out.push(send_entry(c, ((i as u64) << 1) | SEND));
         true
     } else if c.conn.closing {
         false
@@ -264,7 +451,7 @@ fn recv_entry(c: &mut Client, i: usize) -> squeue::Entry {
         .user_data(((i as u64) << 1) | RECV)
 }
 
-fn send_entry(c: &mut Client, i: usize) -> squeue::Entry {
+fn send_entry(c: &mut Client, user_data: u64) -> squeue::Entry {
     let fd = types::Fd(c.fd.as_raw_fd());
     let mut sl = [IoSlice::new(&[]); MAX_SEGS + 1];
     let k = c.conn.output(&mut sl);
@@ -286,5 +473,173 @@ fn send_entry(c: &mut Client, i: usize) -> squeue::Entry {
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
     };
-    entry.user_data(((i as u64) << 1) | SEND)
+    entry.user_data(user_data)
+}
+
+fn recv_ms_entry(c: &Client, i: usize) -> squeue::Entry {
+    opcode::RecvMulti::new(types::Fd(c.fd.as_raw_fd()), BGID)
+        .build()
+        .user_data(((i as u64) << 2) | MS_RECV)
+}
+
+/// Multishot mode.
+impl Server {
+    fn complete_ms(&mut self, cqe: cqueue::Entry, out: &mut Vec<squeue::Entry>) {
+        let Some(bufs) = self.bufs.as_mut() else {
+            return;
+        };
+        let (res, data, flags) = (cqe.result(), cqe.user_data(), cqe.flags());
+        let i = (data >> 2) as usize;
+        let bid = cqueue::buffer_select(flags);
+        if bid.is_some() {
+            bufs.held += 1;
+        }
+        let Some(Some(c)) = self.clients.get_mut(i) else {
+            if let Some(b) = bid {
+                bufs.give_back(b);
+            }
+            return;
+        };
+        if data & 3 == MS_RECV {
+            let more = cqueue::more(flags);
+            if !more {
+                c.recv_armed = false;
+            }
+            let live = !c.dead && !c.eof;
+            match (res, bid) {
+                (n, Some(b)) if n > 0 && live => c.queue.push_back((b, 0, n as u32)),
+                (_, Some(b)) => bufs.give_back(b),
+                _ => {}
+            }
+            if !more && live {
+                if res > 0 || res == -libc::EINTR || res == -libc::EAGAIN {
+                    out.push(recv_ms_entry(c, i));
+                    c.recv_armed = true;
+                } else if res == -libc::ENOBUFS {
+                    self.starved.push(i);
+                } else {
+                    // 0: the peer closed; anything else: the socket failed.
+                    c.eof = true;
+                }
+            }
+        } else {
+            c.send_inflight = false;
+            match res {
+                n if n > 0 => {
+                    let n = n as usize;
+                    c.conn.advance(n);
+                    if n < c.sending {
+                        c.conn.spill();
+                    }
+                }
+                e if e == -libc::EINTR || e == -libc::EAGAIN => {}
+                _ => end(c, bufs),
+            }
+        }
+        self.pump(i, out);
+    }
+
+    /// After a completion of connection `i`: send its output, or copy what its queue holds
+    /// into its buffer and echo it, or end it; free its slot once it is ended and idle.
+    fn pump(&mut self, i: usize, out: &mut Vec<squeue::Entry>) {
+        let Some(bufs) = self.bufs.as_mut() else {
+            return;
+        };
+        let Some(Some(c)) = self.clients.get_mut(i) else {
+            return;
+        };
+        // Each turn sends (and stops), ends (and stops), or copies at least one byte: all of a
+        // queued buffer, or a whole read room (after which `on_read` leaves output or frees
+        // room, the framing keeping at most a cut header). Twice the queue plus slack bounds
+        // it; were it ever reached, the next completion pumps again.
+        for _ in 0..2 * c.queue.len() + 4 {
+            if c.dead {
+                break;
+            }
+            if c.conn.has_output() {
+                if !c.send_inflight {
+                    out.push(send_entry(c, ((i as u64) << 2) | MS_SEND));
+                    c.send_inflight = true;
+                }
+                break;
+            }
+            if c.conn.closing || (c.eof && c.queue.is_empty()) {
+                end(c, bufs);
+                break;
+            }
+            if c.queue.is_empty() {
+                break;
+            }
+            let room = c.conn.read_room();
+            let mut n = 0;
+            // Bounded by the queue's length.
+            while n < room.len() {
+                let Some(q) = c.queue.front_mut() else {
+                    break;
+                };
+                let k = q.2.min((room.len() - n) as u32);
+                room[n..n + k as usize].copy_from_slice(bufs.data(q.0, q.1, k));
+                n += k as usize;
+                q.1 += k;
+                q.2 -= k;
+                if q.2 == 0 {
+                    let b = q.0;
+                    c.queue.pop_front();
+                    bufs.give_back(b);
+                }
+            }
+            if n == 0 {
+                // No room (a handshake that filled the buffer, already refused).
+                end(c, bufs);
+                break;
+            }
+            if let Err(floor::Bad(why)) = c.conn.on_read(n) {
+                if self.verbose {
+                    eprintln!("floor-uring: connection dropped: {why}");
+                }
+                end(c, bufs);
+                break;
+            }
+        }
+        if c.dead && !c.recv_armed && !c.send_inflight {
+            // Nothing in flight points into it or at its descriptor any more.
+            self.clients[i] = None;
+            self.free.push(i);
+        }
+    }
+
+    /// End of a turn: re-arm the recvs that ran out of buffers once at most half are out,
+    /// publish the buffers given back.
+    fn after_turn(&mut self, out: &mut Vec<squeue::Entry>) {
+        let Some(bufs) = self.bufs.as_mut() else {
+            return;
+        };
+        if !self.starved.is_empty() && bufs.held <= usize::from(bufs.n) / 2 {
+            for i in self.starved.drain(..) {
+                if let Some(Some(c)) = self.clients.get_mut(i) {
+                    if !c.dead && !c.eof && !c.recv_armed {
+                        out.push(recv_ms_entry(c, i));
+                        c.recv_armed = true;
+                    }
+                }
+            }
+        }
+        bufs.publish();
+    }
+}
+
+/// Multishot mode: ends a connection: its queued buffers go back, `shutdown` completes its
+/// armed recv (and sends the FIN); the descriptor closes when the slot is freed.
+fn end(c: &mut Client, bufs: &mut Bufs) {
+    if c.dead {
+        return;
+    }
+    c.dead = true;
+    for (b, _, _) in c.queue.drain(..) {
+        bufs.give_back(b);
+    }
+    if c.recv_armed {
+        // SAFETY: a plain call on a descriptor this client owns and still holds open.
+        unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_RDWR) };
+    }
 }
