@@ -13,9 +13,9 @@ LIBS = ["weft", "tungstenite", "fastwebsockets", "tokio-websockets"]
 PEERS = LIBS[1:]
 # The floor servers (bench/servers/src/bin/floor-*.rs): not peers; each library is read
 # against the floor of its I/O model (every library here runs on tokio, i.e. epoll).
-FLOORS = ["floor-epoll", "floor-uring", "floor-uring-ms"]
+FLOORS = ["floor-epoll", "floor-uring", "floor-uring-ms", "floor-uring-msf"]
 FLOOR_OF = {**{l: "floor-epoll" for l in LIBS}, "floor-uring": "floor-epoll",
-            "floor-uring-ms": "floor-epoll"}
+            "floor-uring-ms": "floor-epoll", "floor-uring-msf": "floor-epoll"}
 # System calls by class (the syscall pass: strace, per echo).
 SENDS = ["send", "sendto", "sendmsg", "sendmmsg", "write", "writev", "pwritev", "pwritev2"]
 RECVS = ["recv", "recvfrom", "recvmsg", "recvmmsg", "read", "readv", "preadv", "preadv2"]

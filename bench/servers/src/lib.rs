@@ -168,6 +168,9 @@ pub struct Args {
     /// size.
     pub bufs: Option<usize>,
     pub buf_size: Option<usize>,
+    /// `floor-uring --recv multishot` only: registered files (each connection's descriptor in
+    /// the ring's file table, the SQEs naming its slot).
+    pub fixed_files: bool,
 }
 
 /// The servers whose library has permessage-deflate (the others refuse `--deflate`).
@@ -192,11 +195,12 @@ fn parse_args(name: &str) -> Args {
         recv_multishot: false,
         bufs: None,
         buf_size: None,
+        fixed_files: false,
     };
     let mut it = std::env::args().skip(1);
     let die = |msg: String| -> ! {
         eprintln!("{name}: {msg}");
-        eprintln!("flags: --addr HOST:PORT [--heap-file PATH] [--verbose] [--deflate | --deflate-nct] [--corrupt-every N | --read-buffer-size BYTES | --deflate-level N | --deflate-window-bits N (echo-weft)] [--model current-thread|multi-thread|per-core|blocking --threads N (echo-weft-server) | --recv single|multishot --bufs N --buf-size BYTES (floor-uring)]");
+        eprintln!("flags: --addr HOST:PORT [--heap-file PATH] [--verbose] [--deflate | --deflate-nct] [--corrupt-every N | --read-buffer-size BYTES | --deflate-level N | --deflate-window-bits N (echo-weft)] [--model current-thread|multi-thread|per-core|blocking --threads N (echo-weft-server) | --recv single|multishot --bufs N --buf-size BYTES --fixed-files (floor-uring)]");
         std::process::exit(2)
     };
     while let Some(flag) = it.next() {
@@ -269,6 +273,7 @@ fn parse_args(name: &str) -> Args {
                         .unwrap_or_else(|e| die(format!("--buf-size: {e}"))),
                 )
             }
+            "--fixed-files" if name == "floor-uring" => args.fixed_files = true,
             other => die(format!("unknown flag {other}")),
         }
     }

@@ -25,12 +25,15 @@
 //! the single mode's. A recv that ends without `IORING_CQE_F_MORE` is re-armed at once, one
 //! that ended for `ENOBUFS` once at most half the buffers are out. A connection ends with
 //! `shutdown` (which completes its recv) and its slot is freed once nothing is in flight.
+//! `--fixed-files` (with `--recv multishot`): each connection's descriptor also goes into the
+//! ring's file table (`register_files_update` at accept and when the slot is freed) and its
+//! SQEs name the slot (`IOSQE_FIXED_FILE`: no file lookup and reference per operation).
 //!
 //! Where `io_uring_setup` fails (old kernels, seccomp), it says so in one line and exits 3;
 //! `floor-uring --probe` only checks that (exit 0 or 3), for bench/run.
 //!
-//! Flags: `--addr HOST:PORT`, `--recv single|multishot`, `--bufs N`, `--buf-size BYTES` (and
-//! the other servers' `--heap-file`, `--verbose`).
+//! Flags: `--addr HOST:PORT`, `--recv single|multishot`, `--bufs N`, `--buf-size BYTES`,
+//! `--fixed-files` (and the other servers' `--heap-file`, `--verbose`).
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 // Included, not in servers' lib.rs: that file is compiled into bench/zlib-peers too, which
@@ -53,6 +56,24 @@ const MS_RECV: u64 = 0;
 const MS_SEND: u64 = 1;
 /// The provided-buffer ring's group id.
 const BGID: u16 = 0;
+/// `--fixed-files`: the file table's slots (connection `i` uses slot `i` if `i` is below).
+const FIXED_SLOTS: u32 = 4096;
+
+/// Builds an SQE on the client's registered file if it has one, else on its descriptor.
+macro_rules! on_fd {
+    ($c:expr, |$fd:ident| $build:expr) => {
+        match $c.fixed {
+            Some(k) => {
+                let $fd = types::Fixed(k);
+                $build
+            }
+            None => {
+                let $fd = types::Fd($c.fd.as_raw_fd());
+                $build
+            }
+        }
+    };
+}
 
 struct Client {
     fd: OwnedFd,
@@ -73,6 +94,8 @@ struct Client {
     eof: bool,
     /// Multishot mode only: ended; the slot is freed once nothing is in flight.
     dead: bool,
+    /// `--fixed-files`: its slot in the ring's file table.
+    fixed: Option<u32>,
 }
 
 /// The provided-buffer ring (multishot mode): `n` entries (a power of two) and `n` buffers of
@@ -240,6 +263,8 @@ struct Server {
     bufs: Option<Bufs>,
     /// Multishot recv mode: connections whose recv ended for `ENOBUFS`, to re-arm.
     starved: Vec<usize>,
+    /// `--fixed-files`: the file table's size (0: none).
+    fixed_slots: u32,
 }
 
 fn run(mut ring: IoUring, args: &servers::Args) -> std::io::Result<()> {
@@ -267,7 +292,13 @@ fn run(mut ring: IoUring, args: &servers::Args) -> std::io::Result<()> {
         verbose: args.verbose,
         bufs,
         starved: Vec::new(),
+        fixed_slots: 0,
     };
+    if args.fixed_files && srv.bufs.is_some() {
+        ring.submitter().register_files_sparse(FIXED_SLOTS)?;
+        srv.fixed_slots = FIXED_SLOTS;
+        eprintln!("floor-uring: registered files ({FIXED_SLOTS} slots)");
+    }
     let (submitter, mut sq, mut cq) = ring.split();
     let mut out: Vec<squeue::Entry> = Vec::with_capacity(RING_ENTRIES as usize);
     out.push(accept_entry(lfd, true));
@@ -306,7 +337,7 @@ fn run(mut ring: IoUring, args: &servers::Args) -> std::io::Result<()> {
         cq.sync();
         // Bounded by the completion queue's size.
         for cqe in &mut cq {
-            srv.complete(cqe, lfd, &mut out);
+            srv.complete(cqe, lfd, &submitter, &mut out);
         }
         if srv.bufs.is_some() {
             srv.after_turn(&mut out);
@@ -325,12 +356,18 @@ fn accept_entry(lfd: types::Fd, multishot: bool) -> squeue::Entry {
 }
 
 impl Server {
-    fn complete(&mut self, cqe: cqueue::Entry, lfd: types::Fd, out: &mut Vec<squeue::Entry>) {
+    fn complete(
+        &mut self,
+        cqe: cqueue::Entry,
+        lfd: types::Fd,
+        sub: &io_uring::Submitter,
+        out: &mut Vec<squeue::Entry>,
+    ) {
         let res = cqe.result();
         let data = cqe.user_data();
         if data == ACCEPT {
             if res >= 0 {
-                self.accepted(res, out);
+                self.accepted(res, sub, out);
             } else if res == -libc::EINVAL && self.multishot {
                 self.multishot = false;
                 eprintln!("floor-uring: no multishot accept here; plain accepts");
@@ -346,7 +383,7 @@ impl Server {
             return;
         }
         if self.bufs.is_some() {
-            self.complete_ms(cqe, out);
+            self.complete_ms(cqe, sub, out);
             return;
         }
         let i = (data >> 1) as usize;
@@ -392,7 +429,7 @@ impl Server {
         }
     }
 
-    fn accepted(&mut self, fd: i32, out: &mut Vec<squeue::Entry>) {
+    fn accepted(&mut self, fd: i32, sub: &io_uring::Submitter, out: &mut Vec<squeue::Entry>) {
         // SAFETY: `fd` is the descriptor this accept's completion just created: open, and
         // owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -418,7 +455,15 @@ impl Server {
             send_inflight: false,
             eof: false,
             dead: false,
+            fixed: None,
         });
+        if (i as u64) < u64::from(self.fixed_slots)
+            && sub
+                .register_files_update(i as u32, &[c.fd.as_raw_fd()])
+                .is_ok()
+        {
+            c.fixed = Some(i as u32);
+        }
         if self.bufs.is_some() {
             out.push(recv_ms_entry(&c, i));
             c.recv_armed = true;
@@ -452,14 +497,17 @@ fn recv_entry(c: &mut Client, i: usize) -> squeue::Entry {
 }
 
 fn send_entry(c: &mut Client, user_data: u64) -> squeue::Entry {
-    let fd = types::Fd(c.fd.as_raw_fd());
     let mut sl = [IoSlice::new(&[]); MAX_SEGS + 1];
     let k = c.conn.output(&mut sl);
     c.sending = sl[..k].iter().map(|s| s.len()).sum();
     let entry = if k == 1 {
-        opcode::Send::new(fd, sl[0].as_ptr(), sl[0].len() as u32)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
+        on_fd!(c, |fd| opcode::Send::new(
+            fd,
+            sl[0].as_ptr(),
+            sl[0].len() as u32
+        )
+        .flags(libc::MSG_NOSIGNAL)
+        .build())
     } else {
         for (v, s) in c.iov.iter_mut().zip(&sl[..k]) {
             *v = libc::iovec {
@@ -469,22 +517,25 @@ fn send_entry(c: &mut Client, user_data: u64) -> squeue::Entry {
         }
         c.msg.msg_iov = c.iov.as_mut_ptr();
         c.msg.msg_iovlen = k as _;
-        opcode::SendMsg::new(fd, &c.msg)
+        on_fd!(c, |fd| opcode::SendMsg::new(fd, &c.msg)
             .flags(libc::MSG_NOSIGNAL as u32)
-            .build()
+            .build())
     };
     entry.user_data(user_data)
 }
 
 fn recv_ms_entry(c: &Client, i: usize) -> squeue::Entry {
-    opcode::RecvMulti::new(types::Fd(c.fd.as_raw_fd()), BGID)
-        .build()
-        .user_data(((i as u64) << 2) | MS_RECV)
+    on_fd!(c, |fd| opcode::RecvMulti::new(fd, BGID).build()).user_data(((i as u64) << 2) | MS_RECV)
 }
 
 /// Multishot mode.
 impl Server {
-    fn complete_ms(&mut self, cqe: cqueue::Entry, out: &mut Vec<squeue::Entry>) {
+    fn complete_ms(
+        &mut self,
+        cqe: cqueue::Entry,
+        sub: &io_uring::Submitter,
+        out: &mut Vec<squeue::Entry>,
+    ) {
         let Some(bufs) = self.bufs.as_mut() else {
             return;
         };
@@ -536,12 +587,12 @@ impl Server {
                 _ => end(c, bufs),
             }
         }
-        self.pump(i, out);
+        self.pump(i, sub, out);
     }
 
     /// After a completion of connection `i`: send its output, or copy what its queue holds
     /// into its buffer and echo it, or end it; free its slot once it is ended and idle.
-    fn pump(&mut self, i: usize, out: &mut Vec<squeue::Entry>) {
+    fn pump(&mut self, i: usize, sub: &io_uring::Submitter, out: &mut Vec<squeue::Entry>) {
         let Some(bufs) = self.bufs.as_mut() else {
             return;
         };
@@ -602,7 +653,11 @@ impl Server {
             }
         }
         if c.dead && !c.recv_armed && !c.send_inflight {
-            // Nothing in flight points into it or at its descriptor any more.
+            // Nothing in flight points into it or at its descriptor any more. Its file-table
+            // slot is emptied first, else the table's reference would keep the socket open.
+            if let Some(k) = c.fixed {
+                let _ = sub.register_files_update(k, &[-1]);
+            }
             self.clients[i] = None;
             self.free.push(i);
         }
