@@ -1,0 +1,74 @@
+//! The io_uring driver (Linux, feature `uring`): the same engine and the same tokio driver,
+//! with the bytes moved by an io_uring ring instead of `read`/`write` system calls.
+//!
+//! A [`Uring`] is one ring and the task that drives it, on a tokio runtime (a current-thread
+//! runtime per core is the intended layout: `weft::server`'s [`Model::Uring`]). Streams made
+//! by [`Uring::stream`] queue their receives and sends on the ring; the driver submits
+//! everything one turn of the runtime queued in one `io_uring_enter` and reaps completions
+//! from the ring's shared memory, so a thread enters the kernel once per turn for all of its
+//! connections instead of once per read and once per write of each. [`UringStream`] is a
+//! tokio `AsyncRead + AsyncWrite`: [`crate::tokio::WebSocket`], hyper and `weft::server`
+//! run on it unchanged — no protocol logic lives here.
+//!
+//! Where io_uring is missing or forbidden (old kernels, seccomp profiles, sysctl
+//! `kernel.io_uring_disabled`), [`Uring::start`] fails; [`probe`] says so up front, and
+//! `weft::server` falls back to the tokio driver with one log line.
+//!
+//! ```no_run
+//! # async fn run() -> weft::Result<()> {
+//! let uring = weft::uring::Uring::start()?;
+//! let tcp = std::net::TcpStream::connect("127.0.0.1:9001")?;
+//! let (mut ws, _) = weft::tokio::connect("ws://127.0.0.1:9001/", uring.stream(tcp)?).await?;
+//! ws.send("hello").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`Model::Uring`]: crate::server::Model::Uring
+
+#[allow(unsafe_code)]
+mod ring;
+mod stream;
+
+pub use stream::{UringStream, WRITE_ROOM};
+
+use ring::Ring;
+use std::io;
+use std::sync::Arc;
+
+/// How many submission entries a ring has (the completion queue has twice as many; more
+/// operations than that may be in flight: the kernel keeps the overflow).
+const ENTRIES: u32 = 1024;
+
+/// One io_uring ring and its driver task; cheap to clone (all clones share the ring).
+#[derive(Clone, Debug)]
+pub struct Uring {
+    ring: Arc<Ring>,
+}
+
+impl Uring {
+    /// Sets up a ring and spawns the task that drives it on the current tokio runtime
+    /// (call it from inside one; it panics outside a runtime, as `tokio::spawn` does).
+    /// Fails where io_uring is missing or forbidden.
+    pub fn start() -> io::Result<Uring> {
+        let ring = Arc::new(Ring::new(ENTRIES)?);
+        let driver = ring::drive(ring.clone())?;
+        tokio::spawn(driver);
+        Ok(Uring { ring })
+    }
+
+    /// Moves a connected TCP stream onto the ring (a tokio stream: see
+    /// [`stream_from_tokio`](Self::stream_from_tokio)).
+    pub fn stream(&self, tcp: std::net::TcpStream) -> io::Result<UringStream> {
+        UringStream::new(tcp, self.ring.clone())
+    }
+
+    /// Moves a tokio TCP stream onto the ring (it leaves the runtime's epoll).
+    pub fn stream_from_tokio(&self, tcp: tokio::net::TcpStream) -> io::Result<UringStream> {
+        self.stream(tcp.into_std()?)
+    }
+}
+
+/// Whether io_uring works here: `Ok` if a ring can be set up, else the reason.
+pub fn probe() -> io::Result<()> {
+    Ring::new(2).map(drop)
+}

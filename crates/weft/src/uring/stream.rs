@@ -1,0 +1,303 @@
+//! [`UringStream`]: a TCP connection whose reads and writes go through the thread's
+//! io_uring ring, as a tokio `AsyncRead + AsyncWrite` — so the same tokio driver, hyper and
+//! `weft::server` run on it unchanged.
+//!
+//! - **Reads**: one `recv` in flight at most, into a buffer the stream owns (sized by the
+//!   caller's read room: the engine's adaptive room, so an idle connection's buffer is
+//!   small); what it brings is copied out to the caller.
+//! - **Writes**: written bytes are gathered into a buffer (vectored writes become one
+//!   `send`); at most one `send` in flight, the next batch gathering meanwhile, at most
+//!   [`WRITE_ROOM`] bytes waiting (backpressure past that). `flush` returns once the kernel
+//!   took everything; `shutdown` flushes, then shuts the write side.
+//! - **Drop** cancels what is in flight; the ring frees the buffers at the completions.
+
+use super::ring::Ring;
+use std::io::{self, IoSlice};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The most written bytes that wait for the kernel before `poll_write` pushes back.
+pub const WRITE_ROOM: usize = 64 * 1024;
+/// The smallest and largest receive.
+const MIN_RECV: usize = 1024;
+const MAX_RECV: usize = 256 * 1024;
+
+/// A TCP connection driven through an io_uring ring; see the [module docs](super).
+pub struct UringStream {
+    tcp: std::net::TcpStream,
+    ring: Arc<Ring>,
+    /// Received, not yet handed out: `rbuf[rpos..]`.
+    rbuf: Vec<u8>,
+    rpos: usize,
+    recv: Option<u32>,
+    eof: bool,
+    /// Written, not yet handed to the kernel.
+    wbuf: Vec<u8>,
+    /// The send in flight, and where in its buffer it started.
+    send: Option<(u32, usize)>,
+    /// A buffer a completed send gave back, for the next batch.
+    spare: Vec<u8>,
+    /// A send failed: every later write and flush fails with it.
+    broken: Option<io::ErrorKind>,
+    write_shut: bool,
+}
+
+impl std::fmt::Debug for UringStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringStream")
+            .field("fd", &self.tcp.as_raw_fd())
+            .field("buffered", &(self.rbuf.len() - self.rpos))
+            .field("unsent", &self.wbuf.len())
+            .finish()
+    }
+}
+
+impl UringStream {
+    pub(crate) fn new(tcp: std::net::TcpStream, ring: Arc<Ring>) -> io::Result<Self> {
+        // io_uring retries a blocking socket's operations when it becomes ready; on a
+        // non-blocking one it would hand back EAGAIN.
+        tcp.set_nonblocking(false)?;
+        Ok(UringStream {
+            tcp,
+            ring,
+            rbuf: Vec::new(),
+            rpos: 0,
+            recv: None,
+            eof: false,
+            wbuf: Vec::new(),
+            send: None,
+            spare: Vec::new(),
+            broken: None,
+            write_shut: false,
+        })
+    }
+
+    /// The TCP socket (for options: `TCP_NODELAY`, `TCP_CORK`, addresses). Reading or
+    /// writing it directly would bypass what the stream buffers.
+    pub fn tcp(&self) -> &std::net::TcpStream {
+        &self.tcp
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    fn fd(&self) -> RawFd {
+        self.tcp.as_raw_fd()
+    }
+
+    /// Collects the send in flight if it completed: resubmits what a short send left, and
+    /// puts the buffer aside. `Ready` once nothing is in flight.
+    fn poll_send_done(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((slot, from)) = self.send {
+            let (result, buf) = std::task::ready!(self.ring.poll(slot, cx));
+            self.send = None;
+            if result < 0 {
+                let e = io::Error::from_raw_os_error(-result);
+                if e.kind() == io::ErrorKind::Interrupted {
+                    self.send = Some((self.ring.send(self.fd(), buf, from)?, from));
+                    continue;
+                }
+                self.broken = Some(e.kind());
+                return Poll::Ready(Err(e));
+            }
+            let sent = from + result as usize;
+            if sent < buf.len() {
+                self.send = Some((self.ring.send(self.fd(), buf, sent)?, sent));
+                continue;
+            }
+            if self.spare.capacity() < buf.capacity() {
+                self.spare = buf;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Starts a send of what was written, if nothing is in flight.
+    fn start_send(&mut self) -> io::Result<()> {
+        if self.send.is_some() || self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let mut next = std::mem::take(&mut self.spare);
+        next.clear();
+        let buf = std::mem::replace(&mut self.wbuf, next);
+        self.send = Some((self.ring.send(self.fd(), buf, 0)?, 0));
+        Ok(())
+    }
+
+    fn check_broken(&self) -> io::Result<()> {
+        match self.broken {
+            Some(kind) => Err(io::Error::new(
+                kind,
+                "an earlier send on this stream failed",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn poll_write_slices(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.check_broken()?;
+        if self.write_shut {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        while self.wbuf.len() >= WRITE_ROOM {
+            // Full: wait for the send in flight, then hand over what waits.
+            std::task::ready!(self.poll_send_done(cx))?;
+            self.start_send()?;
+        }
+        let room = WRITE_ROOM - self.wbuf.len();
+        let mut taken = 0;
+        for b in bufs {
+            let n = b.len().min(room - taken);
+            self.wbuf.extend_from_slice(&b[..n]);
+            taken += n;
+            if taken == room {
+                break;
+            }
+        }
+        // Collect a finished send without waiting, so the batch goes out now.
+        if let Poll::Ready(r) = self.poll_send_done(cx) {
+            r?;
+        }
+        self.start_send()?;
+        Poll::Ready(Ok(taken))
+    }
+}
+
+impl AsyncRead for UringStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.rpos < this.rbuf.len() {
+                let n = out.remaining().min(this.rbuf.len() - this.rpos);
+                out.put_slice(&this.rbuf[this.rpos..this.rpos + n]);
+                this.rpos += n;
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof || out.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            match this.recv {
+                Some(slot) => {
+                    let (result, buf) = std::task::ready!(this.ring.poll(slot, cx));
+                    this.recv = None;
+                    this.rbuf = buf;
+                    this.rpos = 0;
+                    if result < 0 {
+                        this.rbuf.clear();
+                        let e = io::Error::from_raw_os_error(-result);
+                        if e.kind() == io::ErrorKind::Interrupted {
+                            continue;
+                        }
+                        return Poll::Ready(Err(e));
+                    }
+                    if result == 0 {
+                        this.eof = true;
+                    }
+                }
+                None => {
+                    let want = out.remaining().clamp(MIN_RECV, MAX_RECV);
+                    let mut buf = std::mem::take(&mut this.rbuf);
+                    if buf.capacity() > 2 * want {
+                        // The caller's room shrank (an idle connection): so does ours.
+                        buf = Vec::new();
+                    }
+                    this.rpos = 0;
+                    this.recv = Some(this.ring.recv(this.fd(), buf, want)?);
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for UringStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_slices(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_slices(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check_broken()?;
+        loop {
+            std::task::ready!(this.poll_send_done(cx))?;
+            if this.wbuf.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            this.start_send()?;
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.write_shut {
+            return Poll::Ready(Ok(()));
+        }
+        std::task::ready!(Pin::new(&mut *this).poll_flush(cx))?;
+        this.write_shut = true;
+        match this.tcp.shutdown(Shutdown::Write) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsFd for UringStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.tcp.as_fd()
+    }
+}
+
+impl AsRawFd for UringStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.tcp.as_raw_fd()
+    }
+}
+
+impl Drop for UringStream {
+    fn drop(&mut self) {
+        if let Some(slot) = self.recv.take() {
+            self.ring.abandon(slot);
+        }
+        if let Some((slot, _)) = self.send.take() {
+            self.ring.abandon(slot);
+        }
+    }
+}
