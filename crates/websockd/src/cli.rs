@@ -142,6 +142,9 @@ pub struct Args {
     /// Serve one connection on stdin/stdout (inetd, systemd `Accept=yes`).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub inetd: bool,
+    /// Thread per core with io_uring (Linux; falls back with one log line).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub uring: bool,
     /// Framed mode: kind + length-prefixed messages both ways.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub framed: bool,

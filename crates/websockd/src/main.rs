@@ -29,7 +29,7 @@ use std::io;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use weft::server::{handler_fn, Server, Shutdown};
+use weft::server::{handler_fn, Model, Server, Shutdown};
 // `crate::proto`: the engine's types, as `framing.rs` names them (the fuzz crate includes
 // that file and defines the same name).
 use weft::proto;
@@ -247,7 +247,18 @@ async fn serve(args: Args, app: Arc<App>) -> io::Result<()> {
         redirect = Some(tokio::spawn(redirect_server.serve()));
     }
     on_signal(handles);
-    let result = server.serve().await;
+    let result = if args.uring {
+        // Runtimes of its own, one per core, each with its ring; this runtime keeps the
+        // signals and the redirect server.
+        match tokio::task::spawn_blocking(move || server.run(Model::Uring(None))).await {
+            Ok(r) => r,
+            Err(e) => Err(io::Error::other(format!(
+                "the server's threads failed: {e}"
+            ))),
+        }
+    } else {
+        server.serve().await
+    };
     if let Some(r) = redirect {
         let _ = r.await;
     }

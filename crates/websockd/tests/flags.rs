@@ -711,3 +711,62 @@ async fn loglevel_filters_access_lines() {
     assert!(d.log_text().contains("| ACCESS | session |"));
     assert!(!quiet.log_text().contains("ACCESS"), "{}", quiet.log_text());
 }
+
+/// The daemon's io_uring descriptors (`anon_inode:[io_uring]` in /proc/PID/fd).
+fn io_uring_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|t| t.to_string_lossy().contains("io_uring"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// --uring: thread per core with each thread's connections on an io_uring ring; the
+/// program, its environment, its exit status and a graceful shutdown work as without it.
+/// Where io_uring is forbidden the daemon says so in one line and serves without it.
+#[tokio::test]
+async fn uring_serves_the_same() {
+    let mut d = Daemon::start(&[
+        "--uring",
+        "sh",
+        "-c",
+        "echo \"$REMOTE_ADDR\"; sed -u '/^quit$/Q'; exit 3",
+    ]);
+    let mut ws = d.connect("/").await;
+    assert_eq!(recv_text(&mut ws).await, "127.0.0.1");
+    ws.send("early").await.unwrap();
+    assert_eq!(recv_text(&mut ws).await, "early");
+    let available = weft::uring::probe().is_ok();
+    if available {
+        assert!(io_uring_fds(d.pid()) >= 1, "no io_uring ring in the daemon");
+    } else {
+        assert!(
+            d.log_text().contains("io_uring is unavailable"),
+            "{}",
+            d.log_text()
+        );
+    }
+    let plain = Daemon::start(&["cat"]);
+    assert_eq!(io_uring_fds(plain.pid()), 0, "a ring without --uring");
+    for n in [1usize, 1000, 200_000] {
+        let line = "x".repeat(n);
+        ws.send(line.as_str()).await.unwrap();
+        assert_eq!(recv_text(&mut ws).await, line);
+    }
+    ws.send("quit").await.unwrap();
+    let (_, close) = recv_all(&mut ws).await;
+    assert_eq!(
+        close.map(|c| (c.0, c.1)),
+        Some((CloseCode::INTERNAL_ERROR, "exit status 3".to_string()))
+    );
+    // A second client, then SIGTERM: Close 1001, the daemon exits 0.
+    let mut b = d.connect("/").await;
+    assert_eq!(recv_text(&mut b).await, "127.0.0.1");
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let (_, close) = recv_all(&mut b).await;
+    assert_eq!(close.map(|c| c.0), Some(CloseCode::GOING_AWAY));
+    let status = d.wait_exit();
+    assert!(status.success(), "{status:?}; log:\n{}", d.log_text());
+}

@@ -8,7 +8,8 @@
 //! ```
 //! Flags: `--addr HOST:PORT` (repeatable; default 127.0.0.1:8080 unless `--unix` is given),
 //! `--unix PATH`, `--tls-cert PEM --tls-key PEM` (the TCP addresses serve HTTPS and wss://),
-//! `--model current-thread|multi-thread|per-core|blocking` (default current-thread),
+//! `--model current-thread|multi-thread|per-core|blocking|uring` (default
+//! current-thread; `uring`: thread per core with io_uring, Linux),
 //! `--deflate` (accept permessage-deflate), `--max-message-size BYTES` (default 64 MiB).
 
 use bytes::Bytes;
@@ -57,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
                     "multi-thread" => Model::MultiThread(None),
                     "per-core" => Model::PerCore(None),
                     "blocking" => Model::Blocking,
+                    "uring" => Model::Uring(None),
                     other => return Err(format!("--model: unknown model {other}")),
                 }
             }
@@ -73,7 +75,7 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 return Err(
                     "flags: --addr HOST:PORT (repeatable) --unix PATH --tls-cert PEM \
-                     --tls-key PEM --model current-thread|multi-thread|per-core|blocking \
+                     --tls-key PEM --model current-thread|multi-thread|per-core|blocking|uring \
                      --deflate --max-message-size BYTES"
                         .into(),
                 )

@@ -411,6 +411,42 @@ fn blocking_serves_every_client() {
     every_client(Model::Blocking, "bl");
 }
 
+/// This process's io_uring rings (`anon_inode:[io_uring]` in /proc/self/fd).
+fn io_uring_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|t| t.to_string_lossy().contains("io_uring"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// (f) Thread per core with io_uring: every client as in the other models, and the rings
+/// exist while it runs (where io_uring works here; else it runs as per-core).
+/// The io_uring tests one at a time, so that each counts only its own rings.
+static URING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn uring_serves_every_client() {
+    let _one = URING.lock().unwrap_or_else(|p| p.into_inner());
+    let before = io_uring_fds();
+    let check = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        while io_uring_fds() < before + 2 && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        io_uring_fds() >= before + 2
+    });
+    every_client(Model::Uring(Some(2)), "ur");
+    let rings_seen = check.join().unwrap();
+    assert_eq!(
+        rings_seen,
+        weft::uring::probe().is_ok(),
+        "two rings while the server ran, exactly where io_uring works"
+    );
+}
+
 /// (d) The server as a future on the test's own runtime, beside another task.
 #[tokio::test]
 async fn embedded_serves_beside_other_tasks() {
@@ -1053,6 +1089,12 @@ fn shutdown_sends_1001_to_blocking_websockets() {
 #[test]
 fn shutdown_sends_1001_per_core() {
     shutdown_sends_1001_in(Model::PerCore(Some(2)), "pc1001");
+}
+
+#[test]
+fn shutdown_sends_1001_uring() {
+    let _one = URING.lock().unwrap_or_else(|p| p.into_inner());
+    shutdown_sends_1001_in(Model::Uring(Some(2)), "ur1001");
 }
 
 /// One connection handed over as a plain stream (inetd style): HTTP then a WebSocket on it.

@@ -217,8 +217,9 @@ async fn send_waits_when_the_peer_does_not_read_and_memory_stays_bounded() {
             max_queued <= 64 * 1024 + 16 * 1024 + 64,
             "queued {max_queued}"
         );
-        let unsent = format!("{:?}", ws.get_ref());
-        assert!(unsent.contains("unsent"), "{unsent}");
+        // The stream is waiting on its one send.
+        let state = format!("{:?}", ws.get_ref());
+        assert!(state.contains("sending: true"), "{state}");
         stop_tx.send(()).unwrap();
         server.await.unwrap();
     })
@@ -313,6 +314,33 @@ async fn detach_gives_the_ring_stream_back() {
         a.shutdown().await.unwrap();
         let mut rest = Vec::new();
         assert_eq!(b.read_to_end(&mut rest).await.unwrap(), 0);
+    })
+    .await
+}
+
+/// What a write accepted is on its way without a flush: a caller that wrote everything and
+/// stops polling (it has nothing more to write, as websockd's bridge) loses nothing.
+#[tokio::test(flavor = "current_thread")]
+async fn written_bytes_leave_without_a_flush() {
+    let Some(uring) = ring() else { return };
+    bounded(async {
+        let (l, addr) = listener().await;
+        let mut peer = TcpStream::connect(addr).await.unwrap();
+        let mut s = accept_uring(&l, &uring).await;
+        let data = payload(200_000, 7);
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 200_000];
+            peer.read_exact(&mut got).await.map(|_| got)
+        });
+        s.write_all(&data).await.unwrap();
+        // No flush: the stream stays alive and unpolled while the peer reads.
+        let got = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the last write never left")
+            .unwrap()
+            .unwrap();
+        assert!(got == data);
+        drop(s);
     })
     .await
 }

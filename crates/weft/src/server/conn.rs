@@ -47,6 +47,8 @@ where
         let (stream, kind) = match accepted {
             Accepted::Unix(s) => (Stream::from(s), TransportKind::Unix),
             Accepted::Tcp(s, None) => (Stream::from(s), TransportKind::Tcp),
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Accepted::Uring(s) => (Stream::from(s), TransportKind::Tcp),
             Accepted::Tcp(s, Some(acceptor)) => {
                 match tokio::time::timeout(timeout, acceptor.accept(s)).await {
                     Ok(Ok(tls)) => (Stream::from(tls), TransportKind::Tls),
@@ -529,6 +531,8 @@ async fn refuse_busy(accepted: Accepted, shared: &Shared) {
                 answer_and_drain(acceptor.accept(s).await?, head.as_bytes()).await
             }
             Accepted::Unix(s) => answer_and_drain(s, head.as_bytes()).await,
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Accepted::Uring(s) => answer_and_drain(s, head.as_bytes()).await,
         }
     })
     .await;

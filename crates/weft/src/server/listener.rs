@@ -59,10 +59,15 @@ impl Bound {
     }
 
     /// Another listener for the same address, for another thread: a new `SO_REUSEPORT`
-    /// socket for TCP (the kernel balances between them), a shared one for Unix sockets.
+    /// socket for TCP (the kernel balances between them), a shared one for Unix sockets and
+    /// for a TCP listener that was bound without `SO_REUSEPORT` (one handed to
+    /// [`Builder::listener`](super::Builder::listener), or by systemd): the threads then
+    /// take turns accepting on it.
     pub(crate) fn sibling(&self) -> io::Result<Bound> {
         let socket = match &self.socket {
-            BoundSocket::Tcp(l) => BoundSocket::Tcp(bind_tcp(l.local_addr()?)?),
+            BoundSocket::Tcp(l) => {
+                BoundSocket::Tcp(bind_tcp(l.local_addr()?).or_else(|_| l.try_clone())?)
+            }
             BoundSocket::Unix(l, p) => BoundSocket::Unix(l.try_clone()?, p.clone()),
         };
         Ok(Bound {
@@ -97,6 +102,9 @@ pub(crate) enum Listener {
 pub(crate) enum Accepted {
     Tcp(tokio::net::TcpStream, Option<tokio_rustls::TlsAcceptor>),
     Unix(tokio::net::UnixStream),
+    /// A plain TCP connection moved onto the thread's io_uring ring ([`super::Model::Uring`]).
+    #[cfg(all(feature = "uring", target_os = "linux"))]
+    Uring(crate::uring::UringStream),
 }
 
 impl Listener {
@@ -124,6 +132,13 @@ impl Accepted {
         Ok(match self {
             Accepted::Tcp(s, tls) => StdAccepted::Tcp(s.into_std()?, tls),
             Accepted::Unix(s) => StdAccepted::Unix(s.into_std()?),
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Accepted::Uring(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "an io_uring connection stays on its thread",
+                ))
+            }
         })
     }
 }

@@ -60,6 +60,12 @@
 //!   [`BlockingWebSocket`](crate::blocking::WebSocket) on a thread of its own — over TLS
 //!   and HTTP/2 too (an HTTP/2 stream has no socket: it is bridged). `on_upgrade_blocking`
 //!   works in every model; only in (e) may plain handlers block.
+//! - **(f) io_uring** ([`Model::Uring`], Linux): thread per core as (c), and each thread's
+//!   plain TCP connections move onto an io_uring ring of that thread
+//!   ([`crate::uring`]): their reads and writes are queued on the ring and submitted
+//!   together once per turn of the thread's runtime, instead of a system call each. TLS
+//!   and Unix connections stay on the runtime's epoll. Falls back to (c), with one log
+//!   line, where io_uring is unavailable.
 //!
 //! ## Corking and closing
 //!
@@ -132,6 +138,11 @@ pub enum Model {
     PerCore(Option<usize>),
     /// (e) A thread per connection; handlers may block.
     Blocking,
+    /// (f) As [`PerCore`](Model::PerCore), with each thread's plain TCP connections on an
+    /// io_uring ring of its own ([`crate::uring`]; Linux, feature `uring`). Where io_uring is
+    /// missing or forbidden, or the feature is off, it says so in one log line and runs as
+    /// `PerCore`.
+    Uring(Option<usize>),
 }
 
 /// The server's limits and timers.
@@ -531,12 +542,12 @@ where
     /// (d) Serves on the current tokio runtime (current-thread or multi-thread) until a
     /// graceful shutdown completes.
     pub async fn serve(self) -> io::Result<()> {
-        self.serve_in(false).await
+        self.serve_in(false, None).await
     }
 
     /// Accepts on every listener until the shutdown, then drains; each connection on a
     /// task, or (`blocking`) on a thread of its own.
-    async fn serve_in(self, blocking: bool) -> io::Result<()> {
+    async fn serve_in(self, blocking: bool, ring: Option<Ring>) -> io::Result<()> {
         let Server {
             bound,
             service,
@@ -550,6 +561,7 @@ where
                 service.clone(),
                 shared.clone(),
                 blocking,
+                ring.clone(),
             )));
         }
         for l in loops {
@@ -590,12 +602,16 @@ where
                 }
                 rt.enable_all().build()?.block_on(self.serve())
             }
-            Model::PerCore(threads) => self.run_per_core(threads),
+            Model::PerCore(threads) => self.run_per_core(threads, false),
             Model::Blocking => self.run_blocking(),
+            Model::Uring(threads) => {
+                let uring = uring_available();
+                self.run_per_core(threads, uring)
+            }
         }
     }
 
-    fn run_per_core(self, threads: Option<usize>) -> io::Result<()> {
+    fn run_per_core(self, threads: Option<usize>, uring: bool) -> io::Result<()> {
         let n = threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
@@ -621,7 +637,12 @@ where
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("weft-core-{i}"))
-                    .spawn(move || current_thread()?.block_on(server.serve()))?,
+                    .spawn(move || {
+                        current_thread()?.block_on(async move {
+                            let ring = if uring { start_ring() } else { None };
+                            server.serve_in(false, ring).await
+                        })
+                    })?,
             );
         }
         let mut result = Ok(());
@@ -635,8 +656,49 @@ where
     }
 
     fn run_blocking(self) -> io::Result<()> {
-        current_thread()?.block_on(self.serve_in(true))
+        current_thread()?.block_on(self.serve_in(true, None))
     }
+}
+
+/// A thread's io_uring ring, where the model has one.
+#[cfg(all(feature = "uring", target_os = "linux"))]
+type Ring = crate::uring::Uring;
+#[cfg(not(all(feature = "uring", target_os = "linux")))]
+type Ring = std::convert::Infallible;
+
+/// Whether io_uring can be used; if not, says why in one log line.
+fn uring_available() -> bool {
+    #[cfg(all(feature = "uring", target_os = "linux"))]
+    match crate::uring::probe() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("io_uring is unavailable ({e}): serving with the tokio driver");
+            false
+        }
+    }
+    #[cfg(not(all(feature = "uring", target_os = "linux")))]
+    {
+        tracing::warn!(
+            "built without io_uring (Linux, feature `uring`): serving with the tokio driver"
+        );
+        false
+    }
+}
+
+/// Starts this thread's ring on its runtime (`None`, logged, if it cannot be set up).
+fn start_ring() -> Option<Ring> {
+    #[cfg(all(feature = "uring", target_os = "linux"))]
+    match crate::uring::Uring::start() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(
+                "io_uring ring not set up ({e}): this thread serves with the tokio driver"
+            );
+            None
+        }
+    }
+    #[cfg(not(all(feature = "uring", target_os = "linux")))]
+    None
 }
 
 fn current_thread() -> io::Result<tokio::runtime::Runtime> {
@@ -652,6 +714,7 @@ async fn accept_loop<S: Handler>(
     service: S,
     shared: Arc<Shared>,
     blocking: bool,
+    ring: Option<Ring>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -668,6 +731,19 @@ async fn accept_loop<S: Handler>(
                 continue;
             }
         };
+        #[cfg(all(feature = "uring", target_os = "linux"))]
+        let accepted = match (accepted, &ring) {
+            (listener::Accepted::Tcp(s, None), Some(ring)) => match ring.stream_from_tokio(s) {
+                Ok(s) => listener::Accepted::Uring(s),
+                Err(e) => {
+                    tracing::warn!("cannot move a connection onto io_uring: {e}");
+                    continue;
+                }
+            },
+            (accepted, _) => accepted,
+        };
+        #[cfg(not(all(feature = "uring", target_os = "linux")))]
+        let _ = &ring;
         let service = service.clone();
         let shared2 = shared.clone();
         if blocking {

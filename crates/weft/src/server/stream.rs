@@ -27,6 +27,8 @@ enum Inner {
     Tls(Box<TlsStream<TcpStream>>),
     Unix(UnixStream),
     Other(Box<dyn AnyIo>),
+    #[cfg(all(feature = "uring", target_os = "linux"))]
+    Uring(crate::uring::UringStream),
 }
 
 /// Which kind of transport a [`Stream`] is.
@@ -75,6 +77,15 @@ impl From<UnixStream> for Stream {
     }
 }
 
+#[cfg(all(feature = "uring", target_os = "linux"))]
+impl From<crate::uring::UringStream> for Stream {
+    fn from(s: crate::uring::UringStream) -> Self {
+        Stream {
+            inner: Inner::Uring(s),
+        }
+    }
+}
+
 impl Stream {
     /// Wraps any other byte stream (stdin/stdout joined, a pipe, an in-memory duplex).
     pub fn other(io: impl AnyIo) -> Self {
@@ -90,10 +101,26 @@ impl Stream {
             Inner::Tls(_) => TransportKind::Tls,
             Inner::Unix(_) => TransportKind::Unix,
             Inner::Other(_) => TransportKind::Other,
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Inner::Uring(_) => TransportKind::Tcp,
         }
     }
 
-    /// The TCP socket underneath (under TLS too), if there is one.
+    /// The TCP socket's descriptor (plain, under TLS, or on an io_uring ring), if there is
+    /// one: for socket options and for watching the socket.
+    pub fn tcp_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        match &self.inner {
+            Inner::Tcp(s) => Some(s.as_fd()),
+            Inner::Tls(s) => Some(s.get_ref().0.as_fd()),
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Inner::Uring(s) => Some(s.as_fd()),
+            _ => None,
+        }
+    }
+
+    /// The tokio TCP socket underneath (under TLS too), if there is one (not on an
+    /// io_uring ring: see [`tcp_fd`](Self::tcp_fd)).
     pub fn tcp(&self) -> Option<&TcpStream> {
         match &self.inner {
             Inner::Tcp(s) => Some(s),
@@ -116,7 +143,7 @@ impl Stream {
     /// TCP socket underneath. Where there is no TCP socket (a Unix socket, an HTTP/2
     /// stream) it does nothing and returns `Ok`: writes there are not delayed by Nagle.
     pub fn set_cork(&self, cork: bool) -> io::Result<()> {
-        let Some(tcp) = self.tcp() else {
+        let Some(tcp) = self.tcp_fd() else {
             return Ok(());
         };
         set_tcp_cork(tcp, cork)
@@ -132,6 +159,8 @@ impl Stream {
             }
             Inner::Unix(s) => Parts::Unix(s),
             Inner::Other(s) => Parts::Other(s),
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Inner::Uring(s) => Parts::Other(Box::new(s)),
         }
     }
 }
@@ -175,6 +204,11 @@ macro_rules! each {
                 let $s = Pin::new(&mut **$s);
                 $e
             }
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Inner::Uring($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
         }
     };
 }
@@ -215,6 +249,8 @@ impl AsyncWrite for Stream {
             Inner::Tls(s) => s.is_write_vectored(),
             Inner::Unix(s) => s.is_write_vectored(),
             Inner::Other(s) => s.is_write_vectored(),
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Inner::Uring(s) => s.is_write_vectored(),
         }
     }
 

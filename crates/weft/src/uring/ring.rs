@@ -165,14 +165,17 @@ impl Ring {
 
     /// The result of the operation in `slot` and its buffer, once it completed (the slot is
     /// then free); else `cx` is woken at its completion.
-    pub(crate) fn poll(&self, slot: u32, cx: &mut Context<'_>) -> Poll<(i32, Vec<u8>)> {
+    /// Only a caller that returns `Pending` because of it may pass `cx`: the slot keeps one
+    /// waker, the last one given (without `cx` nothing is registered).
+    pub(crate) fn poll(&self, slot: u32, cx: Option<&mut Context<'_>>) -> Poll<(i32, Vec<u8>)> {
         let mut inner = self.lock();
         let entry = &mut inner.slots[slot as usize];
         match entry {
             Slot::Busy { waker, .. } => {
-                match waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => *waker = Some(cx.waker().clone()),
+                match (waker, cx) {
+                    (Some(w), Some(cx)) if w.will_wake(cx.waker()) => {}
+                    (waker, Some(cx)) => *waker = Some(cx.waker().clone()),
+                    (_, None) => {}
                 }
                 Poll::Pending
             }

@@ -5,10 +5,11 @@
 //! - **Reads**: one `recv` in flight at most, into a buffer the stream owns (sized by the
 //!   caller's read room: the engine's adaptive room, so an idle connection's buffer is
 //!   small); what it brings is copied out to the caller.
-//! - **Writes**: written bytes are gathered into a buffer (vectored writes become one
-//!   `send`); at most one `send` in flight, the next batch gathering meanwhile, at most
-//!   [`WRITE_ROOM`] bytes waiting (backpressure past that). `flush` returns once the kernel
-//!   took everything; `shutdown` flushes, then shuts the write side.
+//! - **Writes**: a write is copied into a buffer of at most [`WRITE_ROOM`] bytes (a
+//!   vectored write becomes one `send`) and its `send` queued at once; while it is in
+//!   flight the next write waits (backpressure), so nothing written is ever left behind
+//!   unsubmitted. `flush` returns once the kernel took everything; `shutdown` flushes,
+//!   then shuts the write side.
 //! - **Drop** cancels what is in flight; the ring frees the buffers at the completions.
 
 use super::ring::Ring;
@@ -22,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The most written bytes that wait for the kernel before `poll_write` pushes back.
 pub const WRITE_ROOM: usize = 64 * 1024;
+/// The largest send buffer kept for the next write.
+const KEEP_BUFFER: usize = 16 * 1024;
 /// The smallest and largest receive.
 const MIN_RECV: usize = 1024;
 const MAX_RECV: usize = 256 * 1024;
@@ -35,7 +38,7 @@ pub struct UringStream {
     rpos: usize,
     recv: Option<u32>,
     eof: bool,
-    /// Written, not yet handed to the kernel.
+    /// Where a write is gathered before its send is queued (empty between calls).
     wbuf: Vec<u8>,
     /// The send in flight, and where in its buffer it started.
     send: Option<(u32, usize)>,
@@ -51,7 +54,7 @@ impl std::fmt::Debug for UringStream {
         f.debug_struct("UringStream")
             .field("fd", &self.tcp.as_raw_fd())
             .field("buffered", &(self.rbuf.len() - self.rpos))
-            .field("unsent", &self.wbuf.len())
+            .field("sending", &self.send.is_some())
             .finish()
     }
 }
@@ -97,10 +100,12 @@ impl UringStream {
     }
 
     /// Collects the send in flight if it completed: resubmits what a short send left, and
-    /// puts the buffer aside. `Ready` once nothing is in flight.
-    fn poll_send_done(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// puts the buffer aside. `Ready` once nothing is in flight. `cx` is registered only if
+    /// given: a caller that will not return `Pending` must not take the waker of one that
+    /// does (the other half of a split connection).
+    fn poll_send_done(&mut self, mut cx: Option<&mut Context<'_>>) -> Poll<io::Result<()>> {
         while let Some((slot, from)) = self.send {
-            let (result, buf) = std::task::ready!(self.ring.poll(slot, cx));
+            let (result, buf) = std::task::ready!(self.ring.poll(slot, cx.as_deref_mut()));
             self.send = None;
             if result < 0 {
                 let e = io::Error::from_raw_os_error(-result);
@@ -116,7 +121,8 @@ impl UringStream {
                 self.send = Some((self.ring.send(self.fd(), buf, sent)?, sent));
                 continue;
             }
-            if self.spare.capacity() < buf.capacity() {
+            // Kept for the next write unless large (an idle connection holds little).
+            if buf.capacity() <= KEEP_BUFFER && self.spare.capacity() < buf.capacity() {
                 self.spare = buf;
             }
         }
@@ -158,24 +164,18 @@ impl UringStream {
         if total == 0 {
             return Poll::Ready(Ok(0));
         }
-        while self.wbuf.len() >= WRITE_ROOM {
-            // Full: wait for the send in flight, then hand over what waits.
-            std::task::ready!(self.poll_send_done(cx))?;
-            self.start_send()?;
-        }
-        let room = WRITE_ROOM - self.wbuf.len();
+        // One send at a time, and nothing written stays behind in this stream unsubmitted:
+        // a caller that wrote everything and then stops polling (it has nothing more to
+        // write) loses nothing.
+        std::task::ready!(self.poll_send_done(Some(cx)))?;
         let mut taken = 0;
         for b in bufs {
-            let n = b.len().min(room - taken);
+            let n = b.len().min(WRITE_ROOM - taken);
             self.wbuf.extend_from_slice(&b[..n]);
             taken += n;
-            if taken == room {
+            if taken == WRITE_ROOM {
                 break;
             }
-        }
-        // Collect a finished send without waiting, so the batch goes out now.
-        if let Poll::Ready(r) = self.poll_send_done(cx) {
-            r?;
         }
         self.start_send()?;
         Poll::Ready(Ok(taken))
@@ -201,7 +201,7 @@ impl AsyncRead for UringStream {
             }
             match this.recv {
                 Some(slot) => {
-                    let (result, buf) = std::task::ready!(this.ring.poll(slot, cx));
+                    let (result, buf) = std::task::ready!(this.ring.poll(slot, Some(cx)));
                     this.recv = None;
                     this.rbuf = buf;
                     this.rpos = 0;
@@ -256,13 +256,7 @@ impl AsyncWrite for UringStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.check_broken()?;
-        loop {
-            std::task::ready!(this.poll_send_done(cx))?;
-            if this.wbuf.is_empty() {
-                return Poll::Ready(Ok(()));
-            }
-            this.start_send()?;
-        }
+        this.poll_send_done(Some(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
