@@ -25,6 +25,11 @@ pub(crate) const MAX_WAITING_PONGS: usize = 32;
 /// sends many segments at once.
 pub(crate) const TAIL_CAP: usize = 8 * 1024;
 
+/// Room for an inline frame header (at most `MAX_HEADER_LEN` bytes), stored whole as a
+/// 16-byte word.
+pub(crate) const HEAD_CAP: usize = 16;
+const _: () = assert!(MAX_HEADER_LEN <= HEAD_CAP);
+
 /// A coalescing buffer larger than this is released when the queue falls empty.
 const IDLE_TAIL_KEEP: usize = 64 * 1024;
 
@@ -43,7 +48,7 @@ struct Seg {
     /// A frame header that goes out before `data` (`head_len` bytes, of which `head_pos`
     /// are written): a large payload is queued with its header inline, so neither is copied
     /// into the coalescing buffer and the header needs no allocation of its own.
-    head: [u8; MAX_HEADER_LEN],
+    head: [u8; HEAD_CAP],
     head_len: u8,
     head_pos: u8,
     data: Bytes,
@@ -59,7 +64,7 @@ struct Seg {
 impl Seg {
     fn new(data: Bytes, kind: SegKind, frame_start: bool, msg_ends: u32) -> Self {
         Seg {
-            head: [0; MAX_HEADER_LEN],
+            head: [0; HEAD_CAP],
             head_len: 0,
             head_pos: 0,
             data,
@@ -170,9 +175,10 @@ impl OutQueue {
     /// Appends a whole frame: its header (copied inline, at most 14 bytes) and its payload
     /// (not copied).
     /// `head_len` bytes of `head` are the header.
+    #[inline(always)]
     pub(crate) fn push_frame(
         &mut self,
-        head: [u8; MAX_HEADER_LEN],
+        head: [u8; HEAD_CAP],
         head_len: usize,
         payload: Bytes,
         msg_end: bool,
@@ -285,10 +291,15 @@ impl OutQueue {
 
     /// Ends the coalescing buffer: what follows starts a new segment (used before the header
     /// of a large frame, so that the header is a frame boundary of its own).
+    #[inline]
     pub(crate) fn freeze_tail(&mut self) {
-        if self.tail.is_empty() {
-            return;
+        if !self.tail.is_empty() {
+            self.cut_tail();
         }
+    }
+
+    #[inline(never)]
+    fn cut_tail(&mut self) {
         let data = self.tail.split().freeze();
         let msg_ends = std::mem::take(&mut self.tail_msg_ends);
         let mut seg = Seg::new(data, SegKind::Data, self.tail_frame_start, msg_ends);
@@ -506,7 +517,7 @@ mod tests {
         let mut q = OutQueue::default();
         q.push_data(b"ab", true, true);
         let head = |h: &[u8; 2]| {
-            let mut a = [0; MAX_HEADER_LEN];
+            let mut a = [0; HEAD_CAP];
             a[..2].copy_from_slice(h);
             a
         };

@@ -386,6 +386,7 @@ impl Connection {
 
     /// Frames and queues one whole data frame: small ones are copied into the coalescing
     /// buffer (masked while copying), large payloads are queued as they are.
+    #[inline(always)]
     fn write_frame(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes, msg_end: bool) {
         let mask = self.next_mask();
         let header = FrameHeader {
@@ -395,28 +396,43 @@ impl Connection {
             mask,
             payload_len: payload.len() as u64,
         };
-        let mut hb = [0u8; MAX_HEADER_LEN];
-        let n = header.encode(&mut hb);
         // A client must copy a payload it shares with others to mask it: into the coalescing
         // buffer then, rather than into an allocation of its own.
         let coalesce = payload.len() <= self.config.coalesce_threshold
             || (mask.is_some() && payload.len() <= TAIL_CAP && !payload.is_unique());
         if coalesce {
-            let tail = self.out.tail_mut(true, n + payload.len());
-            let start = tail.len();
-            tail.extend_from_slice(&hb[..n]);
-            tail.extend_from_slice(&payload);
-            if let Some(key) = mask {
-                apply_mask(&mut tail[start + n..], key, 0);
-            }
-            self.out.tail_written(n + payload.len(), msg_end);
+            let mut hb = [0u8; MAX_HEADER_LEN];
+            let n = header.encode(&mut hb);
+            self.coalesce_frame(&hb[..n], &payload, mask, msg_end);
         } else {
             let payload = match mask {
                 Some(key) => mask_owned(payload, key, 0),
                 None => payload,
             };
-            self.out.push_frame(hb, n, payload, msg_end);
+            let (word, n) = header.encode_word();
+            self.out.push_frame(word.to_le_bytes(), n, payload, msg_end);
         }
+    }
+
+    /// Copies a whole frame (`head`, then `payload`, masked with `mask`) into the coalescing
+    /// buffer.
+    #[inline(always)]
+    fn coalesce_frame(
+        &mut self,
+        head: &[u8],
+        payload: &[u8],
+        mask: Option<[u8; 4]>,
+        msg_end: bool,
+    ) {
+        let n = head.len();
+        let tail = self.out.tail_mut(true, n + payload.len());
+        let start = tail.len();
+        tail.extend_from_slice(head);
+        tail.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut tail[start + n..], key, 0);
+        }
+        self.out.tail_written(n + payload.len(), msg_end);
     }
 }
 

@@ -131,6 +131,31 @@ impl FrameHeader {
         2 + ext + if self.mask.is_some() { 4 } else { 0 }
     }
 
+    /// The header as [`encode`](Self::encode) writes it, as the bytes of a little-endian
+    /// integer (built in registers: the sender stores it whole, so no narrow stores are read
+    /// back wide), and its length.
+    #[inline]
+    pub(crate) fn encode_word(&self) -> (u128, usize) {
+        let b0 = u128::from((self.fin as u8) << 7 | (self.rsv & 7) << 4 | self.opcode.as_u8());
+        let mask_bit: u128 = if self.mask.is_some() { 0x80 } else { 0 };
+        let (mut w, mut n) = match self.payload_len {
+            len @ 0..=125 => (b0 | (mask_bit | u128::from(len)) << 8, 2),
+            len @ 126..=0xffff => (
+                b0 | (mask_bit | 126) << 8 | u128::from((len as u16).swap_bytes()) << 16,
+                4,
+            ),
+            len => (
+                b0 | (mask_bit | 127) << 8 | u128::from((len & (u64::MAX >> 1)).swap_bytes()) << 16,
+                10,
+            ),
+        };
+        if let Some(key) = self.mask {
+            w |= u128::from(u32::from_le_bytes(key)) << (8 * n);
+            n += 4;
+        }
+        (w, n)
+    }
+
     /// Encodes the header into `out` with minimal length encoding; returns the bytes written.
     ///
     /// A `payload_len` above 2^63 - 1 is clamped by the caller's contract: the senders in
@@ -166,6 +191,40 @@ impl FrameHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encode_word_matches_encode() {
+        for len in [
+            0u64,
+            1,
+            125,
+            126,
+            127,
+            1024,
+            0xffff,
+            0x1_0000,
+            1 << 40,
+            (1 << 63) - 1,
+        ] {
+            for mask in [None, Some([1, 2, 3, 0xfe])] {
+                for (fin, rsv, opcode) in [(true, 0, OpCode::Text), (false, 5, OpCode::Binary)] {
+                    let h = FrameHeader {
+                        fin,
+                        rsv,
+                        opcode,
+                        mask,
+                        payload_len: len,
+                    };
+                    let mut buf = [0u8; MAX_HEADER_LEN];
+                    let n = h.encode(&mut buf);
+                    let (w, m) = h.encode_word();
+                    assert_eq!(m, n);
+                    assert_eq!(&w.to_le_bytes()[..n], &buf[..n]);
+                    assert!(w.to_le_bytes()[n..].iter().all(|&b| b == 0));
+                }
+            }
+        }
+    }
 
     fn roundtrip(len: u64, mask: Option<[u8; 4]>) {
         let h = FrameHeader {
