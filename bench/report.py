@@ -9,12 +9,16 @@ import re
 import statistics
 import sys
 
-LIBS = ["weft", "tungstenite", "fastwebsockets", "tokio-websockets"]
-PEERS = LIBS[1:]
+# weft-uring: echo-weft-server --model uring --threads 1 (weft's io_uring driver); not a peer.
+LIBS = ["weft", "weft-uring", "tungstenite", "fastwebsockets", "tokio-websockets"]
+PEERS = ["tungstenite", "fastwebsockets", "tokio-websockets"]
+# The codec part measures the libraries' frame codecs: one weft.
+CODEC_LIBS = ["weft"] + PEERS
 # The floor servers (bench/servers/src/bin/floor-*.rs): not peers; each library is read
 # against the floor of its I/O model (every library here runs on tokio, i.e. epoll).
 FLOORS = ["floor-epoll", "floor-uring", "floor-uring-ms", "floor-uring-msf"]
-FLOOR_OF = {**{l: "floor-epoll" for l in LIBS}, "floor-uring": "floor-epoll",
+FLOOR_OF = {**{l: "floor-epoll" for l in LIBS}, "weft-uring": "floor-uring",
+            "floor-uring": "floor-epoll",
             "floor-uring-ms": "floor-epoll", "floor-uring-msf": "floor-epoll"}
 # System calls by class (the syscall pass: strace, per echo).
 SENDS = ["send", "sendto", "sendmsg", "sendmmsg", "write", "writev", "pwritev", "pwritev2"]
@@ -200,14 +204,15 @@ def floor_table(by, keys, present, metric, cell_name):
     """Server CPU per echo against the floor of each server's I/O model."""
     out = ["### Server CPU per echo against the floor of its I/O model", "",
            "Each server's CPU per echo divided by its floor's in the same run: the tokio "
-           "servers (weft and its peers) against floor-epoll, floor-uring against "
-           "floor-epoll. 1.00 is the least an echo can cost over that I/O model (parse, "
+           "servers (weft and its peers) against floor-epoll, weft-uring against floor-uring, "
+           "floor-uring against floor-epoll. 1.00 is the least an echo can cost over that I/O model (parse, "
            "unmask, send back: no validation, no allocation). _best peer_: the lowest peer's.",
            ""]
     libs = [l for l in present if l != "floor-epoll"]
     out += ["| conns x size x in flight | floor-epoll, µs | " + " | ".join(libs) + " | best peer |",
             "|---|---:|" + "---:|" * (len(libs) + 1)]
     ratios = []
+    uring_ratios = []
     peers = [l for l in present if l in PEERS]
     for k in keys:
         fe = metric(k, "floor-epoll", "server_cpu_us_per_echo")
@@ -222,6 +227,9 @@ def floor_table(by, keys, present, metric, cell_name):
             if l == "weft":
                 ratios.append((r, k))
                 cells.append(f"**{r:.2f}**")
+            elif l == "weft-uring":
+                uring_ratios.append((r, k))
+                cells.append(f"**{r:.2f}**")
             else:
                 cells.append(f"{r:.2f}")
         pv = [metric(k, l, "server_cpu_us_per_echo") for l in peers]
@@ -229,7 +237,7 @@ def floor_table(by, keys, present, metric, cell_name):
         best = f"{min(pv) / fe:.2f}" if (pv and fe) else "-"
         out.append(f"| {cell_name(k)} | {fmt(fe, 2)} | " + " | ".join(cells) + f" | {best} |")
     out.append("")
-    return out, ratios
+    return out, (ratios, uring_ratios)
 
 
 def matrix_section(rows, m, srows=None, sm=None):
@@ -281,7 +289,16 @@ def matrix_section(rows, m, srows=None, sm=None):
     out += t
     t, cpu_ratios = table("Server CPU per echo, µs", "server_cpu_us_per_echo", False, 2)
     out += t
-    floor_ratios = []
+    # weft's io_uring driver against the best peer, per cell.
+    uring_cpu = []
+    if "weft-uring" in present:
+        for k in keys:
+            u = metric(k, "weft-uring", "server_cpu_us_per_echo")
+            pv = [metric(k, l, "server_cpu_us_per_echo") for l in peers]
+            pv = [x for x in pv if x is not None]
+            if u is not None and pv:
+                uring_cpu.append((u / min(pv), k))
+    floor_ratios = ([], [])
     if "floor-epoll" in present:
         t, floor_ratios = floor_table(by, keys, present, metric, cell_name)
         out += t
@@ -295,7 +312,7 @@ def matrix_section(rows, m, srows=None, sm=None):
             out.append(f"- {e['server']} {cell_name((e['kind'], e['conns'], e['size'], e['inflight']))} "
                        f"repeat {e.get('repeat')}: {e.get('first_error')}")
         out.append("")
-    return out, msg_ratios, cpu_ratios, cell_name, floor_ratios
+    return out, msg_ratios, (cpu_ratios, uring_cpu), cell_name, floor_ratios
 
 
 def codec_section(rows, m):
@@ -317,16 +334,16 @@ def codec_section(rows, m):
     results = {}
     for d in ["decode", "encode"]:
         out += [f"### {d.capitalize()}", "",
-                "| workload | " + " | ".join(LIBS) +
+                "| workload | " + " | ".join(CODEC_LIBS) +
                 " | memcpy | memcpy into messages | weft / best peer | weft / memcpy | weft / memcpy into messages |",
-                "|---|" + "---:|" * (len(LIBS) + 5)]
+                "|---|" + "---:|" * (len(CODEC_LIBS) + 5)]
         for (dd, w), libs in by.items():
             if dd != d:
                 continue
             peers = [libs[p]["gb_per_s"] for p in PEERS if p in libs]
             best = max(peers) if peers else None
             cells = []
-            for l in LIBS:
+            for l in CODEC_LIBS:
                 if l not in libs:
                     cells.append("-")
                     continue
@@ -830,11 +847,25 @@ def main():
             mrows, meta(res, "matrix"), load(os.path.join(res, "syscalls.jsonl")),
             meta(res, "syscalls"))
         body += t
+        floor_r, uring_floor_r = floor_r
+        cpu_r, uring_cpu_r = cpu_r
         if floor_r:
             ok = [r for r, _ in floor_r if r <= 1.15]
             worst = max(floor_r)
             targets.append(f"- (issue 12) weft's server CPU per echo <= 1.15x floor-epoll's: "
                            f"**{len(ok)}/{len(floor_r)} cells**; worst {worst[0]:.2f} at {cell_name(worst[1])}")
+        if uring_floor_r:
+            ok = [r for r, _ in uring_floor_r if r <= 1.15]
+            worst = max(uring_floor_r)
+            targets.append(f"- (issue 12) weft-uring's server CPU per echo <= 1.15x floor-uring's: "
+                           f"**{len(ok)}/{len(uring_floor_r)} cells**; worst {worst[0]:.2f} at {cell_name(worst[1])}")
+        if uring_cpu_r:
+            ok = [r for r, _ in uring_cpu_r if r <= 0.8]
+            worst = max(uring_cpu_r)
+            best = min(uring_cpu_r)
+            targets.append(f"- (issue 12) weft-uring's server CPU per echo <= 0.8x the best peer in every cell: "
+                           f"**{len(ok)}/{len(uring_cpu_r)} cells**; {best[0]:.2f} at {cell_name(best[1])} "
+                           f"to {worst[0]:.2f} at {cell_name(worst[1])}")
         if cpu_r:
             ok = [r for r, _ in cpu_r if r <= 0.8]
             worst = max(cpu_r)

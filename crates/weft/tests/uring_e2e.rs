@@ -344,3 +344,34 @@ async fn written_bytes_leave_without_a_flush() {
     })
     .await
 }
+
+/// A stream dropped with a send in flight lets it finish (as a closed socket's buffer is
+/// still sent): the peer gets every byte, then the end of the stream.
+#[tokio::test(flavor = "current_thread")]
+async fn a_send_in_flight_finishes_after_the_drop() {
+    let Some(uring) = ring() else { return };
+    bounded(async {
+        let (l, addr) = listener().await;
+        let mut peer = TcpStream::connect(addr).await.unwrap();
+        let mut s = accept_uring(&l, &uring).await;
+        let data = payload(16_000_000, 9);
+        let reader = tokio::spawn(async move {
+            // Read slowly at first, so that the last send is still in flight at the drop.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).await.map(|_| got)
+        });
+        let mut off = 0;
+        while off < data.len() {
+            off += s.write(&data[off..]).await.unwrap();
+        }
+        let state = format!("{s:?}");
+        // The kernel's socket buffers hold a few MiB at most: the last send still waits.
+        assert!(state.contains("sending: true"), "{state}");
+        drop(s);
+        let got = reader.await.unwrap().unwrap();
+        assert_eq!(got.len(), data.len(), "{state}");
+        assert!(got == data);
+    })
+    .await
+}

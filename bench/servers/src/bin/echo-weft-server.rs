@@ -10,7 +10,7 @@
 //! weft::server binds (`SO_REUSEADDR`, `SO_REUSEPORT`, backlog 1024), accepts (TCP_NODELAY)
 //! and builds its runtimes itself, so of `servers/src/lib.rs` this uses the command line,
 //! the descriptor limit, the counting allocator and the `SIGUSR1` heap report (`--heap-file`,
-//! on a thread of its own). `--model current-thread|multi-thread|per-core|blocking`
+//! on a thread of its own). `--model current-thread|multi-thread|per-core|blocking|uring`
 //! (default current-thread: one thread, as every other echo server here) picks
 //! weft::server's threading model, `--threads N` the workers of multi-thread and per-core
 //! (default one per CPU); with `blocking` each connection has a thread, and the WebSocket
@@ -36,6 +36,7 @@ fn main() {
         Some("multi-thread") => Model::MultiThread(args.threads),
         Some("per-core") => Model::PerCore(args.threads),
         Some("blocking") => Model::Blocking,
+        Some("uring") => Model::Uring(args.threads),
         Some(other) => {
             eprintln!("{NAME}: --model: unknown model {other}");
             std::process::exit(2);

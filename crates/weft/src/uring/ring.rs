@@ -25,6 +25,17 @@ use tokio::io::unix::AsyncFd;
 
 /// The user data of SQEs whose completion nobody waits for (cancellations).
 const UNTRACKED: u64 = u64::MAX;
+/// User data bit of a linger timeout (the rest: the slot and generation it guards).
+const LINGER_TAG: u64 = 1 << 63;
+/// How long a send whose stream was dropped may go on before it is cancelled (as the kernel
+/// goes on sending what a closed socket had buffered).
+static LINGER: types::Timespec = types::Timespec::new().sec(10);
+
+/// An operation's user data: its slot, and the slot's generation (a reused slot never takes
+/// a completion, a cancellation or a timeout meant for the operation before).
+fn user_data(slot: u32, gen: u32) -> u64 {
+    (u64::from(gen & 0x7fff_ffff) << 32) | u64::from(slot)
+}
 
 /// The ring shared by one thread's streams.
 pub(crate) struct Ring {
@@ -35,7 +46,11 @@ pub(crate) struct Ring {
 struct Inner {
     uring: IoUring,
     slots: Vec<Slot>,
+    /// Each slot's generation, advanced whenever it is taken.
+    gens: Vec<u32>,
     free: Vec<u32>,
+    /// Linger timeouts that fired: the operations to cancel.
+    expired: Vec<u64>,
     /// SQEs were queued since the last submit.
     queued: bool,
     /// The driver task, woken when the first SQE of a turn is queued.
@@ -77,7 +92,9 @@ impl Ring {
             inner: Mutex::new(Inner {
                 uring,
                 slots: Vec::new(),
+                gens: Vec::new(),
                 free: Vec::new(),
+                expired: Vec::new(),
                 queued: false,
                 driver: None,
                 to_wake: Vec::new(),
@@ -99,10 +116,10 @@ impl Ring {
         buf.reserve(len);
         let len = buf.capacity().min(u32::MAX as usize) as u32;
         let ptr = buf.as_mut_ptr();
-        self.start(buf, true, |slot| {
+        self.start(buf, true, |ud| {
             opcode::Recv::new(types::Fd(fd), ptr, len)
                 .build()
-                .user_data(u64::from(slot))
+                .user_data(ud)
         })
     }
 
@@ -111,20 +128,20 @@ impl Ring {
     pub(crate) fn send(&self, fd: RawFd, buf: Vec<u8>, from: usize) -> io::Result<u32> {
         let rest = buf.get(from..).unwrap_or_default();
         let (ptr, len) = (rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32);
-        self.start(buf, false, |slot| {
+        self.start(buf, false, |ud| {
             opcode::Send::new(types::Fd(fd), ptr, len)
                 .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
                 .build()
-                .user_data(u64::from(slot))
+                .user_data(ud)
         })
     }
 
-    /// Puts `buf` in a free slot and queues the SQE `build` makes for that slot.
+    /// Puts `buf` in a free slot and queues the SQE `build` makes for that slot's user data.
     fn start(
         &self,
         buf: Vec<u8>,
         recv: bool,
-        build: impl FnOnce(u32) -> squeue::Entry,
+        build: impl FnOnce(u64) -> squeue::Entry,
     ) -> io::Result<u32> {
         let mut inner = self.lock();
         let slot = match inner.free.pop() {
@@ -133,10 +150,13 @@ impl Ring {
                 let n = u32::try_from(inner.slots.len())
                     .map_err(|_| io::Error::other("too many io_uring operations"))?;
                 inner.slots.push(Slot::Free);
+                inner.gens.push(0);
                 n
             }
         };
-        let sqe = build(slot);
+        let gen = inner.gens[slot as usize].wrapping_add(1);
+        inner.gens[slot as usize] = gen;
+        let sqe = build(user_data(slot, gen));
         // The buffer's heap allocation does not move when the Vec moves into the slot.
         inner.slots[slot as usize] = Slot::Busy {
             buf,
@@ -190,21 +210,26 @@ impl Ring {
         }
     }
 
-    /// The owner of `slot` is gone: cancel the operation if it is still in the kernel (its
-    /// slot is freed at its completion), else free the slot now.
-    pub(crate) fn abandon(&self, slot: u32) {
+    /// The owner of `slot` is gone. A receive is cancelled; a send (`linger`) may finish
+    /// for [`LINGER`], then it is cancelled. The slot is freed at the completion.
+    pub(crate) fn abandon(&self, slot: u32, linger: bool) {
         let mut inner = self.lock();
+        let ud = user_data(slot, inner.gens[slot as usize]);
         match &mut inner.slots[slot as usize] {
             Slot::Busy { orphan, waker, .. } => {
                 *orphan = true;
                 *waker = None;
-                let cancel = opcode::AsyncCancel::new(u64::from(slot))
-                    .build()
-                    .user_data(UNTRACKED);
+                let sqe = if linger {
+                    opcode::Timeout::new(&LINGER)
+                        .build()
+                        .user_data(LINGER_TAG | ud)
+                } else {
+                    opcode::AsyncCancel::new(ud).build().user_data(UNTRACKED)
+                };
                 // A full queue was already submitted by `push`; if even that failed the
                 // operation completes on its own (a receive at the peer's next byte or its
-                // end), and the slot is freed then.
-                let _ = inner.push(&cancel);
+                // end, a send when the peer reads or goes), and the slot is freed then.
+                let _ = inner.push(&sqe);
                 // Submitted now, with everything queued before it, while the descriptor is
                 // still open: queued SQEs name descriptors by number, and the owner closes
                 // this one next (its number may be reused at once).
@@ -288,33 +313,59 @@ impl Inner {
         Err(io::Error::other("the io_uring submission queue stays full"))
     }
 
-    /// Moves every completion to its slot; the owners' wakers go to `to_wake`.
+    /// Moves every completion to its slot; the owners' wakers go to `to_wake`. A linger
+    /// timeout that fired cancels its send if that is still running.
     fn reap(&mut self) {
         let Inner {
             uring,
             slots,
+            gens,
             free,
             to_wake,
+            expired,
             ..
         } = self;
         for cqe in uring.completion() {
-            complete(slots, free, to_wake, &cqe);
+            complete(slots, gens, free, to_wake, expired, &cqe);
+        }
+        while let Some(ud) = self.expired.pop() {
+            let cancel = opcode::AsyncCancel::new(ud).build().user_data(UNTRACKED);
+            // SAFETY: a cancellation points at no memory.
+            if unsafe { self.uring.submission().push(&cancel) }.is_err() {
+                // Full: the send goes on until it ends by itself.
+                self.expired.clear();
+            }
+            self.queued = true;
         }
     }
 }
 
 fn complete(
     slots: &mut [Slot],
+    gens: &[u32],
     free: &mut Vec<u32>,
     to_wake: &mut Vec<Waker>,
+    expired: &mut Vec<u64>,
     cqe: &cqueue::Entry,
 ) {
-    let Ok(slot) = u32::try_from(cqe.user_data()) else {
+    let ud = cqe.user_data();
+    if ud == UNTRACKED {
         return;
-    };
+    }
+    let slot = (ud & 0xffff_ffff) as u32;
     let Some(entry) = slots.get_mut(slot as usize) else {
         return;
     };
+    if user_data(slot, gens[slot as usize]) != ud & !LINGER_TAG {
+        // Meant for an earlier operation in this slot.
+        return;
+    }
+    if ud & LINGER_TAG != 0 {
+        if matches!(entry, Slot::Busy { orphan: true, .. }) {
+            expired.push(ud & !LINGER_TAG);
+        }
+        return;
+    }
     let Slot::Busy {
         buf,
         waker,
@@ -358,9 +409,8 @@ impl Drop for Ring {
             .map(|(i, _)| i as u32)
             .collect();
         for slot in busy {
-            let cancel = opcode::AsyncCancel::new(u64::from(slot))
-                .build()
-                .user_data(UNTRACKED);
+            let ud = user_data(slot, inner.gens[slot as usize]);
+            let cancel = opcode::AsyncCancel::new(ud).build().user_data(UNTRACKED);
             let _ = inner.push(&cancel);
         }
         for _ in 0..100 {

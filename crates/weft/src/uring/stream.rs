@@ -8,9 +8,10 @@
 //! - **Writes**: a write is copied into a buffer of at most [`WRITE_ROOM`] bytes (a
 //!   vectored write becomes one `send`) and its `send` queued at once; while it is in
 //!   flight the next write waits (backpressure), so nothing written is ever left behind
-//!   unsubmitted. `flush` returns once the kernel took everything; `shutdown` flushes,
-//!   then shuts the write side.
-//! - **Drop** cancels what is in flight; the ring frees the buffers at the completions.
+//!   unsubmitted, and `flush` has nothing to wait for. `shutdown` waits for the send in
+//!   flight, then shuts the write side.
+//! - **Drop** cancels the receive in flight; a send in flight may finish (for up to 10 s,
+//!   then it is cancelled). The ring frees the buffers at the completions.
 
 use super::ring::Ring;
 use std::io::{self, IoSlice};
@@ -253,10 +254,20 @@ impl AsyncWrite for UringStream {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Everything written is already queued on the ring (a write waits while a send is in
+    /// flight), so there is nothing to push: `Ready` at once, unless the last send failed.
+    /// Not waiting for the kernel here saves a turn per message; [`poll_shutdown`] waits,
+    /// and a stream dropped with a send in flight lets it finish (for up to 10 s, as the
+    /// kernel goes on sending what a closed socket holds).
+    ///
+    /// [`poll_shutdown`]: AsyncWrite::poll_shutdown
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.check_broken()?;
-        this.poll_send_done(Some(cx))
+        if let Poll::Ready(r) = this.poll_send_done(None) {
+            r?;
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -264,7 +275,7 @@ impl AsyncWrite for UringStream {
         if this.write_shut {
             return Poll::Ready(Ok(()));
         }
-        std::task::ready!(Pin::new(&mut *this).poll_flush(cx))?;
+        std::task::ready!(this.poll_send_done(Some(cx)))?;
         this.write_shut = true;
         match this.tcp.shutdown(Shutdown::Write) {
             Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
@@ -288,10 +299,11 @@ impl AsRawFd for UringStream {
 impl Drop for UringStream {
     fn drop(&mut self) {
         if let Some(slot) = self.recv.take() {
-            self.ring.abandon(slot);
+            self.ring.abandon(slot, false);
         }
         if let Some((slot, _)) = self.send.take() {
-            self.ring.abandon(slot);
+            // What was written goes out, as from a closed socket's buffer.
+            self.ring.abandon(slot, true);
         }
     }
 }
