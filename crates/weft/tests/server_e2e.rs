@@ -92,6 +92,15 @@ async fn handle(mut req: Request<Incoming>, blocking: bool, seen: Seen) -> Respo
             }),
             Err(refusal) => refusal.map(Body::from),
         },
+        // Which driver moves this WebSocket's bytes: "uring" or "epoll".
+        "/driver" => match WebSocketUpgrade::from_request(&mut req) {
+            Ok(up) => up.on_upgrade(|mut ws| async move {
+                let driver = if ws.get_ref().is_uring() { "uring" } else { "epoll" };
+                let _ = ws.send(driver).await;
+                let _ = ws.close(CloseCode::NORMAL, "").await;
+            }),
+            Err(refusal) => refusal.map(Body::from),
+        },
         "/blocking" => match WebSocketUpgrade::from_request(&mut req) {
             Ok(up) => up.on_upgrade_blocking(|mut ws| {
                 while let Ok(Some(m)) = ws.recv(None) {
@@ -438,6 +447,23 @@ fn uring_serves_every_client() {
         }
         io_uring_fds() >= before + 2
     });
+    // Plain TCP WebSockets run on the ring; TLS stays on epoll.
+    let r = start(Model::Uring(Some(2)), "ur-driver");
+    let available = weft::uring::probe().is_ok();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = format!("ws://{}/driver", r.tcp);
+        let (mut ws, _) = weft::tokio::connect_url(&url, Options::default())
+            .await
+            .unwrap();
+        let want = if available { "uring" } else { "epoll" };
+        assert_eq!(ws.recv().await.unwrap(), Some(Message::from(want)));
+    });
+    r.shutdown.shutdown();
+    r.thread.join().unwrap().unwrap();
     every_client(Model::Uring(Some(2)), "ur");
     let rings_seen = check.join().unwrap();
     assert_eq!(

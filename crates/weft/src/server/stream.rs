@@ -119,6 +119,16 @@ impl Stream {
         }
     }
 
+    /// Whether this connection's reads and writes go through an io_uring ring
+    /// ([`Model::Uring`](super::Model::Uring)) rather than the runtime's epoll.
+    pub fn is_uring(&self) -> bool {
+        #[cfg(all(feature = "uring", target_os = "linux"))]
+        if let Inner::Uring(_) = self.inner {
+            return true;
+        }
+        false
+    }
+
     /// The tokio TCP socket underneath (under TLS too), if there is one (not on an
     /// io_uring ring: see [`tcp_fd`](Self::tcp_fd)).
     pub fn tcp(&self) -> Option<&TcpStream> {
