@@ -65,6 +65,7 @@ impl Connection {
     /// more), or more; while a frame over half that room is arriving (and must be
     /// buffered whole), the rest of that frame plus the same 64 bytes, so it is read in
     /// place and the next frame starts a buffer of its own. Append only; the bytes already in it belong to the engine.
+    #[inline]
     pub fn read_buf(&mut self) -> &mut BytesMut {
         if let (RecvState::Payload(p), Some(m)) = (&self.recv, self.in_msg.as_mut()) {
             // The caller could change bytes that were already validated.
