@@ -100,9 +100,13 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
             if inflight.is_empty() {
                 break;
             }
-            let slices: Vec<IoSlice<'_>> = inflight.iter().map(|c| IoSlice::new(c)).collect();
-            let mut n = io.write_vectored(&slices).await?;
-            drop(slices);
+            let mut n = if inflight.len() == 1 {
+                // One piece: a plain write, not a vectored write of one buffer.
+                io.write(&inflight[0]).await?
+            } else {
+                let slices: Vec<IoSlice<'_>> = inflight.iter().map(|c| IoSlice::new(c)).collect();
+                io.write_vectored(&slices).await?
+            };
             if n == 0 {
                 return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
             }
