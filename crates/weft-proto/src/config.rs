@@ -73,7 +73,8 @@ pub struct Config {
     /// again while reads use a quarter of it or less. Default 64 KiB. (The room lent is 64
     /// bytes more, so a frame of this size arrives with its header in one read; a frame that
     /// must be buffered whole gets room for the rest of it regardless, and one over half the
-    /// room gets just that: the next frame starts a read of its own.)
+    /// room gets just that, or `read_buffer_size` if that is more: the next frame starts a
+    /// read of its own.)
     pub max_read_buffer_size: usize,
     /// Frames whose payload is at most this many bytes are copied together into one
     /// contiguous output buffer, so many small messages leave in one write; larger payloads

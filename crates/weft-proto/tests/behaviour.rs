@@ -685,8 +685,11 @@ fn read_room(conn: &mut Connection) -> usize {
 /// the kernel holds only that much); returns how many bytes were taken and the address the
 /// first one was written to.
 fn read_at_most(conn: &mut Connection, wire: &[u8], max: usize) -> (usize, usize) {
+    let floor = conn.config().read_buffer_size;
     let buf = conn.read_buf();
     let room = buf.capacity() - buf.len();
+    // Never less than the least room a reader is promised.
+    assert!(room >= floor, "{room}");
     let n = room.min(wire.len()).min(max);
     let at = buf.as_ptr() as usize + buf.len();
     buf.extend_from_slice(&wire[..n]);
@@ -725,8 +728,8 @@ fn assert_large_frames_read_in_place(max: usize, warm: usize) {
         assert_eq!(payload.len(), PAYLOAD);
         assert!(payload.iter().all(|&b| b == i as u8));
         // (Its first bytes may have come with the frame before, and been moved: at most
-        // a few dozen.)
-        for at in [128, PAYLOAD / 2, PAYLOAD - 1] {
+        // `read_buffer_size`, 4 KiB, and mostly a few dozen.)
+        for at in [4096, PAYLOAD / 2, PAYLOAD - 1] {
             let off = i * FRAME + 14 + at;
             let &(start, addr) = reads.iter().rev().find(|(s, _)| *s <= off).unwrap();
             assert_eq!(

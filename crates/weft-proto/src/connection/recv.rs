@@ -64,7 +64,8 @@ impl Connection {
     /// room (see [`read_reserve`](Self::read_reserve)) plus 64 bytes (a frame header and
     /// more), or more; while a frame over half that room is arriving (and must be
     /// buffered whole), the rest of that frame plus the same 64 bytes, so it is read in
-    /// place and the next frame starts a buffer of its own. Append only; the bytes already in it belong to the engine.
+    /// place and the next frame starts a buffer of its own. Never less than
+    /// `read_buffer_size`. Append only; the bytes already in it belong to the engine.
     #[inline]
     pub fn read_buf(&mut self) -> &mut BytesMut {
         if let (RecvState::Payload(p), Some(m)) = (&self.recv, self.in_msg.as_mut()) {
@@ -80,8 +81,11 @@ impl Connection {
         // so the rest did not fit and the whole frame was moved to a bigger buffer).
         match self.large_frame_missing() {
             Some(missing) => {
-                self.reserve_read(missing + READ_SLACK);
-                self.end_room_at(missing + READ_SLACK);
+                // (Never less than `read_buffer_size`: the least room a reader is promised.)
+                let floor = self.config.read_buffer_size.max(1) as u64;
+                let room = (missing + READ_SLACK).max(floor);
+                self.reserve_read(room);
+                self.end_room_at(room);
             }
             None => self.reserve_read((self.read_reserve + READ_SLACK as usize) as u64),
         }
