@@ -70,8 +70,11 @@ pub struct Config {
     pub read_buffer_size: usize,
     /// How far that room grows: it doubles while reads fill it (a busy connection then
     /// needs fewer reads, and fewer system calls, for the same bytes) up to this, and halves
-    /// again while reads use a quarter of it or less. Default 64 KiB. (A frame that must be
-    /// buffered whole gets room for the rest of it regardless.)
+    /// again while reads use a quarter of it or less. Default 64 KiB. (The room lent is 64
+    /// bytes more, so a frame of this size arrives with its header in one read; a frame that
+    /// must be buffered whole gets room for the rest of it regardless, and one over half the
+    /// room gets just that, or `read_buffer_size` if that is more: the next frame starts a
+    /// read of its own.)
     pub max_read_buffer_size: usize,
     /// Frames whose payload is at most this many bytes are copied together into one
     /// contiguous output buffer, so many small messages leave in one write; larger payloads

@@ -652,14 +652,16 @@ fn a_read_that_would_block_releases_buffers_only_after_small_reads() {
         c
     });
     // Reads that fill a growing room, then nothing: the buffer stays for the next read.
-    // (128-byte frames: each read ends at a frame boundary, so the buffer is empty.)
+    // (128-byte frames, each read a whole number of them: it ends at a frame boundary, so
+    // the buffer is empty.)
     for _ in 0..50 {
         client2.send_binary(vec![7u8; 122]).unwrap();
     }
     let wire = take_out(&mut client2);
     let mut at = 0;
     for _ in 0..2 {
-        at += read_some(&mut server2, &wire[at..]);
+        let room = read_room(&mut server2);
+        at += read_at_most(&mut server2, &wire[at..], room / 128 * 128).0;
         drain(&mut server2).unwrap();
     }
     assert!(server2.read_reserve() > 1024);
@@ -671,4 +673,151 @@ fn a_read_that_would_block_releases_buffers_only_after_small_reads() {
     server2.read_would_block();
     assert!(server2.take_read_buffer().capacity() > 0);
     assert_eq!(server.take_read_buffer().capacity(), 0);
+}
+
+/// The room the read buffer lends now.
+fn read_room(conn: &mut Connection) -> usize {
+    let buf = conn.read_buf();
+    buf.capacity() - buf.len()
+}
+
+/// Lends the read buffer and appends at most `max` bytes of `wire` (as a read would, when
+/// the kernel holds only that much); returns how many bytes were taken and the address the
+/// first one was written to.
+fn read_at_most(conn: &mut Connection, wire: &[u8], max: usize) -> (usize, usize) {
+    let floor = conn.config().read_buffer_size;
+    let buf = conn.read_buf();
+    let room = buf.capacity() - buf.len();
+    // Never less than the least room a reader is promised.
+    assert!(room >= floor, "{room}");
+    let n = room.min(wire.len()).min(max);
+    let at = buf.as_ptr() as usize + buf.len();
+    buf.extend_from_slice(&wire[..n]);
+    (n, at)
+}
+
+/// Reads `wire` (64 KiB messages) into `server` in reads of at most `max` bytes, and checks
+/// that every message after the first `warm` ones was handed out from the place its payload
+/// was read into: no partial frame was moved to a bigger buffer.
+fn assert_large_frames_read_in_place(max: usize, warm: usize) {
+    const PAYLOAD: usize = 64 * 1024;
+    const FRAME: usize = PAYLOAD + 14;
+    let (mut client, mut server) = pair(Config::default());
+    let count = 40;
+    for i in 0..count {
+        client.send_binary(vec![i as u8; PAYLOAD]).unwrap();
+    }
+    let wire = take_out(&mut client);
+    assert_eq!(wire.len(), count * FRAME);
+    let mut reads = Vec::new(); // (wire offset, address) of each read's first byte
+    let mut messages = Vec::new(); // kept alive: no address is reused
+    let mut at = 0;
+    while at < wire.len() {
+        let (n, addr) = read_at_most(&mut server, &wire[at..], max);
+        reads.push((at, addr));
+        at += n;
+        for e in drain(&mut server).unwrap() {
+            match e {
+                Event::Message(m) => messages.push(m.into_payload()),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(messages.len(), count);
+    for (i, payload) in messages.iter().enumerate().skip(warm) {
+        assert_eq!(payload.len(), PAYLOAD);
+        assert!(payload.iter().all(|&b| b == i as u8));
+        // (Its first bytes may have come with the frame before, and been moved: at most
+        // `read_buffer_size`, 4 KiB, and mostly a few dozen.)
+        for at in [4096, PAYLOAD / 2, PAYLOAD - 1] {
+            let off = i * FRAME + 14 + at;
+            let &(start, addr) = reads.iter().rev().find(|(s, _)| *s <= off).unwrap();
+            assert_eq!(
+                payload.as_ptr() as usize + at,
+                addr + (off - start),
+                "message {i} was moved after it was read (reads of at most {max})"
+            );
+        }
+    }
+}
+
+/// 64 KiB messages, 8 and more in flight: once the read room has grown, each frame is read
+/// straight into the place it is handed out from, with its header, whether the kernel has
+/// all of them (one frame per read) or less than a frame (the rest read in place).
+#[test]
+fn large_frames_are_read_in_place_not_moved() {
+    assert_large_frames_read_in_place(usize::MAX, 8);
+    assert_large_frames_read_in_place(40_000, 8);
+    assert_large_frames_read_in_place(100_000, 8);
+}
+
+/// One 64 KiB message in flight: once the room has grown, a whole frame with its 14-byte
+/// header arrives in one read (not 64 KiB and then 14 bytes).
+#[test]
+fn a_64k_frame_and_its_header_fit_one_read() {
+    let (mut client, mut server) = pair(Config::default());
+    let mut reads = 0;
+    let mut short = false;
+    // The messages are kept (as an echo server keeps each until it is written), so the
+    // buffer they were split from cannot be reclaimed whole.
+    let mut kept = Vec::new();
+    for i in 0..12 {
+        client.send_binary(vec![i as u8; 64 * 1024]).unwrap();
+        let wire = take_out(&mut client);
+        let mut at = 0;
+        reads = 0;
+        while at < wire.len() {
+            let room = read_room(&mut server);
+            let n = read_some(&mut server, &wire[at..]);
+            short = n < room;
+            at += n;
+            reads += 1;
+            kept.extend(drain(&mut server).unwrap());
+        }
+        server.read_buf();
+        server.read_would_block();
+    }
+    assert_eq!(reads, 1);
+    // Shorter than the room: a reader knows there is nothing more to read now.
+    assert!(short);
+    assert!(server.read_reserve() >= 64 * 1024);
+}
+
+/// The header of a 64 KiB frame arrived alone: the room offered covers the rest of it.
+#[test]
+fn after_a_large_header_the_room_covers_the_rest_of_the_frame() {
+    let (mut client, mut server) = pair(Config::default());
+    client.send_binary(vec![3u8; 64 * 1024]).unwrap();
+    let wire = take_out(&mut client);
+    server.receive(&wire[..14]);
+    assert!(drain(&mut server).unwrap().is_empty());
+    let buf = server.read_buf();
+    assert!(buf.capacity() - buf.len() >= 64 * 1024);
+    buf.extend_from_slice(&wire[14..]);
+    assert_eq!(drain(&mut server).unwrap().len(), 1);
+}
+
+/// A header declaring 1 GiB: over a small limit it fails and offers no room for it; with no
+/// limit at all the room is still bounded (it grows as the bytes arrive, not as declared).
+#[test]
+fn a_declared_gigabyte_reserves_nothing_like_it() {
+    let mut hdr = vec![0x82, 0xff];
+    hdr.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    hdr.extend_from_slice(&[1, 2, 3, 4]);
+    let mut config = Config::default();
+    config.max_frame_size = Some(4096);
+    let mut s = Connection::new(Role::Server, config);
+    s.receive(&hdr);
+    let room = s.read_buf().capacity();
+    assert!(room <= 128 * 1024, "{room}");
+    assert!(s.poll_event().is_err());
+    assert!(s.read_buf().capacity() <= 128 * 1024);
+    let mut config = Config::default();
+    config.max_frame_size = None;
+    config.max_message_size = None;
+    let mut s = Connection::new(Role::Server, config);
+    s.receive(&hdr);
+    assert!(drain(&mut s).unwrap().is_empty());
+    let room = s.read_buf().capacity();
+    assert!(room <= 2 << 20, "{room}");
 }

@@ -388,3 +388,59 @@ fn connect_timeout() {
     assert!(matches!(r, Err(Error::Timeout)), "{:?}", r.map(|_| ()));
     assert!(t.elapsed() >= Duration::from_millis(190));
 }
+
+/// An in-memory stream that counts the reads made of it.
+struct CountedReads {
+    input: std::io::Cursor<Vec<u8>>,
+    reads: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+impl Read for CountedReads {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reads.set(self.reads.get() + 1);
+        self.input.read(buf)
+    }
+}
+
+impl Write for CountedReads {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Once the read room has grown, a 64 KiB message and its 14-byte header arrive in one
+/// read (a room of exactly 64 KiB took a second read for the last 14 bytes).
+#[test]
+fn a_64k_message_takes_one_read_once_the_room_has_grown() {
+    let mut client = weft::proto::Connection::new(Role::Client, Default::default());
+    for i in 0..16u8 {
+        client.send_binary(vec![i; 64 * 1024]).unwrap();
+    }
+    let mut wire = Vec::new();
+    {
+        use bytes::Buf;
+        let out = client.outgoing();
+        while out.has_remaining() {
+            let n = out.chunk().len();
+            wire.extend_from_slice(out.chunk());
+            out.advance(n);
+        }
+    }
+    let reads = std::rc::Rc::new(std::cell::Cell::new(0));
+    let stream = CountedReads {
+        input: std::io::Cursor::new(wire),
+        reads: reads.clone(),
+    };
+    let mut ws = WebSocket::from_raw(NoDeadlines(stream), Role::Server, Options::default());
+    let mut per_message = Vec::new();
+    for i in 0..16u8 {
+        let before = reads.get();
+        let m = ws.recv(None).unwrap().unwrap();
+        assert_eq!(m.into_payload(), vec![i; 64 * 1024]);
+        per_message.push(reads.get() - before);
+    }
+    assert_eq!(&per_message[12..], &[1, 1, 1, 1], "{per_message:?}");
+}

@@ -163,3 +163,40 @@ async fn the_read_half_pings_and_times_out_without_pongs() {
         .await
         .expect("hung");
 }
+
+/// The read half reads into the engine's own buffer, with its adaptive room: after a burst
+/// of large reads and then a few small ones, a reader whose next read would block holds no
+/// read buffer (as the whole connection does), and the burst still arrives whole.
+#[tokio::test]
+async fn an_idle_read_half_holds_no_read_buffer_after_a_burst() {
+    let run = async {
+        let (mut client, server) = pair().await;
+        let (mut reader, writer) = server.split();
+        for i in 0..64u8 {
+            client.feed(Message::from(vec![i; 4096])).await.unwrap();
+        }
+        client.flush().await.unwrap();
+        for i in 0..64u8 {
+            let m = reader.recv().await.unwrap().unwrap();
+            assert_eq!(m.into_payload(), vec![i; 4096]);
+        }
+        let grown = writer.with_connection(|c| c.read_reserve());
+        assert!(grown > 4096, "{grown}");
+        // Small messages, one read each: the room shrinks back.
+        for _ in 0..8 {
+            client.send(Message::from("small")).await.unwrap();
+            assert_eq!(
+                reader.recv().await.unwrap().unwrap(),
+                Message::from("small")
+            );
+        }
+        // Nothing more comes: the read would block, and the empty buffer goes.
+        let idle = tokio::time::timeout(Duration::from_millis(50), reader.next_event()).await;
+        assert!(idle.is_err());
+        let held = writer.with_connection(|c| c.take_read_buffer().capacity());
+        assert_eq!(held, 0);
+    };
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap();
+}

@@ -5,7 +5,8 @@ use super::{Connection, InMessage, PayloadState, RecvState, IDLE_BUFFER_KEEP};
 use crate::close::CloseFrame;
 use crate::config::{RecvLevel, Role};
 use crate::error::{Error, ProtocolError};
-use crate::frame::{FrameHeader, OpCode};
+use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+
 use crate::mask::{apply_mask, extend_unmasked};
 use crate::message::{Event, Message, MessageKind};
 use crate::utf8::{Utf8Bytes, Utf8Validator};
@@ -18,6 +19,16 @@ const MAX_RESERVE: u64 = 1 << 20;
 /// Reservations at least this large are made in a new buffer when the old one cannot be
 /// reclaimed (see `reserve_read`).
 const LARGE_RESERVE: usize = 64 * 1024;
+
+/// What `read_buf` lends past the room it means: a frame header and some bytes more. A
+/// read that brings a whole frame of `read_reserve` bytes, or the whole rest of the frame
+/// that is arriving, is then shorter than the room, so the reader knows that the transport
+/// is drained (tokio takes a short read as the end of what is ready) instead of making one
+/// more read that would block. With several frames in flight the next frame's header and
+/// first bytes come along, and are moved (at most these few bytes) when its rest needs a
+/// buffer of its own.
+const READ_SLACK: u64 = 64;
+const _: () = assert!(READ_SLACK as usize >= MAX_HEADER_LEN);
 
 impl Connection {
     /// Copies received bytes in. Events are produced by [`poll_event`](Self::poll_event).
@@ -49,19 +60,70 @@ impl Connection {
 
     /// Lends the engine's read buffer so the transport can read straight into its spare
     /// capacity (no copy and no zero-filling: `tokio_util::io::poll_read_buf` and
-    /// `BufMut::chunk_mut` work on it directly). At least `read_buffer_size` bytes of spare
-    /// capacity are reserved, more while a large frame is being buffered. Append only; the
-    /// bytes already in it belong to the engine.
+    /// `BufMut::chunk_mut` work on it directly). The spare capacity is the adaptive read
+    /// room (see [`read_reserve`](Self::read_reserve)) plus 64 bytes (a frame header and
+    /// more), or more; while a frame over half that room is arriving (and must be
+    /// buffered whole), the rest of that frame plus the same 64 bytes, so it is read in
+    /// place and the next frame starts a buffer of its own. Never less than
+    /// `read_buffer_size`. Append only; the bytes already in it belong to the engine.
+    #[inline]
     pub fn read_buf(&mut self) -> &mut BytesMut {
         if let (RecvState::Payload(p), Some(m)) = (&self.recv, self.in_msg.as_mut()) {
             // The caller could change bytes that were already validated.
             m.recheck |= p.checked > 0 && m.kind == MessageKind::Text;
         }
         self.adapt_read_reserve();
-        self.reserve_read(self.read_reserve as u64);
+        // The room holds a payload of `read_reserve` bytes with its header and some bytes
+        // more (`READ_SLACK`): a 64 KiB message arrives in one read once the room has
+        // grown, and a run of such frames is read one frame per read, each into the place
+        // it is handed out from (a room of exactly 64 KiB left the last 14 bytes of every
+        // frame for a second read, or, with several in flight, cut each frame near its end
+        // so the rest did not fit and the whole frame was moved to a bigger buffer).
+        match self.large_frame_missing() {
+            Some(missing) => {
+                // (Never less than `read_buffer_size`: the least room a reader is promised.)
+                let floor = self.config.read_buffer_size.max(1) as u64;
+                let room = (missing + READ_SLACK).max(floor);
+                self.reserve_read(room);
+                self.end_room_at(room);
+            }
+            None => self.reserve_read((self.read_reserve + READ_SLACK as usize) as u64),
+        }
         self.lent_len = self.rbuf.len();
         self.lent_spare = self.rbuf.capacity() - self.rbuf.len();
         &mut self.rbuf
+    }
+
+    /// While a large frame (over half the read room, its rest at most `MAX_RESERVE`) that
+    /// is buffered whole is arriving, the bytes it still misses. The room lent then ends at the frame's end: the next
+    /// frame starts a read of its own, in a room that can hold it, instead of being cut by
+    /// the end of this buffer and moved whole into a bigger one. (Without this a run of
+    /// large frames, once out of step with the reads, stayed out of step: every frame was
+    /// moved.) Small frames get the whole room: many of them arrive in one read.
+    fn large_frame_missing(&self) -> Option<u64> {
+        let RecvState::Payload(p) = &self.recv else {
+            return None;
+        };
+        if p.header.opcode.is_control()
+            || self.config.recv_level == RecvLevel::Chunk
+            || self.in_msg.as_ref().is_some_and(|m| m.extension)
+            || p.header.payload_len <= (self.read_reserve / 2) as u64
+        {
+            return None;
+        }
+        let missing = p.remaining.saturating_sub(self.rbuf.len() as u64);
+        // (A rest over `MAX_RESERVE` is not reserved whole: the buffer grows, amortised.)
+        (missing > 0 && missing <= MAX_RESERVE).then_some(missing)
+    }
+
+    /// Ends the room lent at `missing` bytes past what is buffered, if it reaches further.
+    fn end_room_at(&mut self, missing: u64) {
+        let spare = (self.rbuf.capacity() - self.rbuf.len()) as u64;
+        if spare > missing {
+            // The bytes past the frame's end stay in the allocation (reclaimed with it once
+            // its payloads are dropped); this buffer's capacity ends at the frame.
+            drop(self.rbuf.split_off(self.rbuf.len() + missing as usize));
+        }
     }
 
     /// After a read into the lent buffer: a read that filled the room it was given (or

@@ -33,6 +33,8 @@ pub type Deadline = Option<Instant>;
 const MAX_IOVECS: usize = 64;
 /// The most one read asks for (the buffer is zero-filled up to this before a read).
 const MAX_READ: usize = 64 * 1024;
+/// What the engine's `read_buf` lends past its read reserve.
+const READ_SLACK: usize = 64;
 
 /// A WebSocket connection over the blocking transport `S`.
 ///
@@ -275,15 +277,22 @@ impl<S: Transport> WebSocket<S> {
         Ok(())
     }
 
-    /// Writes everything queued (vectored), then flushes the transport.
+    /// Writes everything queued (one contiguous piece with a plain write, several
+    /// vectored), then flushes the transport.
     pub fn flush(&mut self, deadline: Deadline) -> Result<()> {
         self.check_broken()?;
         while self.conn.want_write() {
             self.set_wait(deadline)?;
             let out = self.conn.outgoing();
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = out.chunks_vectored(&mut slices);
-            match self.io.write_vectored(&slices[..n]) {
+            // One contiguous piece: a plain write, not a vectored write of one buffer.
+            let result = if out.chunk().len() == out.remaining() {
+                self.io.write(out.chunk())
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let n = out.chunks_vectored(&mut slices);
+                self.io.write_vectored(&slices[..n])
+            };
+            match result {
                 Ok(0) => return Err(self.fail_io(io::ErrorKind::WriteZero.into())),
                 Ok(written) => self.conn.outgoing().advance(written),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -369,12 +378,13 @@ impl<S: Transport> WebSocket<S> {
             other => other?,
         }
         // `Read` needs initialised memory: zero only as much as the engine expects a read to
-        // bring (its adaptive reserve), not all the spare capacity, which can be far larger
-        // while a big frame is buffered.
-        let want = self.conn.read_reserve();
+        // bring (its adaptive reserve, and the 64 bytes it lends past it: a frame of the
+        // reserve's size arrives with its header in one read), not all the spare capacity,
+        // which can be far larger while a big frame is buffered.
+        let want = self.conn.read_reserve().clamp(1, MAX_READ) + READ_SLACK;
         let buf = self.conn.read_buf();
         let start = buf.len();
-        let room = (buf.capacity() - start).clamp(1, want.clamp(1, MAX_READ));
+        let room = (buf.capacity() - start).clamp(1, want);
         buf.resize(start + room, 0);
         let result = self.io.read(&mut buf[start..]);
         let n = *result.as_ref().unwrap_or(&0);

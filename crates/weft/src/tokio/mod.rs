@@ -473,11 +473,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
-    /// Writes everything the engine queued, in vectored writes, then flushes the transport.
+    /// Writes everything the engine queued, then flushes the transport: one contiguous
+    /// piece with a plain write, several in vectored writes.
     pub fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         while self.conn.want_write() {
             let out = self.conn.outgoing();
-            let written = if self.io.is_write_vectored() {
+            // One contiguous piece (a small frame, coalesced frames): a plain write, as
+            // `send(2)`/`write(2)`, not a vectored write of one buffer.
+            let written = if out.chunk().len() == out.remaining() {
+                ready!(Pin::new(&mut self.io).poll_write(cx, out.chunk()))?
+            } else if self.io.is_write_vectored() {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let n = out.chunks_vectored(&mut slices);
                 ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?

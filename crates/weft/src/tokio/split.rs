@@ -17,14 +17,14 @@ use super::{CloseSignal, WebSocket};
 use crate::error::{Error, Result};
 use crate::options::Timers;
 use crate::signal::Cancelled;
-use ::tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use ::tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use ::tokio::time::timeout;
-use bytes::{Buf, Bytes, BytesMut};
-use std::future::Future;
+use bytes::{Buf, Bytes};
+use std::future::{poll_fn, Future};
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Context;
+use std::task::{Context, Poll};
 use weft_proto::{CloseCode, Connection, Event, Message, MessageAssembler, RecvLevel, Role};
 
 struct Shared<S> {
@@ -100,9 +100,13 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
             if inflight.is_empty() {
                 break;
             }
-            let slices: Vec<IoSlice<'_>> = inflight.iter().map(|c| IoSlice::new(c)).collect();
-            let mut n = io.write_vectored(&slices).await?;
-            drop(slices);
+            let mut n = if inflight.len() == 1 {
+                // One piece: a plain write, not a vectored write of one buffer.
+                io.write(&inflight[0]).await?
+            } else {
+                let slices: Vec<IoSlice<'_>> = inflight.iter().map(|c| IoSlice::new(c)).collect();
+                io.write_vectored(&slices).await?
+            };
             if n == 0 {
                 return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
             }
@@ -133,9 +137,6 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
 pub struct WsReader<S> {
     shared: Arc<Shared<S>>,
     read: ReadHalf<S>,
-    buf: BytesMut,
-    /// How much room each read gets (the engine's `read_buffer_size`).
-    read_size: usize,
     assembler: MessageAssembler,
     eof: bool,
     /// A keepalive ping was sent: the next read waits `pong_timeout` at most.
@@ -196,7 +197,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             None => (None, None, None),
         };
         let assembler = MessageAssembler::new(conn.config().max_message_size);
-        let read_size = conn.config().read_buffer_size;
         let shared = Arc::new(Shared {
             conn: Mutex::new(conn),
             writer: ::tokio::sync::Mutex::new(Writer {
@@ -211,8 +211,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             WsReader {
                 shared: Arc::clone(&shared),
                 read,
-                buf: BytesMut::new(),
-                read_size,
                 assembler,
                 eof: false,
                 awaiting_pong: false,
@@ -304,8 +302,7 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
             } else {
                 options.ping_interval
             };
-            self.buf.reserve(self.read_size);
-            let read = read_within(&mut self.read, &mut self.buf, limit);
+            let read = read_within(&self.shared, &mut self.read, limit);
             let outcome = match &mut self.signal {
                 Some(signal) if !closing && !done => ::tokio::select! {
                     biased;
@@ -340,8 +337,6 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
                 self.eof = true;
                 continue;
             }
-            self.shared.conn().receive(&self.buf);
-            self.buf.clear();
         }
     }
 }
@@ -390,15 +385,31 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     }
 }
 
-/// Reads what arrives, within `limit` if there is one.
-async fn read_within<R: AsyncRead + Unpin>(
-    read: &mut R,
-    buf: &mut BytesMut,
+/// Reads what arrives, within `limit` if there is one, straight into the engine's read
+/// buffer (its adaptive room, as the whole connection's driver reads: no buffer of the
+/// reader's own, no copy). A read that would block tells the engine, which gives back the
+/// buffers of a connection that goes idle after small reads.
+async fn read_within<S: AsyncRead>(
+    shared: &Shared<S>,
+    read: &mut ReadHalf<S>,
     limit: Option<std::time::Duration>,
 ) -> Result<ReadOutcome> {
+    let read = poll_fn(|cx| {
+        // The engine's lock is held for one non-blocking read: the write half never holds
+        // it while it writes.
+        let mut conn = shared.conn();
+        let buf = conn.read_buf();
+        match tokio_util::io::poll_read_buf(Pin::new(&mut *read), cx, buf) {
+            Poll::Pending => {
+                conn.read_would_block();
+                Poll::Pending
+            }
+            ready => ready,
+        }
+    });
     Ok(match limit {
-        None => ReadOutcome::Bytes(read.read_buf(buf).await?),
-        Some(limit) => match timeout(limit, read.read_buf(buf)).await {
+        None => ReadOutcome::Bytes(read.await?),
+        Some(limit) => match timeout(limit, read).await {
             Ok(n) => ReadOutcome::Bytes(n?),
             Err(_) => ReadOutcome::TimedOut,
         },
