@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The most written bytes that wait for the kernel before `poll_write` pushes back.
-pub const WRITE_ROOM: usize = 64 * 1024;
+pub const WRITE_ROOM: usize = 256 * 1024;
 /// The largest send buffer kept for the next write.
 const KEEP_BUFFER: usize = 16 * 1024;
 /// The smallest and largest receive.
