@@ -95,7 +95,11 @@ async fn handle(mut req: Request<Incoming>, blocking: bool, seen: Seen) -> Respo
         // Which driver moves this WebSocket's bytes: "uring" or "epoll".
         "/driver" => match WebSocketUpgrade::from_request(&mut req) {
             Ok(up) => up.on_upgrade(|mut ws| async move {
-                let driver = if ws.get_ref().is_uring() { "uring" } else { "epoll" };
+                let driver = if ws.get_ref().is_uring() {
+                    "uring"
+                } else {
+                    "epoll"
+                };
                 let _ = ws.send(driver).await;
                 let _ = ws.close(CloseCode::NORMAL, "").await;
             }),
