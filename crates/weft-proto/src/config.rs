@@ -74,7 +74,8 @@ pub struct Config {
     /// bytes more, so a frame of this size arrives with its header in one read; a frame that
     /// must be buffered whole gets room for the rest of it regardless, and one over half the
     /// room gets just that, or `read_buffer_size` if that is more: the next frame starts a
-    /// read of its own.)
+    /// read of its own; while such frames queue up, the room also takes as many more of
+    /// the same size as fit in twice this, each still read in its place.)
     pub max_read_buffer_size: usize,
     /// Frames whose payload is at most this many bytes are copied together into one
     /// contiguous output buffer, so many small messages leave in one write; larger payloads

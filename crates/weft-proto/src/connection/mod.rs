@@ -157,6 +157,8 @@ pub struct Connection {
     /// The buffer's length and spare room when it was last lent (`spare` 0: not lent).
     lent_len: usize,
     lent_spare: usize,
+    /// The last read filled all the room it was lent: more bytes were waiting.
+    read_filled: bool,
     /// The installed extension (permessage-deflate, when negotiated).
     ext: Option<Box<extension::ExtensionState>>,
     /// The installed extension's RSV bits (0: none installed).
@@ -230,6 +232,7 @@ impl Connection {
             read_reserve,
             lent_len: 0,
             lent_spare: 0,
+            read_filled: false,
             ext: None,
             ext_rsv: 0,
         };

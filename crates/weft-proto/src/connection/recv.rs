@@ -30,6 +30,10 @@ const LARGE_RESERVE: usize = 64 * 1024;
 const READ_SLACK: u64 = 64;
 const _: () = assert!(READ_SLACK as usize >= MAX_HEADER_LEN);
 
+/// While large frames queue up, the room lent may take several of them, up to this many
+/// times `Config::max_read_buffer_size` (see `read_buf`).
+const BATCH_ROOMS: u64 = 2;
+
 impl Connection {
     /// Copies received bytes in. Events are produced by [`poll_event`](Self::poll_event).
     ///
@@ -64,7 +68,9 @@ impl Connection {
     /// room (see [`read_reserve`](Self::read_reserve)) plus 64 bytes (a frame header and
     /// more), or more; while a frame over half that room is arriving (and must be
     /// buffered whole), the rest of that frame plus the same 64 bytes, so it is read in
-    /// place and the next frame starts a buffer of its own. Never less than
+    /// place and the next frame starts a buffer of its own (and while such frames queue
+    /// up, as many more whole frames of its size as fit in twice the largest room, each
+    /// read in place too). Never less than
     /// `read_buffer_size`. Append only; the bytes already in it belong to the engine.
     #[inline]
     pub fn read_buf(&mut self) -> &mut BytesMut {
@@ -80,10 +86,23 @@ impl Connection {
         // frame for a second read, or, with several in flight, cut each frame near its end
         // so the rest did not fit and the whole frame was moved to a bigger buffer).
         match self.large_frame_missing() {
-            Some(missing) => {
+            Some((missing, frame)) => {
+                // While large frames queue up (the last read filled its room), the room also
+                // takes as many more frames of this size as fit in `BATCH_ROOMS` times the
+                // largest room: a run of equal frames is read several per read, each still in
+                // its place. (One read per 64 KiB frame made twice the reads and writes of
+                // moving each frame: 31 against 19 µs of server CPU per echo at
+                // 1 x 64 KiB x 8 in flight; twice as many frames per read idled the server
+                // between bursts and did no better.) A next
+                // frame of another size is cut by the room's end and moved, as before.
+                let mut room = missing;
+                if self.read_filled && frame > 0 {
+                    let cap = (self.config.max_read_buffer_size as u64).saturating_mul(BATCH_ROOMS);
+                    room += cap.saturating_sub(missing) / frame * frame;
+                }
                 // (Never less than `read_buffer_size`: the least room a reader is promised.)
                 let floor = self.config.read_buffer_size.max(1) as u64;
-                let room = (missing + READ_SLACK).max(floor);
+                let room = (room + READ_SLACK).max(floor);
                 self.reserve_read(room);
                 self.end_room_at(room);
             }
@@ -95,12 +114,12 @@ impl Connection {
     }
 
     /// While a large frame (over half the read room, its rest at most `MAX_RESERVE`) that
-    /// is buffered whole is arriving, the bytes it still misses. The room lent then ends at the frame's end: the next
+    /// is buffered whole is arriving, the bytes it still misses and its length on the wire. The room lent then ends at the frame's end: the next
     /// frame starts a read of its own, in a room that can hold it, instead of being cut by
     /// the end of this buffer and moved whole into a bigger one. (Without this a run of
     /// large frames, once out of step with the reads, stayed out of step: every frame was
     /// moved.) Small frames get the whole room: many of them arrive in one read.
-    fn large_frame_missing(&self) -> Option<u64> {
+    fn large_frame_missing(&self) -> Option<(u64, u64)> {
         let RecvState::Payload(p) = &self.recv else {
             return None;
         };
@@ -113,7 +132,8 @@ impl Connection {
         }
         let missing = p.remaining.saturating_sub(self.rbuf.len() as u64);
         // (A rest over `MAX_RESERVE` is not reserved whole: the buffer grows, amortised.)
-        (missing > 0 && missing <= MAX_RESERVE).then_some(missing)
+        let frame = (p.header.encoded_len() as u64).saturating_add(p.header.payload_len);
+        (missing > 0 && missing <= MAX_RESERVE).then_some((missing, frame))
     }
 
     /// Ends the room lent at `missing` bytes past what is buffered, if it reaches further.
@@ -135,6 +155,9 @@ impl Connection {
         }
         let got = self.rbuf.len().saturating_sub(self.lent_len);
         let floor = self.config.read_buffer_size.max(1);
+        if got > 0 {
+            self.read_filled = got >= self.lent_spare;
+        }
         if got == 0 {
             // No read happened (it would have blocked, or timed out): nothing learned.
         } else if got >= self.lent_spare.min(self.read_reserve) {
