@@ -797,6 +797,42 @@ fn a_64k_frame_and_its_header_fit_one_read() {
     assert!(server.read_reserve() >= 64 * 1024);
 }
 
+/// 64 KiB messages one at a time, each kept until the next has arrived (as an echo server
+/// keeps one while it is written): every read of a whole frame starts on a cache line,
+/// even when it goes into the rest of the allocation the frame before was read into (the
+/// kernel's copy into a misaligned destination is far slower).
+#[test]
+fn a_large_read_starts_on_a_cache_line() {
+    let (mut client, mut server) = pair(Config::default());
+    let mut kept = Vec::new();
+    let mut starts = Vec::new();
+    for i in 0..12 {
+        client.send_binary(vec![i as u8; 64 * 1024]).unwrap();
+        let wire = take_out(&mut client);
+        let mut at = 0;
+        let mut events = Vec::new();
+        while at < wire.len() {
+            let buf = server.read_buf();
+            if buf.is_empty() && buf.capacity() >= 64 * 1024 {
+                starts.push(buf.as_ptr() as usize);
+            }
+            at += read_some(&mut server, &wire[at..]);
+            events.extend(drain(&mut server).unwrap());
+        }
+        assert_eq!(events.len(), 1);
+        // Only the last message is kept: its buffer cannot be reclaimed, the one before can.
+        kept.clear();
+        kept.extend(events);
+        server.read_would_block();
+    }
+    assert!(starts.len() >= 8, "{}", starts.len());
+    for s in &starts {
+        assert_eq!(s % 64, 0, "a read starts at {s:#x}");
+    }
+    // They are not all one place: the rest of an allocation was used too.
+    assert!(starts.iter().any(|s| *s != starts[0]));
+}
+
 /// The header of a 64 KiB frame arrived alone: the room offered covers the rest of it.
 #[test]
 fn after_a_large_header_the_room_covers_the_rest_of_the_frame() {
