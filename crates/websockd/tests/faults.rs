@@ -45,11 +45,34 @@ async fn a_client_that_never_reads_does_not_grow_the_daemon() {
 }
 
 /// A program that never reads while the client sends without end: the daemon stops
-/// reading the socket, and its memory stays bounded; other clients are still served.
+/// reading the socket, and its memory stays bounded; other clients are still served; a
+/// client that goes meanwhile is seen going (the hang-up watch), and its program ended.
 #[tokio::test]
 async fn a_program_that_never_reads_does_not_grow_the_daemon() {
-    let d = Daemon::start(&["--maxframesize=0", "sh", "-c", "sleep 300"]);
+    program_never_reads(&[]).await;
+}
+
+/// The same with `--uring` (the connection on an io_uring ring, whose socket websockd
+/// watches all the same); where io_uring is unavailable, with the tokio driver it falls
+/// back to.
+#[tokio::test]
+async fn a_program_that_never_reads_does_not_grow_the_daemon_uring() {
+    program_never_reads(&["--uring"]).await;
+}
+
+async fn program_never_reads(flags: &[&str]) {
+    let mut args = flags.to_vec();
+    args.extend(["--maxframesize=0", "sh", "-c", "sleep 300"]);
+    let d = Daemon::start(&args);
     let mut ws = d.connect("/").await;
+    if flags.contains(&"--uring") && weft::uring::probe().is_ok() {
+        // The connection is on a ring, not on the fallback.
+        assert!(
+            !d.log_text().contains("io_uring is unavailable"),
+            "{}",
+            d.log_text()
+        );
+    }
     let before = d.rss_kib();
     let chunk = "z".repeat(64 * 1024);
     // Send until the socket pushes back (the send stops completing), bounded.
