@@ -112,6 +112,34 @@ async fn program_never_reads(flags: &[&str]) {
     );
 }
 
+/// A program that reads late: the client's input is pushed back (the hang-up watch is on)
+/// until it does, then all of it arrives and comes back, and the connection goes on (the
+/// watch, registered and dropped again, leaves the connection's socket alone); with and
+/// without `--uring`.
+#[tokio::test]
+async fn input_pushed_back_then_read_goes_on() {
+    for flags in [&[][..], &["--uring"][..]] {
+        let mut args = flags.to_vec();
+        args.extend(["sh", "-c", "sleep 1; exec cat"]);
+        let d = Daemon::start(&args);
+        let mut ws = d.connect("/").await;
+        // Well past the high water mark (64 KiB) before the program reads.
+        let lines: Vec<String> = (0..300)
+            .map(|i| format!("{i:04}{}", "p".repeat(996)))
+            .collect();
+        for line in &lines {
+            ws.send(line.as_str()).await.unwrap();
+        }
+        for line in &lines {
+            assert_eq!(&recv_text(&mut ws).await, line, "{flags:?}");
+        }
+        ws.send("after").await.unwrap();
+        assert_eq!(recv_text(&mut ws).await, "after", "{flags:?}");
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        assert!(d.wait_no_children().is_empty(), "{flags:?}");
+    }
+}
+
 /// The program's whole process group ends with the connection: stdin closed first, then
 /// SIGINT, SIGTERM, SIGKILL, each after its wait plus --closems; nothing is left.
 #[tokio::test]
