@@ -24,11 +24,11 @@ use crate::framing::{self, Mode};
 use crate::process::{self, Program};
 use bytes::{Buf, BytesMut};
 use std::future::Future;
-use std::os::fd::AsFd;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::process::ExitStatus;
-use std::sync::Arc;
 use std::task::{Context, Poll};
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use weft::proto::{CloseCode, Message};
 use weft::server::WebSocket;
@@ -72,10 +72,21 @@ pub trait Report: Send {
     fn ended(&mut self, end: &End);
 }
 
-/// A watch on the client's socket for its end: see [`Pump::client_hung_up`].
-struct Hangup {
-    stream: Arc<tokio::net::TcpStream>,
-    ready: Option<Pin<Box<dyn Future<Output = std::io::Result<tokio::io::Ready>> + Send>>>,
+/// A watch on the client's socket for its end: see [`Pump::client_hung_up`]. A duplicate
+/// of the socket's descriptor, registered with the runtime for readiness only (it is never
+/// read or written, and its flags, shared with the socket, are left as they are).
+type Hangup = AsyncFd<OwnedFd>;
+
+/// Registers `fd` (a duplicate of the client's socket) for readiness to read: its end
+/// (`EPOLLRDHUP`), a reset or an error. Nothing is read from it, and its flags are left
+/// alone: under io_uring the socket stays in blocking mode.
+// `AsyncFd::with_interest` is deprecated (tokio#8587) because an arbitrary `AsRawFd` may
+// hand back another descriptor, or one closed, while registered; an `OwnedFd` owns its
+// descriptor for the `AsyncFd`'s whole life and is never swapped (no `get_mut` here), which
+// is what the `unsafe` replacement asks, and this crate is `forbid(unsafe_code)`.
+#[allow(deprecated)]
+fn watch(fd: OwnedFd) -> std::io::Result<Hangup> {
+    AsyncFd::with_interest(fd, Interest::READABLE)
 }
 
 /// The pump's state, borrowing the connection's WebSocket and program.
@@ -89,7 +100,7 @@ struct Pump<'a> {
     scratch: Vec<Message>,
     report: &'a mut dyn Report,
     /// While the client's input is pushed back: a watch on its socket for its end.
-    hangup: Option<Hangup>,
+    hangup: Option<Box<Hangup>>,
 }
 
 /// Runs the connection until it ends, then ends the program (its whole group), waits
@@ -256,8 +267,8 @@ impl Pump<'_> {
     /// separate from the connection's) is woken by each change and reports the peer's FIN
     /// (`EPOLLRDHUP`, even behind data not yet read) or a reset. (A FIN still behind data
     /// the client's kernel could not send, into a full window, arrives only as the reset
-    /// that kernel sends once its retries run out.) Over TCP and TLS; a Unix socket or an
-    /// HTTP/2 stream is not watched.
+    /// that kernel sends once its retries run out.) Over TCP and TLS, on the tokio driver or
+    /// an io_uring ring (`--uring`) alike; a Unix socket or an HTTP/2 stream is not watched.
     fn client_hung_up(&mut self, cx: &mut Context<'_>) -> bool {
         if self.to_program.is_empty() {
             self.hangup = None;
@@ -267,47 +278,31 @@ impl Pump<'_> {
             return false;
         }
         if self.hangup.is_none() {
-            let Some(tcp) = self.ws.get_ref().tcp() else {
+            let Some(fd) = self.ws.get_ref().tcp_fd() else {
                 return false;
             };
-            let watch = tcp
-                .as_fd()
-                .try_clone_to_owned()
-                .map(std::net::TcpStream::from)
-                .and_then(tokio::net::TcpStream::from_std);
-            match watch {
-                Ok(watch) => {
-                    self.hangup = Some(Hangup {
-                        stream: Arc::new(watch),
-                        ready: None,
-                    })
-                }
+            match fd.try_clone_to_owned().and_then(watch) {
+                Ok(watch) => self.hangup = Some(Box::new(watch)),
                 Err(_) => return false,
             }
         }
-        let Some(h) = self.hangup.as_mut() else {
+        let Some(h) = self.hangup.as_ref() else {
             return false;
         };
         loop {
-            let ready = h.ready.get_or_insert_with(|| {
-                let stream = h.stream.clone();
-                Box::pin(async move { stream.ready(Interest::READABLE).await })
-            });
-            match ready.as_mut().poll(cx) {
+            match h.poll_read_ready(cx) {
                 Poll::Pending => return false,
                 Poll::Ready(Err(_)) => return true,
-                Poll::Ready(Ok(r)) => {
-                    h.ready = None;
+                Poll::Ready(Ok(mut guard)) => {
                     // The peer's FIN (EPOLLRDHUP: seen even behind unread data), a reset
                     // or an error.
+                    let r = guard.ready();
                     if r.is_read_closed() || r.is_error() {
                         return true;
                     }
                     // Data waiting (the push-back itself): this registration's readiness
                     // is cleared so that only the next change wakes the task.
-                    let _ = h.stream.try_io(Interest::READABLE, || {
-                        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
-                    });
+                    guard.clear_ready();
                 }
             }
         }

@@ -45,11 +45,34 @@ async fn a_client_that_never_reads_does_not_grow_the_daemon() {
 }
 
 /// A program that never reads while the client sends without end: the daemon stops
-/// reading the socket, and its memory stays bounded; other clients are still served.
+/// reading the socket, and its memory stays bounded; other clients are still served; a
+/// client that goes meanwhile is seen going (the hang-up watch), and its program ended.
 #[tokio::test]
 async fn a_program_that_never_reads_does_not_grow_the_daemon() {
-    let d = Daemon::start(&["--maxframesize=0", "sh", "-c", "sleep 300"]);
+    program_never_reads(&[]).await;
+}
+
+/// The same with `--uring` (the connection on an io_uring ring, whose socket websockd
+/// watches all the same); where io_uring is unavailable, with the tokio driver it falls
+/// back to.
+#[tokio::test]
+async fn a_program_that_never_reads_does_not_grow_the_daemon_uring() {
+    program_never_reads(&["--uring"]).await;
+}
+
+async fn program_never_reads(flags: &[&str]) {
+    let mut args = flags.to_vec();
+    args.extend(["--maxframesize=0", "sh", "-c", "sleep 300"]);
+    let d = Daemon::start(&args);
     let mut ws = d.connect("/").await;
+    if flags.contains(&"--uring") && weft::uring::probe().is_ok() {
+        // The connection is on a ring, not on the fallback.
+        assert!(
+            !d.log_text().contains("io_uring is unavailable"),
+            "{}",
+            d.log_text()
+        );
+    }
     let before = d.rss_kib();
     let chunk = "z".repeat(64 * 1024);
     // Send until the socket pushes back (the send stops completing), bounded.
@@ -87,6 +110,34 @@ async fn a_program_that_never_reads_does_not_grow_the_daemon() {
         d.children(),
         d.log_text()
     );
+}
+
+/// A program that reads late: the client's input is pushed back (the hang-up watch is on)
+/// until it does, then all of it arrives and comes back, and the connection goes on (the
+/// watch, registered and dropped again, leaves the connection's socket alone); with and
+/// without `--uring`.
+#[tokio::test]
+async fn input_pushed_back_then_read_goes_on() {
+    for flags in [&[][..], &["--uring"][..]] {
+        let mut args = flags.to_vec();
+        args.extend(["sh", "-c", "sleep 1; exec cat"]);
+        let d = Daemon::start(&args);
+        let mut ws = d.connect("/").await;
+        // Well past the high water mark (64 KiB) before the program reads.
+        let lines: Vec<String> = (0..300)
+            .map(|i| format!("{i:04}{}", "p".repeat(996)))
+            .collect();
+        for line in &lines {
+            ws.send(line.as_str()).await.unwrap();
+        }
+        for line in &lines {
+            assert_eq!(&recv_text(&mut ws).await, line, "{flags:?}");
+        }
+        ws.send("after").await.unwrap();
+        assert_eq!(recv_text(&mut ws).await, "after", "{flags:?}");
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        assert!(d.wait_no_children().is_empty(), "{flags:?}");
+    }
 }
 
 /// The program's whole process group ends with the connection: stdin closed first, then
