@@ -815,6 +815,20 @@ def daemon_section(rows, m):
     return out, [t.replace("- ", "- daemons (issue 10): ", 1) for t in targets if t.startswith("- websockd")]
 
 
+def target_line(label, ratios, limit, against, cell_name, span=False):
+    """One target line: how many cells' ratios are within `limit`, and the worst (with
+    `span`, the best to the worst). `ratios` holds (ratio, cell key) pairs."""
+    ok = [r for r, _ in ratios if r <= limit]
+    worst = max(ratios)
+    if span:
+        best = min(ratios)
+        extreme = (f"{best[0]:.2f} at {cell_name(best[1])} "
+                   f"to {worst[0]:.2f} at {cell_name(worst[1])}")
+    else:
+        extreme = f"worst {worst[0]:.2f} at {cell_name(worst[1])}"
+    return f"- {label} <= {limit}x {against}: **{len(ok)}/{len(ratios)} cells**; {extreme}"
+
+
 def main():
     res, lock = sys.argv[1], sys.argv[2]
     machine = {}
@@ -850,27 +864,17 @@ def main():
         floor_r, uring_floor_r = floor_r
         cpu_r, uring_cpu_r = cpu_r
         if floor_r:
-            ok = [r for r, _ in floor_r if r <= 1.15]
-            worst = max(floor_r)
-            targets.append(f"- (issue 12) weft's server CPU per echo <= 1.15x floor-epoll's: "
-                           f"**{len(ok)}/{len(floor_r)} cells**; worst {worst[0]:.2f} at {cell_name(worst[1])}")
+            targets.append(target_line("(issue 12) weft's server CPU per echo", floor_r, 1.15,
+                                       "floor-epoll's", cell_name))
         if uring_floor_r:
-            ok = [r for r, _ in uring_floor_r if r <= 1.15]
-            worst = max(uring_floor_r)
-            targets.append(f"- (issue 12) weft-uring's server CPU per echo <= 1.15x floor-uring's: "
-                           f"**{len(ok)}/{len(uring_floor_r)} cells**; worst {worst[0]:.2f} at {cell_name(worst[1])}")
+            targets.append(target_line("(issue 12) weft-uring's server CPU per echo", uring_floor_r,
+                                       1.15, "floor-uring's", cell_name))
         if uring_cpu_r:
-            ok = [r for r, _ in uring_cpu_r if r <= 0.8]
-            worst = max(uring_cpu_r)
-            best = min(uring_cpu_r)
-            targets.append(f"- (issue 12) weft-uring's server CPU per echo <= 0.8x the best peer in every cell: "
-                           f"**{len(ok)}/{len(uring_cpu_r)} cells**; {best[0]:.2f} at {cell_name(best[1])} "
-                           f"to {worst[0]:.2f} at {cell_name(worst[1])}")
+            targets.append(target_line("(issue 12) weft-uring's server CPU per echo", uring_cpu_r,
+                                       0.8, "the best peer in every cell", cell_name, span=True))
         if cpu_r:
-            ok = [r for r, _ in cpu_r if r <= 0.8]
-            worst = max(cpu_r)
-            targets.append(f"- server CPU per echo <= 0.8x the best peer in every cell: "
-                           f"**{len(ok)}/{len(cpu_r)} cells**; worst {worst[0]:.2f} at {cell_name(worst[1])}")
+            targets.append(target_line("server CPU per echo", cpu_r, 0.8,
+                                       "the best peer in every cell", cell_name))
     if crows:
         t, cres = codec_section(crows, meta(res, "codec"))
         body += t

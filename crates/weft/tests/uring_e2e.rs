@@ -2,15 +2,17 @@
 //! messages of every size both ways (server and client on the ring, and against the epoll
 //! driver), many connections on one ring, backpressure with bounded memory, the close
 //! handshake, a dropped stream ends its connection, detach gives the stream back, and a
-//! peer that vanishes. Where io_uring is forbidden (seccomp), each test says so and passes
-//! only after checking that the refusal is a clean error.
+//! peer that vanishes; then the scenarios in `tests/scenarios`, shared with `tokio_e2e`,
+//! with both ends on the ring. Where io_uring is forbidden (seccomp), each test says so and
+//! passes only after checking that the refusal is a clean error.
 #![cfg(all(feature = "uring", target_os = "linux"))]
+
+mod scenarios;
 
 use bytes::Bytes;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use weft::proto::handshake::ClientRequest;
 use weft::uring::{Uring, UringStream};
 use weft::{CloseCode, Message, Options, Role};
 
@@ -48,6 +50,37 @@ async fn accept_uring(l: &TcpListener, uring: &Uring) -> UringStream {
     let (s, _) = l.accept().await.unwrap();
     uring.stream_from_tokio(s).unwrap()
 }
+
+/// The stream a shared scenario runs on: each end of its connections on `uring`.
+fn on_the_ring(uring: Uring) -> impl Fn(TcpStream) -> UringStream + Clone + Send + Sync + 'static {
+    move |s| uring.stream_from_tokio(s).unwrap()
+}
+
+/// One test per shared scenario (`tests/scenarios`), over `on_the_ring`; skipped, with a
+/// line saying so, where io_uring is forbidden.
+macro_rules! on_the_ring {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "current_thread")]
+        async fn $name() {
+            let Some(uring) = ring() else { return };
+            bounded(scenarios::$name(on_the_ring(uring))).await
+        }
+    )*};
+}
+
+on_the_ring!(
+    echo_with_subprotocol_and_request_details,
+    rejected_by_the_application_with_a_status,
+    bad_requests_get_their_4xx,
+    protocol_error_gets_the_close_code,
+    stream_and_sink,
+    fed_messages_are_written_by_the_next_receive,
+    keepalive_fails_a_silent_peer,
+    keepalive_keeps_a_live_peer,
+    close_timeout_when_the_peer_never_answers,
+    handshake_timeout,
+    permessage_deflate_is_negotiated_and_used,
+);
 
 fn payload(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
@@ -174,55 +207,21 @@ async fn many_connections_share_one_ring() {
     .await
 }
 
+/// The shared backpressure scenario with the client on the ring (the server too, though it
+/// never reads): the engine's queue stays at its limit, and the stream, holding at most its
+/// write room beside the one send in flight, is waiting on that send.
 #[tokio::test(flavor = "current_thread")]
 async fn send_waits_when_the_peer_does_not_read_and_memory_stays_bounded() {
     let Some(uring) = ring() else { return };
-    bounded(async {
-        let (l, addr) = listener().await;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let (stream, _) = l.accept().await.unwrap();
-            let ws = weft::tokio::accept(stream).await.unwrap();
-            let _ = stop_rx.await;
-            drop(ws);
-        });
-        let tcp = std::net::TcpStream::connect(addr).unwrap();
-        let mut options = Options::default();
-        options.write_buffer_limit = 64 * 1024;
-        let (mut ws, _) = weft::tokio::connect_with(
-            &ClientRequest::new(&format!("ws://{addr}/")).unwrap(),
-            uring.stream(tcp).unwrap(),
-            options,
-        )
-        .await
-        .unwrap();
-        let chunk = Bytes::from(vec![1u8; 16 * 1024]);
-        let mut sent = 0usize;
-        let mut max_queued = 0;
-        loop {
-            let r = tokio::time::timeout(Duration::from_millis(300), ws.feed(chunk.clone())).await;
-            max_queued = max_queued.max(ws.connection().queued_bytes());
-            match r {
-                Ok(res) => {
-                    res.unwrap();
-                    sent += 1;
-                    assert!(sent < 100_000, "feed never waited");
-                }
-                Err(_) => break,
-            }
-        }
-        // The engine's queue stays at its limit; the stream holds at most its write room
-        // beside the one send in flight.
-        assert!(
-            max_queued <= 64 * 1024 + 16 * 1024 + 64,
-            "queued {max_queued}"
-        );
-        // The stream is waiting on its one send.
-        let state = format!("{:?}", ws.get_ref());
-        assert!(state.contains("sending: true"), "{state}");
-        stop_tx.send(()).unwrap();
-        server.await.unwrap();
-    })
+    bounded(
+        scenarios::send_waits_when_the_peer_does_not_read_and_memory_stays_bounded(
+            on_the_ring(uring),
+            |ws| {
+                let state = format!("{:?}", ws.get_ref());
+                assert!(state.contains("sending: true"), "{state}");
+            },
+        ),
+    )
     .await
 }
 
@@ -279,41 +278,17 @@ async fn a_peer_that_vanishes_ends_the_receive_and_later_sends_fail() {
     .await
 }
 
+/// The shared attach-and-detach scenario over a TCP connection with both ends on the ring.
 #[tokio::test(flavor = "current_thread")]
 async fn detach_gives_the_ring_stream_back() {
     let Some(uring) = ring() else { return };
     bounded(async {
         let (l, addr) = listener().await;
-        let (a, b) = (
-            uring
-                .stream(std::net::TcpStream::connect(addr).unwrap())
-                .unwrap(),
-            accept_uring(&l, &uring).await,
-        );
-        let mut client = weft::tokio::WebSocket::from_raw(a, Role::Client, Options::default());
-        let mut server = weft::tokio::WebSocket::from_raw(b, Role::Server, Options::default());
-        client.send("over the ring").await.unwrap();
-        assert_eq!(
-            server.recv().await.unwrap(),
-            Some(Message::from("over the ring"))
-        );
-        let (client_done, server_done) =
-            tokio::join!(client.detach(CloseCode::NORMAL, "switching"), async {
-                assert_eq!(server.recv().await.unwrap(), None);
-                server.detach(CloseCode::NORMAL, "").await
-            });
-        let (mut a, rest_a) = client_done.unwrap();
-        let (mut b, rest_b) = server_done.unwrap();
-        assert!(rest_a.is_empty() && rest_b.is_empty());
-        a.write_all(b"plain bytes").await.unwrap();
-        a.flush().await.unwrap();
-        let mut got = [0u8; 11];
-        b.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"plain bytes");
-        // Shutting down the write side reaches the peer as the end of the stream.
-        a.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        assert_eq!(b.read_to_end(&mut rest).await.unwrap(), 0);
+        let a = uring
+            .stream(std::net::TcpStream::connect(addr).unwrap())
+            .unwrap();
+        let b = accept_uring(&l, &uring).await;
+        scenarios::attach_without_handshake_and_detach(a, b).await
     })
     .await
 }
