@@ -55,7 +55,7 @@ struct Inner {
     queued: bool,
     /// The driver task, woken when the first SQE of a turn is queued.
     driver: Option<Waker>,
-    /// Wakers to call once the lock is released (kept to reuse the allocation).
+    /// Wakers to call once the lock is released (handed to the driver each turn).
     to_wake: Vec<Waker>,
 }
 
@@ -251,8 +251,9 @@ impl Ring {
     }
 
     /// One turn of the driver: submits what is queued and reaps every completion, waking
-    /// their owners. Registers `cx` to be woken when the next SQE is queued.
-    fn turn(&self, cx: &mut Context<'_>) -> io::Result<()> {
+    /// their owners. Registers `cx` to be woken when the next SQE is queued. `to_wake` is
+    /// the driver's own (empty) vector, swapped with the ring's to wake outside the lock.
+    fn turn(&self, cx: &mut Context<'_>, to_wake: &mut Vec<Waker>) -> io::Result<()> {
         let mut inner = self.lock();
         match &inner.driver {
             Some(w) if w.will_wake(cx.waker()) => {}
@@ -269,17 +270,14 @@ impl Ring {
             }
         }
         inner.reap();
-        let mut to_wake = std::mem::take(&mut inner.to_wake);
+        // The wakers leave with the caller's empty vector left in their place: both
+        // allocations are kept, and the lock is taken once per turn.
+        std::mem::swap(&mut inner.to_wake, to_wake);
         let again = inner.queued;
         drop(inner);
         for w in to_wake.drain(..) {
             w.wake();
         }
-        let mut inner = self.lock();
-        if inner.to_wake.capacity() < to_wake.capacity() {
-            inner.to_wake = to_wake;
-        }
-        drop(inner);
         if again {
             cx.waker().wake_by_ref();
         }
@@ -450,6 +448,7 @@ pub(crate) fn drive(ring: Arc<Ring>) -> io::Result<Driver> {
     Ok(Driver {
         afd: Some(afd),
         ring,
+        to_wake: Vec::new(),
     })
 }
 
@@ -458,6 +457,9 @@ pub(crate) struct Driver {
     // Dropped before `ring`: deregistered from epoll while the descriptor is still open.
     afd: Option<AsyncFd<RingFd>>,
     ring: Arc<Ring>,
+    /// Wakers of one turn's completions, woken outside the lock (empty between turns; kept
+    /// to reuse the allocation).
+    to_wake: Vec<Waker>,
 }
 
 impl Future for Driver {
@@ -466,7 +468,7 @@ impl Future for Driver {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         loop {
-            if let Err(e) = this.ring.turn(cx) {
+            if let Err(e) = this.ring.turn(cx, &mut this.to_wake) {
                 tracing::warn!("io_uring driver stopped: {e}");
                 return Poll::Ready(());
             }

@@ -39,8 +39,6 @@ pub struct UringStream {
     rpos: usize,
     recv: Option<u32>,
     eof: bool,
-    /// Where a write is gathered before its send is queued (empty between calls).
-    wbuf: Vec<u8>,
     /// The send in flight, and where in its buffer it started.
     send: Option<(u32, usize)>,
     /// A buffer a completed send gave back, for the next batch.
@@ -72,7 +70,6 @@ impl UringStream {
             rpos: 0,
             recv: None,
             eof: false,
-            wbuf: Vec::new(),
             send: None,
             spare: Vec::new(),
             broken: None,
@@ -130,14 +127,9 @@ impl UringStream {
         Poll::Ready(Ok(()))
     }
 
-    /// Starts a send of what was written, if nothing is in flight.
-    fn start_send(&mut self) -> io::Result<()> {
-        if self.send.is_some() || self.wbuf.is_empty() {
-            return Ok(());
-        }
-        let mut next = std::mem::take(&mut self.spare);
-        next.clear();
-        let buf = std::mem::replace(&mut self.wbuf, next);
+    /// Starts the send of `buf` (nothing may be in flight).
+    fn start_send(&mut self, buf: Vec<u8>) -> io::Result<()> {
+        debug_assert!(self.send.is_none());
         self.send = Some((self.ring.send(self.fd(), buf, 0)?, 0));
         Ok(())
     }
@@ -169,16 +161,18 @@ impl UringStream {
         // a caller that wrote everything and then stops polling (it has nothing more to
         // write) loses nothing.
         std::task::ready!(self.poll_send_done(Some(cx)))?;
+        let mut buf = std::mem::take(&mut self.spare);
+        buf.clear();
         let mut taken = 0;
         for b in bufs {
             let n = b.len().min(WRITE_ROOM - taken);
-            self.wbuf.extend_from_slice(&b[..n]);
+            buf.extend_from_slice(&b[..n]);
             taken += n;
             if taken == WRITE_ROOM {
                 break;
             }
         }
-        self.start_send()?;
+        self.start_send(buf)?;
         Poll::Ready(Ok(taken))
     }
 }
