@@ -2,18 +2,24 @@
 //! io_uring ring, as a tokio `AsyncRead + AsyncWrite` — so the same tokio driver, hyper and
 //! `weft::server` run on it unchanged.
 //!
-//! - **Reads**: one `recv` in flight at most, into a buffer the stream owns (sized by the
-//!   caller's read room: the engine's adaptive room, so an idle connection's buffer is
-//!   small); what it brings is copied out to the caller.
+//! - **Reads**: where the ring has a provided-buffer pool, one multishot `recv` stays armed
+//!   (from the first read on) and what it brings waits in the pool's buffers, queued in the
+//!   ring, until a read copies it out; an idle connection holds no receive buffer. When it
+//!   ends (the queue's bound, the pool ran out) the next read, after the queued data, arms
+//!   it again; where the pool is empty at that moment, or there is no pool, one single-shot
+//!   `recv` in flight at most, into a buffer the stream owns (sized by the caller's read
+//!   room: the engine's adaptive room, so an idle connection's buffer is small); what it
+//!   brings is copied out to the caller.
 //! - **Writes**: a write is copied into a buffer of at most [`WRITE_ROOM`] bytes (a
 //!   vectored write becomes one `send`) and its `send` queued at once; while it is in
 //!   flight the next write waits (backpressure), so nothing written is ever left behind
 //!   unsubmitted, and `flush` has nothing to wait for. `shutdown` waits for the send in
 //!   flight, then shuts the write side.
-//! - **Drop** cancels the receive in flight; a send in flight may finish (for up to 10 s,
+//! - **Drop** cancels the receive in flight (its queued pool buffers go back at once, late
+//!   ones at their completions); a send in flight may finish (for up to 10 s,
 //!   then it is cancelled). The ring frees the buffers at the completions.
 
-use super::ring::Ring;
+use super::ring::{End, MultiRead, Ring};
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -37,7 +43,10 @@ pub struct UringStream {
     /// Received, not yet handed out: `rbuf[rpos..]`.
     rbuf: Vec<u8>,
     rpos: usize,
+    /// The single-shot receive in flight.
     recv: Option<u32>,
+    /// The multishot receive armed (never both).
+    multi: Option<u32>,
     eof: bool,
     /// The send in flight, and where in its buffer it started.
     send: Option<(u32, usize)>,
@@ -69,6 +78,7 @@ impl UringStream {
             rbuf: Vec::new(),
             rpos: 0,
             recv: None,
+            multi: None,
             eof: false,
             send: None,
             spare: Vec::new(),
@@ -194,6 +204,25 @@ impl AsyncRead for UringStream {
             if this.eof || out.remaining() == 0 {
                 return Poll::Ready(Ok(()));
             }
+            if let Some(slot) = this.multi {
+                match std::task::ready!(this.ring.read_multi(slot, out, cx)) {
+                    MultiRead::Data => return Poll::Ready(Ok(())),
+                    MultiRead::Ended(end) => {
+                        this.multi = None;
+                        match end {
+                            End::ReArm => {}
+                            End::Eof => this.eof = true,
+                            End::Error(e) => {
+                                let e = io::Error::from_raw_os_error(-e);
+                                if e.kind() != io::ErrorKind::Interrupted {
+                                    return Poll::Ready(Err(e));
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
             match this.recv {
                 Some(slot) => {
                     let (result, buf) = std::task::ready!(this.ring.poll(slot, Some(cx)));
@@ -211,6 +240,12 @@ impl AsyncRead for UringStream {
                     if result == 0 {
                         this.eof = true;
                     }
+                }
+                None if this.ring.multishot_ready() => {
+                    // The pool's buffers from now on: the stream's own one goes.
+                    this.rbuf = Vec::new();
+                    this.rpos = 0;
+                    this.multi = Some(this.ring.recv_multi(this.fd())?);
                 }
                 None => {
                     let want = out.remaining().clamp(MIN_RECV, MAX_RECV);
@@ -293,6 +328,9 @@ impl AsRawFd for UringStream {
 impl Drop for UringStream {
     fn drop(&mut self) {
         if let Some(slot) = self.recv.take() {
+            self.ring.abandon(slot, false);
+        }
+        if let Some(slot) = self.multi.take() {
             self.ring.abandon(slot, false);
         }
         if let Some((slot, _)) = self.send.take() {
