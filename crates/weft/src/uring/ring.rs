@@ -16,7 +16,7 @@
 //! once per ring) each time data arrives; the buffers a completion names are queued in the
 //! stream's slot until its reader copies them out, and go back to the pool at once. An idle
 //! connection then holds no receive buffer at all. A slot's queue is bounded
-//! ([`STREAM_QUEUE`]): past it the multishot is cancelled and the socket's own buffer
+//! ([`STREAM_QUEUE_BYTES`]): past it the multishot is cancelled and the socket's own buffer
 //! pushes back; a multishot that ended (the bound, `ENOBUFS`) is armed again at the next
 //! read, after its queue (where the kernel is out of buffers: a single-shot receive into
 //! the stream's own buffer for that read). Where buffer rings or multishot receives are
@@ -49,15 +49,16 @@ static LINGER: types::Timespec = types::Timespec::new().sec(10);
 
 /// How many provided buffers a ring's pool has (a power of two), and their size: 2 MiB per
 /// ring (per thread), in the kernel's hands while nobody reads, whatever the number of
-/// connections. 16 KiB: a 64 KiB message in four completions; see CHANGELOG for the
-/// measurements behind it.
+/// connections (see CHANGELOG for the measurements behind it). `WEFT_URING_POOL=COUNTxSIZE`
+/// (e.g. `64x32768`) sets others, for measurements.
 pub(crate) const POOL_BUFFERS: u16 = 128;
 /// The size of one provided buffer.
 pub(crate) const POOL_BUFFER_SIZE: usize = 16 * 1024;
-/// The most buffers one stream's slot queues for its reader: past it, the stream's
-/// multishot receive is cancelled (re-armed at the next read once the queue is read), so a
-/// reader that stops holds at most this many (plus what was in flight) of the pool.
-pub(crate) const STREAM_QUEUE: usize = 16;
+/// The most bytes of buffers one stream's slot queues for its reader (at least two
+/// buffers, at most an eighth of the pool): past it, the stream's multishot receive is
+/// cancelled (re-armed at the next read once the queue is read), so a reader that stops
+/// holds at most this much of the pool (plus what was in flight).
+pub(crate) const STREAM_QUEUE_BYTES: usize = 256 * 1024;
 /// The buffer group of the pool.
 const BGID: u16 = 0;
 
@@ -191,6 +192,11 @@ pub(crate) struct Pool {
     tail: u16,
     /// Buffers named by completions and not yet given back.
     out: usize,
+    /// How many buffers, a power of two, and their size.
+    count: u16,
+    size: usize,
+    /// The most buffers a stream's queue holds before its receive is cancelled.
+    queue_bound: usize,
 }
 
 // SAFETY: the pool's pointers are to memory it owns (see above); it lives inside the ring's
@@ -200,33 +206,42 @@ unsafe impl Send for Pool {}
 impl Pool {
     /// Allocates the pool and registers it with `uring` as buffer group [`BGID`], with
     /// every buffer in it. `None` where the kernel refuses (older than 5.19).
-    fn new(uring: &IoUring) -> io::Result<Pool> {
+    fn new(uring: &IoUring, count: u16, size: usize) -> io::Result<Pool> {
         // SAFETY: sysconf has no preconditions.
         if unsafe { libc::sysconf(libc::_SC_PAGESIZE) } != 4096 {
             return Err(io::Error::other("page size other than 4 KiB"));
         }
-        let count = usize::from(POOL_BUFFERS);
-        let pages = (count * std::mem::size_of::<BufEntry>()).div_ceil(4096);
+        if !count.is_power_of_two() || count > 1 << 15 || !(1024..=1 << 20).contains(&size) {
+            return Err(io::Error::other(
+                "pool: 1 to 32768 buffers (a power of two) of 1 KiB to 1 MiB",
+            ));
+        }
+        let pages = (usize::from(count) * std::mem::size_of::<BufEntry>()).div_ceil(4096);
         let entries: Box<[Page]> = (0..pages).map(|_| Page([0; 4096])).collect();
-        let bufs = vec![0u8; count * POOL_BUFFER_SIZE].into_boxed_slice();
+        let bufs = vec![0u8; usize::from(count) * size].into_boxed_slice();
         let mut pool = Pool {
             entries: Box::into_raw(entries),
             bufs: Box::into_raw(bufs),
             tail: 0,
             out: 0,
+            count,
+            size,
+            queue_bound: (STREAM_QUEUE_BYTES / size)
+                .min(usize::from(count) / 8)
+                .max(2),
         };
         let addr = pool.entries.cast::<Page>() as u64;
-        // SAFETY: `addr` is page-aligned memory for `POOL_BUFFERS` entries, owned by the
+        // SAFETY: `addr` is page-aligned memory for `count` entries, owned by the
         // pool and valid until it drops (see the pool's safety argument); it is zeroed, so
         // the kernel sees an empty ring (tail 0).
         let registered = unsafe {
             uring
                 .submitter()
-                .register_buf_ring_with_flags(addr, POOL_BUFFERS, BGID, 0)
+                .register_buf_ring_with_flags(addr, count, BGID, 0)
         };
         registered?;
-        pool.out = count;
-        for bid in 0..POOL_BUFFERS {
+        pool.out = usize::from(count);
+        for bid in 0..count {
             pool.give_back(bid);
         }
         Ok(pool)
@@ -238,20 +253,20 @@ impl Pool {
 
     /// Publishes buffer `bid` to the kernel again (its bytes were read).
     fn give_back(&mut self, bid: u16) {
-        if bid >= POOL_BUFFERS {
+        if bid >= self.count {
             return;
         }
-        let at = usize::from(self.tail & (POOL_BUFFERS - 1));
+        let at = usize::from(self.tail & (self.count - 1));
         let base = self.first_entry();
-        let addr = self.bufs.cast::<u8>() as u64 + (usize::from(bid) * POOL_BUFFER_SIZE) as u64;
-        // SAFETY: `at` < POOL_BUFFERS, so the entry is inside the ring's allocation; the
+        let addr = self.bufs.cast::<u8>() as u64 + (usize::from(bid) * self.size) as u64;
+        // SAFETY: `at` < count, so the entry is inside the ring's allocation; the
         // kernel reads only the entries before the tail, and this one is at the tail. The
         // fields are written through raw pointers, leaving the first entry's `resv` (the
         // tail, which the kernel reads) alone.
         unsafe {
             let e = base.add(at);
             std::ptr::addr_of_mut!((*e).addr).write(addr);
-            std::ptr::addr_of_mut!((*e).len).write(POOL_BUFFER_SIZE as u32);
+            std::ptr::addr_of_mut!((*e).len).write(self.size as u32);
             std::ptr::addr_of_mut!((*e).bid).write(bid);
         }
         self.tail = self.tail.wrapping_add(1);
@@ -267,11 +282,11 @@ impl Pool {
 
     /// The first `len` bytes of buffer `bid`, which a completion handed over.
     fn bytes(&self, bid: u16, len: u32) -> &[u8] {
-        if bid >= POOL_BUFFERS {
+        if bid >= self.count {
             return &[];
         }
-        let len = (len as usize).min(POOL_BUFFER_SIZE);
-        let start = usize::from(bid) * POOL_BUFFER_SIZE;
+        let len = (len as usize).min(self.size);
+        let start = usize::from(bid) * self.size;
         // SAFETY: the range is inside the buffers' allocation; a completion named this
         // buffer, so the kernel wrote these `len` bytes and will not touch the buffer again
         // until `give_back` publishes it, which needs `&mut self` (not while this borrow
@@ -281,7 +296,7 @@ impl Pool {
 
     /// How many buffers are in the kernel's hands (not queued for a reader).
     fn free(&self) -> usize {
-        usize::from(POOL_BUFFERS) - self.out
+        usize::from(self.count).saturating_sub(self.out)
     }
 }
 
@@ -310,12 +325,18 @@ impl Ring {
         let uring = IoUring::builder().build(entries)?;
         let fd = uring.as_raw_fd();
         let pool = if multishot {
-            match Pool::new(&uring) {
+            let (count, size) = std::env::var("WEFT_URING_POOL")
+                .ok()
+                .and_then(|v| {
+                    let (c, s) = v.split_once('x')?;
+                    Some((c.parse().ok()?, s.parse().ok()?))
+                })
+                .unwrap_or((POOL_BUFFERS, POOL_BUFFER_SIZE));
+            match Pool::new(&uring, count, size) {
                 Ok(p) => {
                     tracing::debug!(
-                        "io_uring ring {fd}: multishot receives on {POOL_BUFFERS} provided \
-                         buffers of {} KiB",
-                        POOL_BUFFER_SIZE / 1024
+                        "io_uring ring {fd}: multishot receives on {count} provided buffers \
+                         of {size} bytes"
                     );
                     Some(p)
                 }
@@ -480,7 +501,7 @@ impl Ring {
         inner
             .pool
             .as_ref()
-            .map(|p| (p.free(), usize::from(POOL_BUFFERS), inner.enobufs))
+            .map(|p| (p.free(), usize::from(p.count), inner.enobufs))
     }
 
     /// Puts `buf` in a free slot and queues the SQE `build` makes for that slot's user data.
@@ -797,6 +818,7 @@ impl Table<'_> {
 
     /// Takes the completion to its slot; takes `bid` if the slot keeps that buffer.
     fn complete_op(&mut self, ud: u64, result: i32, flags: u32, bid: &mut Option<u16>) {
+        let bound = self.pool.as_ref().map_or(2, |p| p.queue_bound);
         if ud == UNTRACKED {
             return;
         }
@@ -874,7 +896,7 @@ impl Table<'_> {
                         r if r == -libc::ECANCELED || r == -libc::EINTR => End::ReArm,
                         r => End::Error(r),
                     });
-                } else if queue.len() >= STREAM_QUEUE && !*cancelled {
+                } else if queue.len() >= bound && !*cancelled {
                     // The reader is behind: stop taking the pool's buffers; the socket's
                     // own buffer (and then TCP) pushes back until the reader catches up.
                     *cancelled = true;
