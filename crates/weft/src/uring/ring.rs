@@ -49,11 +49,14 @@ static LINGER: types::Timespec = types::Timespec::new().sec(10);
 
 /// How many provided buffers a ring's pool has (a power of two), and their size: 2 MiB per
 /// ring (per thread), in the kernel's hands while nobody reads, whatever the number of
-/// connections (see CHANGELOG for the measurements behind it). `WEFT_URING_POOL=COUNTxSIZE`
-/// (e.g. `64x32768`) sets others, for measurements.
-pub(crate) const POOL_BUFFERS: u16 = 128;
+/// connections. Measured (CHANGELOG): 4 KiB buffers cost a 64 KiB echo ~30% more server
+/// CPU than single-shot receives (a completion and a wake-up per 4 KiB), 16 KiB ones ~0-5%
+/// more, 32-64 KiB ones about the same or less; 64 leaves room for a burst of connections
+/// receiving in one turn. `WEFT_URING_POOL=COUNTxSIZE` (e.g. `128x16384`) sets others, for
+/// measurements.
+pub(crate) const POOL_BUFFERS: u16 = 64;
 /// The size of one provided buffer.
-pub(crate) const POOL_BUFFER_SIZE: usize = 16 * 1024;
+pub(crate) const POOL_BUFFER_SIZE: usize = 32 * 1024;
 /// The most bytes of buffers one stream's slot queues for its reader (at least two
 /// buffers, at most an eighth of the pool): past it, the stream's multishot receive is
 /// cancelled (re-armed at the next read once the queue is read), so a reader that stops
