@@ -457,6 +457,7 @@ impl Ring {
         else {
             return Poll::Ready(MultiRead::Ended(End::ReArm));
         };
+        let before = out.filled().len();
         if !queue.is_empty() {
             while let Some(&(bid, len)) = queue.front() {
                 if out.remaining() == 0 {
@@ -477,7 +478,10 @@ impl Ring {
                     *read = (from + n) as u32;
                 }
             }
-            return Poll::Ready(MultiRead::Data);
+            // (Never zero bytes: that would read as the end of the stream.)
+            if out.filled().len() > before {
+                return Poll::Ready(MultiRead::Data);
+            }
         }
         let Some(mut e) = *end else {
             match waker {
