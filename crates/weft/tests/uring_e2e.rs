@@ -2,8 +2,9 @@
 //! messages of every size both ways (server and client on the ring, and against the epoll
 //! driver), many connections on one ring, backpressure with bounded memory, the close
 //! handshake, a dropped stream ends its connection, detach gives the stream back, and a
-//! peer that vanishes. Where io_uring is forbidden (seccomp), each test says so and passes
-//! only after checking that the refusal is a clean error.
+//! peer that vanishes; multishot receives on the provided-buffer pool (exhaustion, drop,
+//! re-arming) and the single-shot path. Where io_uring is forbidden (seccomp), each test
+//! says so and passes only after checking that the refusal is a clean error.
 #![cfg(all(feature = "uring", target_os = "linux"))]
 
 use bytes::Bytes;
@@ -572,6 +573,58 @@ async fn a_stream_whose_receive_ran_out_of_buffers_reads_on() {
         let mut rest = Vec::new();
         victim.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty());
+        for p in peers {
+            p.join().unwrap();
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn echo_every_size_with_single_shot_receives() {
+    // The path of kernels without buffer rings, asked for.
+    if ring().is_none() {
+        return;
+    }
+    let uring = Uring::start_with(false).unwrap();
+    assert!(uring.pool_state().is_none());
+    bounded(async {
+        let (l, addr) = listener().await;
+        let server = spawn_echo(l, uring.clone(), 1);
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        let url = format!("ws://{addr}/");
+        let (mut ws, _) = weft::tokio::connect(&url, uring.stream(tcp).unwrap())
+            .await
+            .unwrap();
+        echo_every_size(&mut ws).await;
+        ws.close(CloseCode::NORMAL, "done").await.unwrap();
+        server.await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_stream_read_a_byte_at_a_time_gets_every_byte_in_order() {
+    // Partly read pool buffers, across many completions.
+    let Some(uring) = ring_with_pool() else {
+        return;
+    };
+    bounded(async {
+        let (mut streams, peers) = peers_writing(&uring, 1, |_| 100_000);
+        let s = &mut streams[0];
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 7];
+        loop {
+            let n = s.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(got == payload(100_000, 0));
+        drop(streams);
+        let (free, total, _) = pool_until(&uring, |(free, total, _)| free == total).await;
+        assert_eq!(free, total);
         for p in peers {
             p.join().unwrap();
         }
