@@ -2,9 +2,10 @@
 //! messages of every size both ways (server and client on the ring, and against the epoll
 //! driver), many connections on one ring, backpressure with bounded memory, the close
 //! handshake, a dropped stream ends its connection, detach gives the stream back, and a
-//! peer that vanishes; then the scenarios in `tests/scenarios`, shared with `tokio_e2e`,
-//! with both ends on the ring. Where io_uring is forbidden (seccomp), each test says so and
-//! passes only after checking that the refusal is a clean error.
+//! peer that vanishes; multishot receives on the provided-buffer pool (exhaustion, drop,
+//! re-arming) and the single-shot path; then the scenarios in `tests/scenarios`, shared
+//! with `tokio_e2e`, with both ends on the ring. Where io_uring is forbidden (seccomp),
+//! each test says so and passes only after checking that the refusal is a clean error.
 #![cfg(all(feature = "uring", target_os = "linux"))]
 
 mod scenarios;
@@ -349,4 +350,259 @@ async fn a_send_in_flight_finishes_after_the_drop() {
         assert!(got == data);
     })
     .await
+}
+
+// ---- Multishot receives on the ring's provided-buffer pool ----
+
+/// `n` connections accepted onto the ring, each with a peer thread that writes `each`
+/// bytes of `payload(each, i)` (then shuts its write side) and is given back at its end.
+fn peers_writing(
+    uring: &Uring,
+    n: usize,
+    each: impl Fn(usize) -> usize,
+) -> (Vec<UringStream>, Vec<std::thread::JoinHandle<()>>) {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut streams = Vec::new();
+    let mut peers = Vec::new();
+    for i in 0..n {
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        let (s, _) = l.accept().unwrap();
+        streams.push(uring.stream(s).unwrap());
+        let data = payload(each(i), i as u8);
+        peers.push(std::thread::spawn(move || {
+            tcp.set_write_timeout(Some(LIMIT)).unwrap();
+            // The reader may be dropped (tests of the drop): then the write fails.
+            if tcp.write_all(&data).is_ok() {
+                let _ = tcp.shutdown(std::net::Shutdown::Write);
+            }
+        }));
+    }
+    (streams, peers)
+}
+
+/// Waits (bounded) until the pool's state satisfies `f`; the last state seen.
+async fn pool_until(uring: &Uring, f: impl Fn((usize, usize, u64)) -> bool) -> (usize, usize, u64) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = uring.pool_state().unwrap();
+        if f(st) || tokio::time::Instant::now() > until {
+            return st;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the pool's free count stops changing for 200 ms.
+async fn pool_settles(uring: &Uring) -> (usize, usize, u64) {
+    let mut last = uring.pool_state().unwrap();
+    let mut still = 0;
+    while still < 20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = uring.pool_state().unwrap();
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
+/// The ring with a pool, or `None` (with a line saying why).
+fn ring_with_pool() -> Option<Uring> {
+    let uring = ring()?;
+    if uring.pool_state().is_none() {
+        eprintln!("no provided-buffer pool here (single-shot receives): test skipped");
+        return None;
+    }
+    Some(uring)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn readers_that_stop_exhaust_the_pool_and_lose_nothing() {
+    let Some(uring) = ring_with_pool() else {
+        return;
+    };
+    bounded(async {
+        const CONNS: usize = 24;
+        const EACH: usize = 600_000;
+        let (mut streams, peers) = peers_writing(&uring, CONNS, |_| EACH);
+        // Each reads its first byte (arming its receive), then stops reading.
+        for (i, s) in streams.iter_mut().enumerate() {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            assert_eq!(b[0], payload(1, i as u8)[0]);
+        }
+        let (free, total, _) = pool_until(&uring, |(free, _, _)| free == 0).await;
+        assert_eq!(free, 0, "the pool is not exhausted");
+        let (_, _, enobufs) = pool_settles(&uring).await;
+        eprintln!("pool of {total}: exhausted, {enobufs} receives ended without buffers");
+        assert!(enobufs > 0);
+        // Now they all read, at once: every byte, in order.
+        let mut tasks = Vec::new();
+        for (i, mut s) in streams.into_iter().enumerate() {
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.unwrap();
+                assert!(got == payload(EACH, i as u8)[1..], "connection {i}");
+                s
+            }));
+        }
+        let mut streams = Vec::new();
+        for t in tasks {
+            streams.push(t.await.unwrap());
+        }
+        assert_eq!(
+            uring.pool_state().unwrap().0,
+            total,
+            "buffers kept after EOF"
+        );
+        drop(streams);
+        for p in peers {
+            p.join().unwrap();
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn dropped_streams_give_their_queued_buffers_back() {
+    let Some(uring) = ring_with_pool() else {
+        return;
+    };
+    bounded(async {
+        let (mut streams, peers) = peers_writing(&uring, 12, |_| 300_000);
+        for s in &mut streams {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+        }
+        let (free, total, _) = pool_settles(&uring).await;
+        assert!(free < total, "nothing was queued");
+        drop(streams);
+        let (free, total, _) = pool_until(&uring, |(free, total, _)| free == total).await;
+        assert_eq!(free, total, "buffers lost with the dropped streams");
+        for p in peers {
+            p.join().unwrap();
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_stream_whose_receive_ran_out_of_buffers_reads_on() {
+    use std::io::Write;
+    let Some(uring) = ring_with_pool() else {
+        return;
+    };
+    bounded(async {
+        // The victim: armed (it read a first byte), then idle while the pool empties.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let mut victim = uring.stream(l.accept().unwrap().0).unwrap();
+        peer.write_all(b"a").unwrap();
+        let mut b = [0u8; 1];
+        victim.read_exact(&mut b).await.unwrap();
+        // Hogs that do not read take the whole pool.
+        let (mut hogs, peers) = peers_writing(&uring, 16, |_| 400_000);
+        for s in &mut hogs {
+            s.read_exact(&mut b).await.unwrap();
+        }
+        pool_until(&uring, |(free, _, _)| free == 0).await;
+        let (free, _, before) = pool_settles(&uring).await;
+        assert_eq!(free, 0);
+        // The victim's bytes find no buffer: its receive ends (ENOBUFS)...
+        let first = payload(5000, 7);
+        peer.write_all(&first).unwrap();
+        let (_, _, after) = pool_until(&uring, |(_, _, n)| n > before).await;
+        assert!(
+            after > before,
+            "the victim's receive did not end without buffers"
+        );
+        // ... and its next read gets them all the same (the pool is still empty).
+        let mut got = vec![0u8; first.len()];
+        victim.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, first);
+        // The hogs read everything; then the victim's receive is multishot again.
+        let mut tasks = Vec::new();
+        for (i, mut s) in hogs.into_iter().enumerate() {
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.unwrap();
+                assert!(got == payload(400_000, i as u8)[1..], "hog {i}");
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let (free, total, _) = uring.pool_state().unwrap();
+        assert_eq!(free, total);
+        let second = payload(200_000, 9);
+        let writer = std::thread::spawn(move || {
+            peer.write_all(&second).unwrap();
+            peer
+        });
+        let mut got = vec![0u8; 200_000];
+        victim.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, payload(200_000, 9));
+        let peer = writer.join().unwrap();
+        drop(peer);
+        let mut rest = Vec::new();
+        victim.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        for p in peers {
+            p.join().unwrap();
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn echo_every_size_with_single_shot_receives() {
+    // The path of kernels without buffer rings, asked for.
+    if ring().is_none() {
+        return;
+    }
+    let uring = Uring::start_with(false).unwrap();
+    assert!(uring.pool_state().is_none());
+    bounded(async {
+        let (l, addr) = listener().await;
+        let server = spawn_echo(l, uring.clone(), 1);
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        let url = format!("ws://{addr}/");
+        let (mut ws, _) = weft::tokio::connect(&url, uring.stream(tcp).unwrap())
+            .await
+            .unwrap();
+        echo_every_size(&mut ws).await;
+        ws.close(CloseCode::NORMAL, "done").await.unwrap();
+        server.await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_stream_read_a_byte_at_a_time_gets_every_byte_in_order() {
+    // Partly read pool buffers, across many completions.
+    let Some(uring) = ring_with_pool() else {
+        return;
+    };
+    bounded(async {
+        let (mut streams, peers) = peers_writing(&uring, 1, |_| 100_000);
+        let s = &mut streams[0];
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 7];
+        loop {
+            let n = s.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(got == payload(100_000, 0));
+        drop(streams);
+        let (free, total, _) = pool_until(&uring, |(free, total, _)| free == total).await;
+        assert_eq!(free, total);
+        for p in peers {
+            p.join().unwrap();
+        }
+    })
+    .await;
 }

@@ -49,8 +49,20 @@ impl Uring {
     /// Sets up a ring and spawns the task that drives it on the current tokio runtime
     /// (call it from inside one; it panics outside a runtime, as `tokio::spawn` does).
     /// Fails where io_uring is missing or forbidden.
+    ///
+    /// Receives are multishot ones on a pool of provided buffers per ring where the kernel
+    /// has them (6.0+), else single-shot ones into each stream's own buffer (a debug log
+    /// line says which). The environment variable `WEFT_URING_RECV=single` asks for
+    /// single-shot receives (for comparisons); see also [`start_with`](Self::start_with).
     pub fn start() -> io::Result<Uring> {
-        let ring = Arc::new(Ring::new(ENTRIES)?);
+        let single = std::env::var_os("WEFT_URING_RECV").is_some_and(|v| v == "single");
+        Uring::start_with(!single)
+    }
+
+    /// [`start`](Self::start), saying whether receives may be multishot ones
+    /// (`multishot: false`: always single-shot, whatever the kernel has).
+    pub fn start_with(multishot: bool) -> io::Result<Uring> {
+        let ring = Arc::new(Ring::new(ENTRIES, multishot)?);
         let driver = ring::drive(ring.clone())?;
         tokio::spawn(driver);
         Ok(Uring { ring })
@@ -66,9 +78,17 @@ impl Uring {
     pub fn stream_from_tokio(&self, tcp: tokio::net::TcpStream) -> io::Result<UringStream> {
         self.stream(tcp.into_std()?)
     }
+
+    /// The provided-buffer pool's state, for tests: its free buffers (in the kernel's
+    /// hands, not queued for a reader), its size, and how many multishot receives ended
+    /// because it was empty. `None` without a pool (single-shot receives).
+    #[doc(hidden)]
+    pub fn pool_state(&self) -> Option<(usize, usize, u64)> {
+        self.ring.pool_state()
+    }
 }
 
 /// Whether io_uring works here: `Ok` if a ring can be set up, else the reason.
 pub fn probe() -> io::Result<()> {
-    Ring::new(2).map(drop)
+    Ring::new(2, false).map(drop)
 }

@@ -10,18 +10,34 @@
 //! while completions wait). So a busy thread enters the kernel once per turn for all of its
 //! connections, not once per read and once per write of each.
 //!
+//! Receives are multishot where the kernel has them (6.0+): one `RECV` with
+//! `IORING_RECV_MULTISHOT` per stream stays armed and picks a buffer from the ring's
+//! [`Pool`] (a provided-buffer ring: [`POOL_BUFFERS`] × [`POOL_BUFFER_SIZE`], registered
+//! once per ring) each time data arrives; the buffers a completion names are queued in the
+//! stream's slot until its reader copies them out, and go back to the pool at once. An idle
+//! connection then holds no receive buffer at all. A slot's queue is bounded
+//! ([`STREAM_QUEUE_BYTES`]): past it the multishot is cancelled and the socket's own buffer
+//! pushes back; a multishot that ended (the bound, `ENOBUFS`) is armed again at the next
+//! read, after its queue (where the kernel is out of buffers: a single-shot receive into
+//! the stream's own buffer for that read). Where buffer rings or multishot receives are
+//! missing, every receive is a single-shot one into the stream's own buffer.
+//!
 //! This is the one module of `weft` allowed `unsafe`: pushing an SQE (the kernel will use
-//! the buffer it points to) and `set_len` after a receive (the kernel wrote that many bytes).
-//! The safety argument is the slot table above.
+//! the buffer it points to), `set_len` after a receive (the kernel wrote that many bytes),
+//! and the provided-buffer pool (memory shared with the kernel). The safety argument is the
+//! slot table above and the [`Pool`]'s own.
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use tokio::io::unix::AsyncFd;
+use tokio::io::ReadBuf;
 
 /// The user data of SQEs whose completion nobody waits for (cancellations).
 const UNTRACKED: u64 = u64::MAX;
@@ -30,6 +46,24 @@ const LINGER_TAG: u64 = 1 << 63;
 /// How long a send whose stream was dropped may go on before it is cancelled (as the kernel
 /// goes on sending what a closed socket had buffered).
 static LINGER: types::Timespec = types::Timespec::new().sec(10);
+
+/// How many provided buffers a ring's pool has (a power of two), and their size: 2 MiB per
+/// ring (per thread), in the kernel's hands while nobody reads, whatever the number of
+/// connections. Measured (CHANGELOG): 4 KiB buffers cost a 64 KiB echo ~30% more server
+/// CPU than single-shot receives (a completion and a wake-up per 4 KiB), 16 KiB ones ~0-5%
+/// more, 32-64 KiB ones about the same or less; 64 leaves room for a burst of connections
+/// receiving in one turn. `WEFT_URING_POOL=COUNTxSIZE` (e.g. `128x16384`) sets others, for
+/// measurements.
+pub(crate) const POOL_BUFFERS: u16 = 64;
+/// The size of one provided buffer.
+pub(crate) const POOL_BUFFER_SIZE: usize = 32 * 1024;
+/// The most bytes of buffers one stream's slot queues for its reader (at least two
+/// buffers, at most an eighth of the pool): past it, the stream's multishot receive is
+/// cancelled (re-armed at the next read once the queue is read), so a reader that stops
+/// holds at most this much of the pool (plus what was in flight).
+pub(crate) const STREAM_QUEUE_BYTES: usize = 256 * 1024;
+/// The buffer group of the pool.
+const BGID: u16 = 0;
 
 /// An operation's user data: its slot, and the slot's generation (a reused slot never takes
 /// a completion, a cancellation or a timeout meant for the operation before).
@@ -44,7 +78,14 @@ pub(crate) struct Ring {
 }
 
 struct Inner {
+    // Declared first: dropped (the ring closed) before the pool's memory is freed.
     uring: IoUring,
+    /// The provided-buffer pool, where multishot receives work.
+    pool: Option<Pool>,
+    /// Multishot receives are used (cleared if the kernel refuses one).
+    multishot: bool,
+    /// How many multishot receives ended because the pool was empty (for tests).
+    enobufs: u64,
     slots: Vec<Slot>,
     /// Each slot's generation, advanced whenever it is taken.
     gens: Vec<u32>,
@@ -55,7 +96,7 @@ struct Inner {
     queued: bool,
     /// The driver task, woken when the first SQE of a turn is queued.
     driver: Option<Waker>,
-    /// Wakers to call once the lock is released (kept to reuse the allocation).
+    /// Wakers to call once the lock is released (handed to the driver each turn).
     to_wake: Vec<Waker>,
 }
 
@@ -75,6 +116,202 @@ enum Slot {
         buf: Vec<u8>,
         result: i32,
     },
+    /// A multishot receive: its buffers are the pool's. Armed until `end` is set (its last
+    /// completion, without `IORING_CQE_F_MORE`, was reaped).
+    Multi {
+        waker: Option<Waker>,
+        /// Received, not yet read: pool buffers and their lengths, in order.
+        queue: VecDeque<(u16, u32)>,
+        /// How much of the first queued buffer was read.
+        read: u32,
+        end: Option<End>,
+        /// Whoever started it is gone: free the slot at the last completion.
+        orphan: bool,
+        /// A cancellation was sent (the queue reached its bound).
+        cancelled: bool,
+        /// Some data arrived (a refusal before any means: unsupported here).
+        got: bool,
+    },
+}
+
+/// How a multishot receive ended (reported once its queue is read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    /// Not by the peer (the pool ran out, the queue's bound, the kernel's own reasons): the
+    /// reader arms a new receive.
+    ReArm,
+    /// The peer's end of the stream.
+    Eof,
+    /// A failure (a negated errno).
+    Error(i32),
+}
+
+/// What [`Ring::read_multi`] found.
+pub(crate) enum MultiRead {
+    /// Bytes were copied into the caller's buffer.
+    Data,
+    /// The receive ended and everything it brought was read; the slot is free.
+    Ended(End),
+}
+
+fn in_kernel(slot: &Slot) -> bool {
+    matches!(slot, Slot::Busy { .. } | Slot::Multi { end: None, .. })
+}
+
+/// One entry of a provided-buffer ring, as the kernel lays it out (`struct io_uring_buf`;
+/// the `resv` field of the first entry is the ring's tail).
+#[repr(C)]
+struct BufEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () =
+    assert!(std::mem::size_of::<BufEntry>() == std::mem::size_of::<types::BufRingEntry>());
+
+/// A page, the alignment the kernel wants for a buffer ring.
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+/// The ring's provided buffers: a buffer ring registered with the kernel (entries telling
+/// it which buffers it may fill) and the buffers themselves.
+///
+/// Safety argument: both allocations are made here, never moved or resized, and freed only
+/// when the pool drops, which happens (a) after the buffer group was unregistered, once no
+/// multishot receive was left in the kernel (`Ring::drop`), or (b) never: `Ring::drop`
+/// leaks the pool when receives are still in the kernel, and a pool whose registration
+/// failed was never seen by the kernel. The kernel writes a buffer only between the moment
+/// its entry is published (the tail stored with `Release` past it) and the completion that
+/// names it; this module reads a buffer only after that completion and publishes it again
+/// only after the reader's copy, so the kernel and this module never use a buffer at once.
+/// Entries are written only at the tail (which the kernel does not read past), through raw
+/// pointers (never a reference to memory the kernel reads).
+pub(crate) struct Pool {
+    entries: *mut [Page],
+    bufs: *mut [u8],
+    /// The next entry to write (the kernel's view of it: the stored tail).
+    tail: u16,
+    /// Buffers named by completions and not yet given back.
+    out: usize,
+    /// How many buffers, a power of two, and their size.
+    count: u16,
+    size: usize,
+    /// The most buffers a stream's queue holds before its receive is cancelled.
+    queue_bound: usize,
+}
+
+// SAFETY: the pool's pointers are to memory it owns (see above); it lives inside the ring's
+// mutex, which serialises every use of it.
+unsafe impl Send for Pool {}
+
+impl Pool {
+    /// Allocates the pool and registers it with `uring` as buffer group [`BGID`], with
+    /// every buffer in it. `None` where the kernel refuses (older than 5.19).
+    fn new(uring: &IoUring, count: u16, size: usize) -> io::Result<Pool> {
+        // SAFETY: sysconf has no preconditions.
+        if unsafe { libc::sysconf(libc::_SC_PAGESIZE) } != 4096 {
+            return Err(io::Error::other("page size other than 4 KiB"));
+        }
+        if !count.is_power_of_two() || count > 1 << 15 || !(1024..=1 << 20).contains(&size) {
+            return Err(io::Error::other(
+                "pool: 1 to 32768 buffers (a power of two) of 1 KiB to 1 MiB",
+            ));
+        }
+        let pages = (usize::from(count) * std::mem::size_of::<BufEntry>()).div_ceil(4096);
+        let entries: Box<[Page]> = (0..pages).map(|_| Page([0; 4096])).collect();
+        let bufs = vec![0u8; usize::from(count) * size].into_boxed_slice();
+        let mut pool = Pool {
+            entries: Box::into_raw(entries),
+            bufs: Box::into_raw(bufs),
+            tail: 0,
+            out: 0,
+            count,
+            size,
+            queue_bound: (STREAM_QUEUE_BYTES / size)
+                .min(usize::from(count) / 8)
+                .max(2),
+        };
+        let addr = pool.entries.cast::<Page>() as u64;
+        // SAFETY: `addr` is page-aligned memory for `count` entries, owned by the
+        // pool and valid until it drops (see the pool's safety argument); it is zeroed, so
+        // the kernel sees an empty ring (tail 0).
+        let registered = unsafe {
+            uring
+                .submitter()
+                .register_buf_ring_with_flags(addr, count, BGID, 0)
+        };
+        registered?;
+        pool.out = usize::from(count);
+        for bid in 0..count {
+            pool.give_back(bid);
+        }
+        Ok(pool)
+    }
+
+    fn first_entry(&self) -> *mut BufEntry {
+        self.entries.cast::<BufEntry>()
+    }
+
+    /// Publishes buffer `bid` to the kernel again (its bytes were read).
+    fn give_back(&mut self, bid: u16) {
+        if bid >= self.count {
+            return;
+        }
+        let at = usize::from(self.tail & (self.count - 1));
+        let base = self.first_entry();
+        let addr = self.bufs.cast::<u8>() as u64 + (usize::from(bid) * self.size) as u64;
+        // SAFETY: `at` < count, so the entry is inside the ring's allocation; the
+        // kernel reads only the entries before the tail, and this one is at the tail. The
+        // fields are written through raw pointers, leaving the first entry's `resv` (the
+        // tail, which the kernel reads) alone.
+        unsafe {
+            let e = base.add(at);
+            std::ptr::addr_of_mut!((*e).addr).write(addr);
+            std::ptr::addr_of_mut!((*e).len).write(self.size as u32);
+            std::ptr::addr_of_mut!((*e).bid).write(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail is the first entry's `resv` field, a `u16` inside the ring's
+        // allocation, aligned for it; the kernel reads it with acquire ordering, and this is
+        // the only writer. The `Release` store publishes the entry written above.
+        unsafe {
+            let tail = std::ptr::addr_of_mut!((*base).resv);
+            AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
+        }
+        self.out = self.out.saturating_sub(1);
+    }
+
+    /// The first `len` bytes of buffer `bid`, which a completion handed over.
+    fn bytes(&self, bid: u16, len: u32) -> &[u8] {
+        if bid >= self.count {
+            return &[];
+        }
+        let len = (len as usize).min(self.size);
+        let start = usize::from(bid) * self.size;
+        // SAFETY: the range is inside the buffers' allocation; a completion named this
+        // buffer, so the kernel wrote these `len` bytes and will not touch the buffer again
+        // until `give_back` publishes it, which needs `&mut self` (not while this borrow
+        // lives).
+        unsafe { std::slice::from_raw_parts(self.bufs.cast::<u8>().add(start), len) }
+    }
+
+    /// How many buffers are in the kernel's hands (not queued for a reader).
+    fn free(&self) -> usize {
+        usize::from(self.count).saturating_sub(self.out)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // SAFETY: both were made by `Box::into_raw` in `new` and are freed once, here; see
+        // the pool's safety argument for why the kernel no longer uses them.
+        unsafe {
+            drop(Box::from_raw(self.entries));
+            drop(Box::from_raw(self.bufs));
+        }
+    }
 }
 
 impl std::fmt::Debug for Ring {
@@ -85,12 +322,44 @@ impl std::fmt::Debug for Ring {
 
 impl Ring {
     /// Sets up a ring of `entries` submission entries.
-    pub(crate) fn new(entries: u32) -> io::Result<Ring> {
+    /// With `multishot`, receives are multishot ones on a provided-buffer pool where the
+    /// kernel has them.
+    pub(crate) fn new(entries: u32, multishot: bool) -> io::Result<Ring> {
         let uring = IoUring::builder().build(entries)?;
         let fd = uring.as_raw_fd();
+        let pool = if multishot {
+            let (count, size) = std::env::var("WEFT_URING_POOL")
+                .ok()
+                .and_then(|v| {
+                    let (c, s) = v.split_once('x')?;
+                    Some((c.parse().ok()?, s.parse().ok()?))
+                })
+                .unwrap_or((POOL_BUFFERS, POOL_BUFFER_SIZE));
+            match Pool::new(&uring, count, size) {
+                Ok(p) => {
+                    tracing::debug!(
+                        "io_uring ring {fd}: multishot receives on {count} provided buffers \
+                         of {size} bytes"
+                    );
+                    Some(p)
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        "io_uring ring {fd}: no provided buffers ({e}): single-shot receives"
+                    );
+                    None
+                }
+            }
+        } else {
+            tracing::debug!("io_uring ring {fd}: single-shot receives (asked for)");
+            None
+        };
         Ok(Ring {
             inner: Mutex::new(Inner {
                 uring,
+                multishot: pool.is_some(),
+                pool,
+                enobufs: 0,
                 slots: Vec::new(),
                 gens: Vec::new(),
                 free: Vec::new(),
@@ -136,6 +405,112 @@ impl Ring {
         })
     }
 
+    /// Whether a multishot receive would get buffers now: the ring has them, and the pool
+    /// is not empty (else a single-shot receive into the stream's own buffer does better
+    /// than one that would end at once with `ENOBUFS`).
+    pub(crate) fn multishot_ready(&self) -> bool {
+        let inner = self.lock();
+        inner.multishot && inner.pool.as_ref().is_some_and(|p| p.free() > 0)
+    }
+
+    /// Arms a multishot receive on `fd` (see [`multishot_ready`](Self::multishot_ready));
+    /// its data is read with [`read_multi`](Self::read_multi).
+    pub(crate) fn recv_multi(&self, fd: RawFd) -> io::Result<u32> {
+        let mut inner = self.lock();
+        let slot = inner.take_slot()?;
+        let ud = user_data(slot, inner.gens[slot as usize]);
+        inner.slots[slot as usize] = Slot::Multi {
+            waker: None,
+            queue: VecDeque::new(),
+            read: 0,
+            end: None,
+            orphan: false,
+            cancelled: false,
+            got: false,
+        };
+        // Points at no memory of ours: the kernel picks buffers from the registered group.
+        let sqe = opcode::RecvMulti::new(types::Fd(fd), BGID)
+            .build()
+            .user_data(ud);
+        self.queue_sqe(inner, slot, &sqe)
+    }
+
+    /// Copies what the multishot receive in `slot` brought into `out`, giving each buffer
+    /// back to the pool once read. `Pending` (and `cx` woken at the next completion) while
+    /// nothing is queued and the receive goes on.
+    pub(crate) fn read_multi(
+        &self,
+        slot: u32,
+        out: &mut ReadBuf<'_>,
+        cx: &mut Context<'_>,
+    ) -> Poll<MultiRead> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(Slot::Multi {
+            waker,
+            queue,
+            read,
+            end,
+            got,
+            ..
+        }) = inner.slots.get_mut(slot as usize)
+        else {
+            return Poll::Ready(MultiRead::Ended(End::ReArm));
+        };
+        let before = out.filled().len();
+        if !queue.is_empty() {
+            while let Some(&(bid, len)) = queue.front() {
+                if out.remaining() == 0 {
+                    break;
+                }
+                let Some(pool) = inner.pool.as_mut() else {
+                    break;
+                };
+                let bytes = pool.bytes(bid, len);
+                let from = (*read as usize).min(bytes.len());
+                let n = out.remaining().min(bytes.len() - from);
+                out.put_slice(&bytes[from..from + n]);
+                if from + n == bytes.len() {
+                    queue.pop_front();
+                    *read = 0;
+                    pool.give_back(bid);
+                } else {
+                    *read = (from + n) as u32;
+                }
+            }
+            // (Never zero bytes: that would read as the end of the stream.)
+            if out.filled().len() > before {
+                return Poll::Ready(MultiRead::Data);
+            }
+        }
+        let Some(mut e) = *end else {
+            match waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                w => *w = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        };
+        if e == End::Error(-libc::EINVAL) && !*got {
+            // Refused before any data: no multishot receives here (a 5.19 kernel has
+            // buffer rings but not these). The stream goes on with single-shot ones.
+            tracing::debug!("io_uring: multishot receive refused (EINVAL): single-shot receives");
+            inner.multishot = false;
+            e = End::ReArm;
+        }
+        inner.slots[slot as usize] = Slot::Free;
+        inner.free.push(slot);
+        Poll::Ready(MultiRead::Ended(e))
+    }
+
+    /// The pool's free buffers and its size (`None` without a pool): for tests.
+    pub(crate) fn pool_state(&self) -> Option<(usize, usize, u64)> {
+        let inner = self.lock();
+        inner
+            .pool
+            .as_ref()
+            .map(|p| (p.free(), usize::from(p.count), inner.enobufs))
+    }
+
     /// Puts `buf` in a free slot and queues the SQE `build` makes for that slot's user data.
     fn start(
         &self,
@@ -144,18 +519,8 @@ impl Ring {
         build: impl FnOnce(u64) -> squeue::Entry,
     ) -> io::Result<u32> {
         let mut inner = self.lock();
-        let slot = match inner.free.pop() {
-            Some(s) => s,
-            None => {
-                let n = u32::try_from(inner.slots.len())
-                    .map_err(|_| io::Error::other("too many io_uring operations"))?;
-                inner.slots.push(Slot::Free);
-                inner.gens.push(0);
-                n
-            }
-        };
-        let gen = inner.gens[slot as usize].wrapping_add(1);
-        inner.gens[slot as usize] = gen;
+        let slot = inner.take_slot()?;
+        let gen = inner.gens[slot as usize];
         let sqe = build(user_data(slot, gen));
         // The buffer's heap allocation does not move when the Vec moves into the slot.
         inner.slots[slot as usize] = Slot::Busy {
@@ -164,7 +529,18 @@ impl Ring {
             orphan: false,
             recv,
         };
-        if let Err(e) = inner.push(&sqe) {
+        self.queue_sqe(inner, slot, &sqe)
+    }
+
+    /// Queues `sqe` for the operation just put in `slot` (freed again if it cannot be
+    /// queued), waking the driver at the first SQE of a turn.
+    fn queue_sqe(
+        &self,
+        mut inner: MutexGuard<'_, Inner>,
+        slot: u32,
+        sqe: &squeue::Entry,
+    ) -> io::Result<u32> {
+        if let Err(e) = inner.push(sqe) {
             // Never queued: the kernel has not seen the buffer.
             inner.slots[slot as usize] = Slot::Free;
             inner.free.push(slot);
@@ -182,7 +558,30 @@ impl Ring {
         }
         Ok(slot)
     }
+}
 
+impl Inner {
+    /// A free slot, its generation advanced.
+    fn take_slot(&mut self) -> io::Result<u32> {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                let n = u32::try_from(self.slots.len())
+                    .ok()
+                    .filter(|&n| n < 0x7fff_ffff)
+                    .ok_or_else(|| io::Error::other("too many io_uring operations"))?;
+                self.slots.push(Slot::Free);
+                self.gens.push(0);
+                n
+            }
+        };
+        let gen = self.gens[slot as usize].wrapping_add(1);
+        self.gens[slot as usize] = gen;
+        Ok(slot)
+    }
+}
+
+impl Ring {
     /// The result of the operation in `slot` and its buffer, once it completed (the slot is
     /// then free); else `cx` is woken at its completion.
     /// Only a caller that returns `Pending` because of it may pass `cx`: the slot keeps one
@@ -206,7 +605,7 @@ impl Ring {
                 inner.free.push(slot);
                 Poll::Ready((result, buf))
             }
-            Slot::Free => Poll::Ready((-libc::ECANCELED, Vec::new())),
+            Slot::Free | Slot::Multi { .. } => Poll::Ready((-libc::ECANCELED, Vec::new())),
         }
     }
 
@@ -242,17 +641,45 @@ impl Ring {
                     }
                 }
             }
-            Slot::Done { .. } => {
-                inner.slots[slot as usize] = Slot::Free;
-                inner.free.push(slot);
+            Slot::Done { .. } | Slot::Multi { end: Some(_), .. } => {
+                inner.release(slot);
+            }
+            Slot::Multi {
+                orphan,
+                waker,
+                queue,
+                ..
+            } => {
+                *orphan = true;
+                *waker = None;
+                let queued = std::mem::take(queue);
+                if let Some(pool) = inner.pool.as_mut() {
+                    for (bid, _) in queued {
+                        pool.give_back(bid);
+                    }
+                }
+                let cancel = opcode::AsyncCancel::new(ud).build().user_data(UNTRACKED);
+                // If it cannot be queued, the receive ends at the peer's next byte (no
+                // buffer is kept: the completion gives it back) or at the socket's close.
+                let _ = inner.push(&cancel);
+                // Submitted now, before the owner closes the descriptor (as above).
+                if inner.uring.submit().is_err() {
+                    inner.queued = true;
+                    let driver = inner.driver.clone();
+                    drop(inner);
+                    if let Some(w) = driver {
+                        w.wake();
+                    }
+                }
             }
             Slot::Free => {}
         }
     }
 
     /// One turn of the driver: submits what is queued and reaps every completion, waking
-    /// their owners. Registers `cx` to be woken when the next SQE is queued.
-    fn turn(&self, cx: &mut Context<'_>) -> io::Result<()> {
+    /// their owners. Registers `cx` to be woken when the next SQE is queued. `to_wake` is
+    /// the driver's own (empty) vector, swapped with the ring's to wake outside the lock.
+    fn turn(&self, cx: &mut Context<'_>, to_wake: &mut Vec<Waker>) -> io::Result<()> {
         let mut inner = self.lock();
         match &inner.driver {
             Some(w) if w.will_wake(cx.waker()) => {}
@@ -269,17 +696,14 @@ impl Ring {
             }
         }
         inner.reap();
-        let mut to_wake = std::mem::take(&mut inner.to_wake);
+        // The wakers leave with the caller's empty vector left in their place: both
+        // allocations are kept, and the lock is taken once per turn.
+        std::mem::swap(&mut inner.to_wake, to_wake);
         let again = inner.queued;
         drop(inner);
         for w in to_wake.drain(..) {
             w.wake();
         }
-        let mut inner = self.lock();
-        if inner.to_wake.capacity() < to_wake.capacity() {
-            inner.to_wake = to_wake;
-        }
-        drop(inner);
         if again {
             cx.waker().wake_by_ref();
         }
@@ -289,18 +713,36 @@ impl Ring {
     /// Whether operations are still in the kernel.
     fn busy(&self) -> bool {
         let inner = self.lock();
-        inner.slots.iter().any(|s| matches!(s, Slot::Busy { .. }))
+        inner.slots.iter().any(in_kernel)
     }
 }
 
 impl Inner {
+    /// Frees `slot`, giving back the pool buffers it still queued.
+    fn release(&mut self, slot: u32) {
+        let Some(entry) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        if let Slot::Multi { queue, .. } = entry {
+            if let Some(pool) = self.pool.as_mut() {
+                for (bid, _) in queue.drain(..) {
+                    pool.give_back(bid);
+                }
+            }
+        }
+        *entry = Slot::Free;
+        self.free.push(slot);
+    }
+
     /// Queues an SQE, submitting the queue first when it is full.
     fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
         for _ in 0..2 {
             // SAFETY: every pointer in an SQE made by this module points into a buffer owned
-            // by a `Busy` slot (or into nothing, for a cancellation); a `Busy` slot's buffer
-            // is neither moved nor freed until its completion is reaped, or the ring drops
-            // (which waits for the kernel first, or leaks the buffer).
+            // by a `Busy` slot (or into nothing, for a cancellation, a timeout's static
+            // duration, or a multishot receive, which takes the pool's buffers: see `Pool`);
+            // a `Busy` slot's buffer is neither moved nor freed until its completion is
+            // reaped, or the ring drops (which waits for the kernel first, or leaks the
+            // buffer).
             if unsafe { self.uring.submission().push(sqe) }.is_ok() {
                 return Ok(());
             }
@@ -323,16 +765,28 @@ impl Inner {
             free,
             to_wake,
             expired,
+            pool,
+            enobufs,
             ..
         } = self;
+        let mut table = Table {
+            slots,
+            gens,
+            free,
+            to_wake,
+            expired,
+            pool,
+            enobufs,
+        };
         for cqe in uring.completion() {
-            complete(slots, gens, free, to_wake, expired, &cqe);
+            table.complete(&cqe);
         }
         while let Some(ud) = self.expired.pop() {
             let cancel = opcode::AsyncCancel::new(ud).build().user_data(UNTRACKED);
             // SAFETY: a cancellation points at no memory.
             if unsafe { self.uring.submission().push(&cancel) }.is_err() {
-                // Full: the send goes on until it ends by itself.
+                // Full: the operation goes on (a send until it ends by itself, a multishot
+                // receive past its queue's bound until the pool runs out).
                 self.expired.clear();
             }
             self.queued = true;
@@ -340,60 +794,128 @@ impl Inner {
     }
 }
 
-fn complete(
-    slots: &mut [Slot],
-    gens: &[u32],
-    free: &mut Vec<u32>,
-    to_wake: &mut Vec<Waker>,
-    expired: &mut Vec<u64>,
-    cqe: &cqueue::Entry,
-) {
-    let ud = cqe.user_data();
-    if ud == UNTRACKED {
-        return;
-    }
-    let slot = (ud & 0xffff_ffff) as u32;
-    let Some(entry) = slots.get_mut(slot as usize) else {
-        return;
-    };
-    if user_data(slot, gens[slot as usize]) != ud & !LINGER_TAG {
-        // Meant for an earlier operation in this slot.
-        return;
-    }
-    if ud & LINGER_TAG != 0 {
-        if matches!(entry, Slot::Busy { orphan: true, .. }) {
-            expired.push(ud & !LINGER_TAG);
+/// What reaping a completion touches (the ring's fields but the ring itself).
+struct Table<'a> {
+    slots: &'a mut [Slot],
+    gens: &'a [u32],
+    free: &'a mut Vec<u32>,
+    to_wake: &'a mut Vec<Waker>,
+    expired: &'a mut Vec<u64>,
+    pool: &'a mut Option<Pool>,
+    enobufs: &'a mut u64,
+}
+
+impl Table<'_> {
+    fn complete(&mut self, cqe: &cqueue::Entry) {
+        let ud = cqe.user_data();
+        let flags = cqe.flags();
+        // A pool buffer this completion hands over: queued for a reader below, or given
+        // back at once (whatever else happens, it never stays out of the pool unnoticed).
+        let mut bid = cqueue::buffer_select(flags);
+        if bid.is_some() {
+            if let Some(pool) = self.pool.as_mut() {
+                pool.out += 1;
+            }
         }
-        return;
+        self.complete_op(ud, cqe.result(), flags, &mut bid);
+        if let (Some(b), Some(pool)) = (bid, self.pool.as_mut()) {
+            pool.give_back(b);
+        }
     }
-    let Slot::Busy {
-        buf,
-        waker,
-        orphan,
-        recv,
-    } = entry
-    else {
-        return;
-    };
-    let result = cqe.result();
-    let recv = *recv;
-    if *orphan {
-        *entry = Slot::Free;
-        free.push(slot);
-        return;
+
+    /// Takes the completion to its slot; takes `bid` if the slot keeps that buffer.
+    fn complete_op(&mut self, ud: u64, result: i32, flags: u32, bid: &mut Option<u16>) {
+        let bound = self.pool.as_ref().map_or(2, |p| p.queue_bound);
+        if ud == UNTRACKED {
+            return;
+        }
+        let slot = (ud & 0xffff_ffff) as u32;
+        let Some(entry) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        if user_data(slot, self.gens[slot as usize]) != ud & !LINGER_TAG {
+            // Meant for an earlier operation in this slot.
+            return;
+        }
+        if ud & LINGER_TAG != 0 {
+            if matches!(entry, Slot::Busy { orphan: true, .. }) {
+                self.expired.push(ud & !LINGER_TAG);
+            }
+            return;
+        }
+        match entry {
+            Slot::Busy {
+                buf,
+                waker,
+                orphan,
+                recv,
+            } => {
+                let recv = *recv;
+                if *orphan {
+                    *entry = Slot::Free;
+                    self.free.push(slot);
+                    return;
+                }
+                let mut buf = std::mem::take(buf);
+                if let Some(w) = waker.take() {
+                    self.to_wake.push(w);
+                }
+                if recv && result > 0 {
+                    // The kernel wrote `result` bytes at the start of the spare capacity.
+                    let n = (result as usize).min(buf.capacity());
+                    // SAFETY: the kernel initialised the first `n` bytes of the spare
+                    // capacity, which it was given in full and which the slot kept in place.
+                    unsafe { buf.set_len(n) };
+                }
+                *entry = Slot::Done { buf, result };
+            }
+            Slot::Multi {
+                waker,
+                queue,
+                end: end @ None,
+                orphan,
+                cancelled,
+                got,
+                ..
+            } => {
+                let more = cqueue::more(flags);
+                if *orphan {
+                    if !more {
+                        *entry = Slot::Free;
+                        self.free.push(slot);
+                    }
+                    return;
+                }
+                if result > 0 {
+                    if let Some(b) = bid.take() {
+                        queue.push_back((b, result as u32));
+                        *got = true;
+                    }
+                }
+                if !more {
+                    *end = Some(match result {
+                        0 => End::Eof,
+                        r if r > 0 => End::ReArm,
+                        r if r == -libc::ENOBUFS => {
+                            *self.enobufs += 1;
+                            End::ReArm
+                        }
+                        r if r == -libc::ECANCELED || r == -libc::EINTR => End::ReArm,
+                        r => End::Error(r),
+                    });
+                } else if queue.len() >= bound && !*cancelled {
+                    // The reader is behind: stop taking the pool's buffers; the socket's
+                    // own buffer (and then TCP) pushes back until the reader catches up.
+                    *cancelled = true;
+                    self.expired.push(ud);
+                }
+                if let Some(w) = waker.take() {
+                    self.to_wake.push(w);
+                }
+            }
+            Slot::Multi { .. } | Slot::Done { .. } | Slot::Free => {}
+        }
     }
-    let mut buf = std::mem::take(buf);
-    if let Some(w) = waker.take() {
-        to_wake.push(w);
-    }
-    if recv && result > 0 {
-        // The kernel wrote `result` bytes at the start of the spare capacity.
-        let n = (result as usize).min(buf.capacity());
-        // SAFETY: the kernel initialised the first `n` bytes of the spare capacity, which
-        // it was given in full and which the slot kept in place.
-        unsafe { buf.set_len(n) };
-    }
-    *entry = Slot::Done { buf, result };
 }
 
 impl Drop for Ring {
@@ -405,7 +927,7 @@ impl Drop for Ring {
             .slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| matches!(s, Slot::Busy { .. }))
+            .filter(|(_, s)| in_kernel(s))
             .map(|(i, _)| i as u32)
             .collect();
         for slot in busy {
@@ -414,7 +936,11 @@ impl Drop for Ring {
             let _ = inner.push(&cancel);
         }
         for _ in 0..100 {
-            if !inner.slots.iter().any(|s| matches!(s, Slot::Busy { .. })) {
+            if !inner.slots.iter().any(in_kernel) {
+                // Nothing can pick a pool buffer any more: the pool may go.
+                if inner.pool.is_some() {
+                    let _ = inner.uring.submitter().unregister_buf_ring(BGID);
+                }
                 return;
             }
             let _ = inner.uring.submit_and_wait(1);
@@ -425,6 +951,8 @@ impl Drop for Ring {
                 std::mem::forget(buf);
             }
         }
+        // A multishot receive may still pick a buffer: the pool's memory is never freed.
+        std::mem::forget(inner.pool.take());
     }
 }
 
@@ -450,6 +978,7 @@ pub(crate) fn drive(ring: Arc<Ring>) -> io::Result<Driver> {
     Ok(Driver {
         afd: Some(afd),
         ring,
+        to_wake: Vec::new(),
     })
 }
 
@@ -458,6 +987,9 @@ pub(crate) struct Driver {
     // Dropped before `ring`: deregistered from epoll while the descriptor is still open.
     afd: Option<AsyncFd<RingFd>>,
     ring: Arc<Ring>,
+    /// Wakers of one turn's completions, woken outside the lock (empty between turns; kept
+    /// to reuse the allocation).
+    to_wake: Vec<Waker>,
 }
 
 impl Future for Driver {
@@ -466,7 +998,7 @@ impl Future for Driver {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         loop {
-            if let Err(e) = this.ring.turn(cx) {
+            if let Err(e) = this.ring.turn(cx, &mut this.to_wake) {
                 tracing::warn!("io_uring driver stopped: {e}");
                 return Poll::Ready(());
             }

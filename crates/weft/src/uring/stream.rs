@@ -2,18 +2,24 @@
 //! io_uring ring, as a tokio `AsyncRead + AsyncWrite` — so the same tokio driver, hyper and
 //! `weft::server` run on it unchanged.
 //!
-//! - **Reads**: one `recv` in flight at most, into a buffer the stream owns (sized by the
-//!   caller's read room: the engine's adaptive room, so an idle connection's buffer is
-//!   small); what it brings is copied out to the caller.
+//! - **Reads**: where the ring has a provided-buffer pool, one multishot `recv` stays armed
+//!   (from the first read on) and what it brings waits in the pool's buffers, queued in the
+//!   ring, until a read copies it out; an idle connection holds no receive buffer. When it
+//!   ends (the queue's bound, the pool ran out) the next read, after the queued data, arms
+//!   it again; where the pool is empty at that moment, or there is no pool, one single-shot
+//!   `recv` in flight at most, into a buffer the stream owns (sized by the caller's read
+//!   room: the engine's adaptive room, so an idle connection's buffer is small); what it
+//!   brings is copied out to the caller.
 //! - **Writes**: a write is copied into a buffer of at most [`WRITE_ROOM`] bytes (a
 //!   vectored write becomes one `send`) and its `send` queued at once; while it is in
 //!   flight the next write waits (backpressure), so nothing written is ever left behind
 //!   unsubmitted, and `flush` has nothing to wait for. `shutdown` waits for the send in
 //!   flight, then shuts the write side.
-//! - **Drop** cancels the receive in flight; a send in flight may finish (for up to 10 s,
+//! - **Drop** cancels the receive in flight (its queued pool buffers go back at once, late
+//!   ones at their completions); a send in flight may finish (for up to 10 s,
 //!   then it is cancelled). The ring frees the buffers at the completions.
 
-use super::ring::Ring;
+use super::ring::{End, MultiRead, Ring};
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -37,10 +43,11 @@ pub struct UringStream {
     /// Received, not yet handed out: `rbuf[rpos..]`.
     rbuf: Vec<u8>,
     rpos: usize,
+    /// The single-shot receive in flight.
     recv: Option<u32>,
+    /// The multishot receive armed (never both).
+    multi: Option<u32>,
     eof: bool,
-    /// Where a write is gathered before its send is queued (empty between calls).
-    wbuf: Vec<u8>,
     /// The send in flight, and where in its buffer it started.
     send: Option<(u32, usize)>,
     /// A buffer a completed send gave back, for the next batch.
@@ -71,8 +78,8 @@ impl UringStream {
             rbuf: Vec::new(),
             rpos: 0,
             recv: None,
+            multi: None,
             eof: false,
-            wbuf: Vec::new(),
             send: None,
             spare: Vec::new(),
             broken: None,
@@ -130,14 +137,9 @@ impl UringStream {
         Poll::Ready(Ok(()))
     }
 
-    /// Starts a send of what was written, if nothing is in flight.
-    fn start_send(&mut self) -> io::Result<()> {
-        if self.send.is_some() || self.wbuf.is_empty() {
-            return Ok(());
-        }
-        let mut next = std::mem::take(&mut self.spare);
-        next.clear();
-        let buf = std::mem::replace(&mut self.wbuf, next);
+    /// Starts the send of `buf` (nothing may be in flight).
+    fn start_send(&mut self, buf: Vec<u8>) -> io::Result<()> {
+        debug_assert!(self.send.is_none());
         self.send = Some((self.ring.send(self.fd(), buf, 0)?, 0));
         Ok(())
     }
@@ -169,16 +171,18 @@ impl UringStream {
         // a caller that wrote everything and then stops polling (it has nothing more to
         // write) loses nothing.
         std::task::ready!(self.poll_send_done(Some(cx)))?;
+        let mut buf = std::mem::take(&mut self.spare);
+        buf.clear();
         let mut taken = 0;
         for b in bufs {
             let n = b.len().min(WRITE_ROOM - taken);
-            self.wbuf.extend_from_slice(&b[..n]);
+            buf.extend_from_slice(&b[..n]);
             taken += n;
             if taken == WRITE_ROOM {
                 break;
             }
         }
-        self.start_send()?;
+        self.start_send(buf)?;
         Poll::Ready(Ok(taken))
     }
 }
@@ -200,6 +204,25 @@ impl AsyncRead for UringStream {
             if this.eof || out.remaining() == 0 {
                 return Poll::Ready(Ok(()));
             }
+            if let Some(slot) = this.multi {
+                match std::task::ready!(this.ring.read_multi(slot, out, cx)) {
+                    MultiRead::Data => return Poll::Ready(Ok(())),
+                    MultiRead::Ended(end) => {
+                        this.multi = None;
+                        match end {
+                            End::ReArm => {}
+                            End::Eof => this.eof = true,
+                            End::Error(e) => {
+                                let e = io::Error::from_raw_os_error(-e);
+                                if e.kind() != io::ErrorKind::Interrupted {
+                                    return Poll::Ready(Err(e));
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
             match this.recv {
                 Some(slot) => {
                     let (result, buf) = std::task::ready!(this.ring.poll(slot, Some(cx)));
@@ -217,6 +240,12 @@ impl AsyncRead for UringStream {
                     if result == 0 {
                         this.eof = true;
                     }
+                }
+                None if this.ring.multishot_ready() => {
+                    // The pool's buffers from now on: the stream's own one goes.
+                    this.rbuf = Vec::new();
+                    this.rpos = 0;
+                    this.multi = Some(this.ring.recv_multi(this.fd())?);
                 }
                 None => {
                     let want = out.remaining().clamp(MIN_RECV, MAX_RECV);
@@ -299,6 +328,9 @@ impl AsRawFd for UringStream {
 impl Drop for UringStream {
     fn drop(&mut self) {
         if let Some(slot) = self.recv.take() {
+            self.ring.abandon(slot, false);
+        }
+        if let Some(slot) = self.multi.take() {
             self.ring.abandon(slot, false);
         }
         if let Some((slot, _)) = self.send.take() {
