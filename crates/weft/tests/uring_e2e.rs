@@ -176,6 +176,57 @@ async fn an_epoll_client_against_a_ring_server() {
     .await
 }
 
+/// Whether the running kernel is at least `major.minor` (from /proc/sys/kernel/osrelease).
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']);
+    let mut next = || {
+        parts
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    (next(), next()) >= (major, minor)
+}
+
+/// A ring on a current-thread runtime runs completions' task work cooperatively (where the
+/// kernel has it: 5.19+); one on a multi-thread runtime does not, and both echo.
+#[test]
+fn the_ring_is_cooperative_only_on_a_current_thread_runtime() {
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for (rt, on_current) in [(current, true), (multi, false)] {
+        rt.block_on(async {
+            let Some(uring) = ring() else { return };
+            if on_current && !kernel_at_least(5, 19) {
+                eprintln!("kernel older than 5.19: no cooperative task running to check");
+            } else {
+                assert_eq!(uring.cooperative(), on_current);
+            }
+            bounded(async {
+                let (l, addr) = listener().await;
+                let server = spawn_echo(l, uring.clone(), 1);
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                let stream = uring.stream_from_tokio(tcp).unwrap();
+                let (mut ws, _) = weft::tokio::connect(&format!("ws://{addr}/"), stream)
+                    .await
+                    .unwrap();
+                echo_every_size(&mut ws).await;
+                ws.close(CloseCode::NORMAL, "").await.unwrap();
+                server.await.unwrap();
+            })
+            .await
+        });
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_connections_share_one_ring() {
     let Some(uring) = ring() else { return };

