@@ -5,6 +5,7 @@
 //! Most of them are the scenarios in `tests/scenarios`, shared with `uring_e2e`; here they
 //! run over tokio's own `TcpStream` (epoll).
 
+#[macro_use]
 mod scenarios;
 
 use std::time::Duration;
@@ -35,19 +36,7 @@ macro_rules! over_tcp {
     )*};
 }
 
-over_tcp!(
-    echo_with_subprotocol_and_request_details,
-    rejected_by_the_application_with_a_status,
-    bad_requests_get_their_4xx,
-    protocol_error_gets_the_close_code,
-    stream_and_sink,
-    fed_messages_are_written_by_the_next_receive,
-    keepalive_fails_a_silent_peer,
-    keepalive_keeps_a_live_peer,
-    close_timeout_when_the_peer_never_answers,
-    handshake_timeout,
-    permessage_deflate_is_negotiated_and_used,
-);
+every_scenario!(over_tcp);
 
 #[tokio::test]
 async fn send_waits_when_the_peer_does_not_read_and_memory_stays_bounded() {

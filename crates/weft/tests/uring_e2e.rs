@@ -8,6 +8,7 @@
 //! each test says so and passes only after checking that the refusal is a clean error.
 #![cfg(all(feature = "uring", target_os = "linux"))]
 
+#[macro_use]
 mod scenarios;
 
 use bytes::Bytes;
@@ -69,19 +70,7 @@ macro_rules! on_the_ring {
     )*};
 }
 
-on_the_ring!(
-    echo_with_subprotocol_and_request_details,
-    rejected_by_the_application_with_a_status,
-    bad_requests_get_their_4xx,
-    protocol_error_gets_the_close_code,
-    stream_and_sink,
-    fed_messages_are_written_by_the_next_receive,
-    keepalive_fails_a_silent_peer,
-    keepalive_keeps_a_live_peer,
-    close_timeout_when_the_peer_never_answers,
-    handshake_timeout,
-    permessage_deflate_is_negotiated_and_used,
-);
+every_scenario!(on_the_ring);
 
 fn payload(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
@@ -139,9 +128,8 @@ where
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn echo_every_size_with_both_ends_on_the_ring() {
-    let Some(uring) = ring() else { return };
+/// Both ends on `uring`: every size echoed, then the close handshake.
+async fn echo_every_size_on(uring: Uring) {
     bounded(async {
         let (l, addr) = listener().await;
         let server = spawn_echo(l, uring.clone(), 1);
@@ -155,6 +143,12 @@ async fn echo_every_size_with_both_ends_on_the_ring() {
         server.await.unwrap();
     })
     .await
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn echo_every_size_with_both_ends_on_the_ring() {
+    let Some(uring) = ring() else { return };
+    echo_every_size_on(uring).await
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -210,19 +204,7 @@ fn the_ring_is_cooperative_only_on_a_current_thread_runtime() {
             } else {
                 assert_eq!(uring.cooperative(), on_current);
             }
-            bounded(async {
-                let (l, addr) = listener().await;
-                let server = spawn_echo(l, uring.clone(), 1);
-                let tcp = TcpStream::connect(addr).await.unwrap();
-                let stream = uring.stream_from_tokio(tcp).unwrap();
-                let (mut ws, _) = weft::tokio::connect(&format!("ws://{addr}/"), stream)
-                    .await
-                    .unwrap();
-                echo_every_size(&mut ws).await;
-                ws.close(CloseCode::NORMAL, "").await.unwrap();
-                server.await.unwrap();
-            })
-            .await
+            echo_every_size_on(uring).await
         });
     }
 }
@@ -614,19 +596,7 @@ async fn echo_every_size_with_single_shot_receives() {
     }
     let uring = Uring::start_with(false).unwrap();
     assert!(uring.pool_state().is_none());
-    bounded(async {
-        let (l, addr) = listener().await;
-        let server = spawn_echo(l, uring.clone(), 1);
-        let tcp = std::net::TcpStream::connect(addr).unwrap();
-        let url = format!("ws://{addr}/");
-        let (mut ws, _) = weft::tokio::connect(&url, uring.stream(tcp).unwrap())
-            .await
-            .unwrap();
-        echo_every_size(&mut ws).await;
-        ws.close(CloseCode::NORMAL, "done").await.unwrap();
-        server.await.unwrap();
-    })
-    .await
+    echo_every_size_on(uring).await
 }
 
 #[tokio::test(flavor = "current_thread")]

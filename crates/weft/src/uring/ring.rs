@@ -658,14 +658,7 @@ impl Ring {
                 // Submitted now, with everything queued before it, while the descriptor is
                 // still open: queued SQEs name descriptors by number, and the owner closes
                 // this one next (its number may be reused at once).
-                if inner.uring.submit().is_err() {
-                    inner.queued = true;
-                    let driver = inner.driver.clone();
-                    drop(inner);
-                    if let Some(w) = driver {
-                        w.wake();
-                    }
-                }
+                submit_now(inner);
             }
             Slot::Done { .. } | Slot::Multi { end: Some(_), .. } => {
                 inner.release(slot);
@@ -689,14 +682,7 @@ impl Ring {
                 // buffer is kept: the completion gives it back) or at the socket's close.
                 let _ = inner.push(&cancel);
                 // Submitted now, before the owner closes the descriptor (as above).
-                if inner.uring.submit().is_err() {
-                    inner.queued = true;
-                    let driver = inner.driver.clone();
-                    drop(inner);
-                    if let Some(w) = driver {
-                        w.wake();
-                    }
-                }
+                submit_now(inner);
             }
             Slot::Free => {}
         }
@@ -943,6 +929,19 @@ impl Table<'_> {
                 }
             }
             Slot::Multi { .. } | Slot::Done { .. } | Slot::Free => {}
+        }
+    }
+}
+
+/// Submits what is queued at once (a cancellation, before the owner closes the descriptor
+/// it names); where that fails, leaves it for the driver's next turn and wakes the driver.
+fn submit_now(mut inner: MutexGuard<'_, Inner>) {
+    if inner.uring.submit().is_err() {
+        inner.queued = true;
+        let driver = inner.driver.clone();
+        drop(inner);
+        if let Some(w) = driver {
+            w.wake();
         }
     }
 }

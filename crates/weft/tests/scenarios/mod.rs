@@ -4,8 +4,28 @@
 //! over the tokio `TcpStream` itself (epoll), `uring_e2e` over `weft::uring::UringStream`.
 //!
 //! The scenarios do not bound themselves in time: each test file does, with its own limit.
-//! Included with `mod scenarios;` (a directory, so cargo does not build it as a test of
-//! its own).
+//! Included with `#[macro_use] mod scenarios;` (a directory, so cargo does not build it as
+//! a test of its own); `every_scenario!(m)` hands each transport's test macro `m` the name
+//! of every scenario that takes only the wrap, so a scenario added here runs on both.
+
+/// Calls the macro `$m` with the names of the scenarios below that take only `wrap`.
+macro_rules! every_scenario {
+    ($m:ident) => {
+        $m!(
+            echo_with_subprotocol_and_request_details,
+            rejected_by_the_application_with_a_status,
+            bad_requests_get_their_4xx,
+            protocol_error_gets_the_close_code,
+            stream_and_sink,
+            fed_messages_are_written_by_the_next_receive,
+            keepalive_fails_a_silent_peer,
+            keepalive_keeps_a_live_peer,
+            close_timeout_when_the_peer_never_answers,
+            handshake_timeout,
+            permessage_deflate_is_negotiated_and_used,
+        );
+    };
+}
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
