@@ -93,8 +93,8 @@ impl Connection {
                 // its place. (One read per 64 KiB frame made twice the reads and writes of
                 // moving each frame: 31 against 19 µs of server CPU per echo at
                 // 1 x 64 KiB x 8 in flight; twice as many frames per read idled the server
-                // between bursts and did no better.) A next
-                // frame of another size is cut by the room's end and moved, as before.
+                // between bursts and did no better.) A next frame of another size is cut by
+                // the room's end and moved, as before.
                 let mut room = missing;
                 if self.read_filled && frame > 0 {
                     let cap = (self.config.max_read_buffer_size as u64).saturating_mul(BATCH_ROOMS);
@@ -114,11 +114,12 @@ impl Connection {
     }
 
     /// While a large frame (over half the read room, its rest at most `MAX_RESERVE`) that
-    /// is buffered whole is arriving, the bytes it still misses and its length on the wire. The room lent then ends at the frame's end: the next
-    /// frame starts a read of its own, in a room that can hold it, instead of being cut by
-    /// the end of this buffer and moved whole into a bigger one. (Without this a run of
-    /// large frames, once out of step with the reads, stayed out of step: every frame was
-    /// moved.) Small frames get the whole room: many of them arrive in one read.
+    /// is buffered whole is arriving, the bytes it still misses and its length on the wire.
+    /// The room lent then ends at the frame's end: the next frame starts a read of its own,
+    /// in a room that can hold it, instead of being cut by the end of this buffer and moved
+    /// whole into a bigger one. (Without this a run of large frames, once out of step with
+    /// the reads, stayed out of step: every frame was moved.) Small frames get the whole
+    /// room: many of them arrive in one read.
     fn large_frame_missing(&self) -> Option<(u64, u64)> {
         let RecvState::Payload(p) = &self.recv else {
             return None;
@@ -137,9 +138,10 @@ impl Connection {
     }
 
     /// [`reserve_read`](Self::reserve_read), and a room of 64 KiB or more lent in an empty
-    /// buffer starts on a cache line. (The rest of an allocation after a frame handed out starts wherever
-    /// that frame ended: the kernel's copy of a 64 KiB read into a destination 2 bytes off
-    /// alignment cost 1.3x the server's CPU per echo at 1 x 64 KiB x 1.)
+    /// buffer starts on a cache line. (The rest of an allocation after a frame handed out
+    /// starts wherever that frame ended: the kernel's copy of a 64 KiB read into a
+    /// destination 2 bytes off alignment cost 1.3x the server's CPU per echo at
+    /// 1 x 64 KiB x 1.)
     fn reserve_aligned(&mut self, room: u64) {
         const LINE: usize = 64;
         self.reserve_read(room);
