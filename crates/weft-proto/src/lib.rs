@@ -34,7 +34,7 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use config::{Config, RecvLevel, Role};
-pub use connection::{Connection, MaskSource, MessageAssembler, OutQueue, RandomMask};
+pub use connection::{Connection, MaskSource, MessageAssembler, OutPiece, OutQueue, RandomMask};
 pub use error::{Error, ProtocolError};
 pub use message::{Event, Message, MessageKind};
 pub use utf8::Utf8Bytes;

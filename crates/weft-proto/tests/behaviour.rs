@@ -871,3 +871,99 @@ fn a_declared_gigabyte_reserves_nothing_like_it() {
     let room = s.read_buf().capacity();
     assert!(room <= 2 << 20, "{room}");
 }
+
+/// A read room lent as a buffer of its own (`lend_read_room`, for io_uring) and given back
+/// filled (`read_done`): the bytes land in the allocation the engine hands them out from
+/// (no copy), `read_would_block` while it is out changes nothing, and the room adapts as
+/// after any read.
+#[test]
+fn a_lent_read_room_comes_back_in_place_and_adapts() {
+    let mut config = Config::default();
+    config.read_buffer_size = 1024;
+    config.max_read_buffer_size = 64 * 1024;
+    let (mut client, mut server) = pair(config);
+    let msg = vec![7u8; 60_000];
+    client.send_binary(msg.clone()).unwrap();
+    let wire = take_out(&mut client);
+    let mut at = 0;
+    let mut events = Vec::new();
+    let mut rooms = Vec::new();
+    while at < wire.len() {
+        let reserve = server.read_reserve();
+        let mut room = server.lend_read_room();
+        assert!(room.is_empty() && room.capacity() > 0);
+        // Waiting with the room out: nothing learned, nothing released.
+        server.read_would_block();
+        assert_eq!(server.read_reserve(), reserve);
+        let n = room.capacity().min(wire.len() - at);
+        room.extend_from_slice(&wire[at..at + n]);
+        at += n;
+        rooms.push((room.as_ptr() as usize, n));
+        server.read_done(room);
+        events.extend(drain(&mut server).unwrap());
+    }
+    assert_eq!(events, vec![Event::Message(Message::Binary(msg.into()))]);
+    // Full rooms made it grow: the frame's rest went into one room sized for it.
+    assert!(rooms.len() >= 2 && rooms.len() < 8, "{rooms:?}");
+    // The payload handed out is the room's memory: its rest was received in place.
+    let Event::Message(Message::Binary(got)) = &events[0] else {
+        unreachable!()
+    };
+    let (last_at, last_n) = *rooms.last().unwrap();
+    let end = got.as_ptr() as usize + got.len();
+    assert_eq!(
+        last_at + last_n,
+        end,
+        "the last read is the payload's end, in place"
+    );
+}
+
+/// A room given up (`read_buf` called instead of `read_done`): the engine goes on with a
+/// buffer of its own, and bytes received later are not lost.
+#[test]
+fn a_read_room_given_up_leaves_the_engine_working() {
+    let (mut client, mut server) = pair(Config::default());
+    client.send(Message::from("one")).unwrap();
+    client.send(Message::from("two")).unwrap();
+    let wire = take_out(&mut client);
+    let room = server.lend_read_room();
+    drop(room);
+    server.receive(&wire);
+    assert_eq!(
+        drain(&mut server).unwrap(),
+        vec![
+            Event::Message(Message::from("one")),
+            Event::Message(Message::from("two"))
+        ]
+    );
+}
+
+/// `OutQueue::pieces` lends what a vectored write would, in order, with a large payload as
+/// the very `Bytes` it was sent as (no copy), and small frames and headers as bytes.
+#[test]
+fn the_queue_lends_large_payloads_as_their_bytes() {
+    let (_, mut server) = pair(Config::default());
+    let big = Bytes::from(vec![3u8; 100_000]);
+    server.send(Message::from("small")).unwrap();
+    server.send(Message::Binary(big.clone())).unwrap();
+    server.send(Message::from("after")).unwrap();
+    let out = server.outgoing();
+    let mut joined = Vec::new();
+    let mut shared = 0;
+    for p in out.pieces() {
+        // (The small frame before it was cut off as a segment of its own: shared too.)
+        if let weft_proto::OutPiece::Shared(b) = p {
+            shared += (b.as_ptr() == big.as_ptr() && b.len() == big.len()) as usize;
+        }
+        joined.extend_from_slice(p.as_slice());
+    }
+    assert_eq!(shared, 1, "the payload was copied");
+    let mut wire = Vec::new();
+    while out.has_remaining() {
+        let c = out.chunk().len();
+        wire.extend_from_slice(out.chunk());
+        out.advance(c);
+    }
+    assert_eq!(joined, wire);
+    assert_eq!(out.pieces().count(), 0);
+}

@@ -80,12 +80,25 @@ fn payload(n: usize, seed: u8) -> Vec<u8> {
 
 /// An echo server on the ring: every message back until the close.
 fn spawn_echo(l: TcpListener, uring: Uring, conns: usize) -> tokio::task::JoinHandle<()> {
+    spawn_echo_with(l, uring, conns, false)
+}
+
+/// [`spawn_echo`], its WebSockets `with_ring_buffers` if `ring_buffers`.
+fn spawn_echo_with(
+    l: TcpListener,
+    uring: Uring,
+    conns: usize,
+    ring_buffers: bool,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tasks = Vec::new();
         for _ in 0..conns {
             let s = accept_uring(&l, &uring).await;
             tasks.push(tokio::spawn(async move {
                 let mut ws = weft::tokio::accept(s).await.unwrap();
+                if ring_buffers {
+                    ws = ws.with_ring_buffers();
+                }
                 while let Some(m) = ws.recv().await.unwrap() {
                     ws.send(m).await.unwrap();
                 }
@@ -130,14 +143,22 @@ where
 
 /// Both ends on `uring`: every size echoed, then the close handshake.
 async fn echo_every_size_on(uring: Uring) {
+    echo_every_size_with(uring, false).await
+}
+
+/// [`echo_every_size_on`], both ends `with_ring_buffers` if `ring_buffers`.
+async fn echo_every_size_with(uring: Uring, ring_buffers: bool) {
     bounded(async {
         let (l, addr) = listener().await;
-        let server = spawn_echo(l, uring.clone(), 1);
+        let server = spawn_echo_with(l, uring.clone(), 1, ring_buffers);
         let tcp = std::net::TcpStream::connect(addr).unwrap();
         let url = format!("ws://{addr}/");
         let (mut ws, _) = weft::tokio::connect(&url, uring.stream(tcp).unwrap())
             .await
             .unwrap();
+        if ring_buffers {
+            ws = ws.with_ring_buffers();
+        }
         echo_every_size(&mut ws).await;
         ws.close(CloseCode::NORMAL, "done").await.unwrap();
         server.await.unwrap();
@@ -626,4 +647,146 @@ async fn a_stream_read_a_byte_at_a_time_gets_every_byte_in_order() {
         }
     })
     .await;
+}
+
+/// `with_ring_buffers` on both ends, with the pool: every size echoed (large reads go into
+/// the engine's room, large payloads out from its `Bytes`; small reads from the pool).
+#[tokio::test(flavor = "current_thread")]
+async fn echo_every_size_with_ring_buffers() {
+    let Some(uring) = ring() else { return };
+    echo_every_size_with(uring.clone(), true).await;
+    let (rooms, sendmsgs) = uring.ring_buffer_counts();
+    assert!(
+        rooms > 0 && sendmsgs > 0,
+        "{rooms} rooms, {sendmsgs} sendmsgs"
+    );
+}
+
+/// The same without a pool: every read goes into the engine's room.
+#[tokio::test(flavor = "current_thread")]
+async fn echo_every_size_with_ring_buffers_and_single_shot_receives() {
+    if ring().is_none() {
+        return;
+    }
+    let uring = Uring::start_with(false).unwrap();
+    echo_every_size_with(uring.clone(), true).await;
+    let (rooms, sendmsgs) = uring.ring_buffer_counts();
+    assert!(
+        rooms > 0 && sendmsgs > 0,
+        "{rooms} rooms, {sendmsgs} sendmsgs"
+    );
+}
+
+/// Without `with_ring_buffers` nothing goes through the engine's own buffers.
+#[tokio::test(flavor = "current_thread")]
+async fn without_ring_buffers_everything_goes_through_async_read_and_write() {
+    if ring().is_none() {
+        return;
+    }
+    let uring = Uring::start_with(false).unwrap();
+    echo_every_size_with(uring.clone(), false).await;
+    assert_eq!(uring.ring_buffer_counts(), (0, 0));
+}
+
+/// A WebSocket taken apart (`into_inner`) while a receive into its room is in flight: the
+/// bytes that receive brings are read from the stream afterwards, after those the engine
+/// held (the start of a frame), in order.
+#[tokio::test(flavor = "current_thread")]
+async fn a_room_given_up_in_flight_loses_nothing() {
+    if ring().is_none() {
+        return;
+    }
+    // No pool: every read goes into the engine's room.
+    let uring = Uring::start_with(false).unwrap();
+    bounded(async {
+        let (l, addr) = listener().await;
+        let mut peer = TcpStream::connect(addr).await.unwrap();
+        let s = accept_uring(&l, &uring).await;
+        let mut ws = weft::tokio::WebSocket::from_raw(s, Role::Client, Options::default())
+            .with_ring_buffers();
+        // The start of a frame (binary, 300 bytes, unmasked: from a server): its header and
+        // 100 bytes of its payload.
+        let mut head = vec![0x82, 126, 0x01, 0x2c];
+        head.extend(payload(100, 1));
+        peer.write_all(&head).await.unwrap();
+        // The receive waits for the rest, in the room; given up.
+        let r = tokio::time::timeout(Duration::from_millis(200), ws.recv()).await;
+        assert!(r.is_err(), "a message came from half a frame: {r:?}");
+        assert_eq!(
+            uring.ring_buffer_counts().0,
+            2,
+            "the second read went into the room"
+        );
+        let (mut s, held) = ws.into_inner();
+        // The engine parsed the header: what it held is the payload so far.
+        assert_eq!(&held[..], &payload(100, 1)[..]);
+        // The rest arrives while the room's receive is still in flight.
+        peer.write_all(&payload(200, 2)).await.unwrap();
+        let mut rest = vec![0u8; 200];
+        s.read_exact(&mut rest).await.unwrap();
+        assert_eq!(rest, payload(200, 2));
+    })
+    .await
+}
+
+/// Large messages fed to a peer that does not read: the feed waits (the engine's queue
+/// bounded) while one `sendmsg` of held payloads is in flight, and once the peer reads,
+/// every byte of every message arrives in order.
+#[tokio::test(flavor = "current_thread")]
+async fn held_payloads_wait_for_a_slow_peer_and_arrive_whole() {
+    let Some(uring) = ring() else { return };
+    bounded(async {
+        let (l, addr) = listener().await;
+        let peer = TcpStream::connect(addr).await.unwrap();
+        let s = accept_uring(&l, &uring).await;
+        let mut options = Options::default();
+        options.write_buffer_limit = 128 * 1024;
+        let mut ws = weft::tokio::WebSocket::from_raw(s, Role::Server, options).with_ring_buffers();
+        const N: usize = 100_000;
+        let mut sent = 0u8;
+        loop {
+            let msg = Message::Binary(Bytes::from(payload(N, sent)));
+            match tokio::time::timeout(Duration::from_millis(300), ws.feed(msg)).await {
+                Ok(r) => {
+                    r.unwrap();
+                    sent += 1;
+                    assert!(sent < 200, "feed never waited");
+                    assert!(ws.connection().queued_bytes() <= 128 * 1024 + N + 64);
+                }
+                Err(_) => break,
+            }
+        }
+        assert!(uring.ring_buffer_counts().1 > 0, "no sendmsg");
+        // The peer reads every frame now (the one cut by the timeout was queued whole).
+        let reader = tokio::spawn(async move {
+            let mut peer = peer;
+            let mut got = Vec::new();
+            loop {
+                let mut head = [0u8; 10];
+                if peer.read_exact(&mut head[..2]).await.is_err() {
+                    break;
+                }
+                assert_eq!(head[0], 0x82);
+                if head[1] == 0x88 || head[0] & 0x0f == 8 {
+                    break;
+                }
+                assert_eq!(head[1], 127);
+                peer.read_exact(&mut head[2..10]).await.unwrap();
+                let len = u64::from_be_bytes(head[2..10].try_into().unwrap()) as usize;
+                assert_eq!(len, N);
+                let mut body = vec![0u8; len];
+                peer.read_exact(&mut body).await.unwrap();
+                got.push(body);
+            }
+            got
+        });
+        ws.flush().await.unwrap();
+        drop(ws);
+        let got = reader.await.unwrap();
+        assert!(got.len() >= sent as usize, "{} of {sent}", got.len());
+        for (i, body) in got.iter().enumerate() {
+            assert!(*body == payload(N, i as u8), "message {i} differs");
+        }
+    })
+    .await
 }

@@ -35,7 +35,7 @@ mod recv;
 mod send;
 
 pub use assemble::MessageAssembler;
-pub use outq::OutQueue;
+pub use outq::{OutPiece, OutQueue};
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::config::{Config, Role};
@@ -159,6 +159,8 @@ pub struct Connection {
     lent_spare: usize,
     /// The last read filled all the room it was lent: more bytes were waiting.
     read_filled: bool,
+    /// The read room is lent as a buffer of its own (`lend_read_room`).
+    room_lent: bool,
     /// The installed extension (permessage-deflate, when negotiated).
     ext: Option<Box<extension::ExtensionState>>,
     /// The installed extension's RSV bits (0: none installed).
@@ -233,6 +235,7 @@ impl Connection {
             lent_len: 0,
             lent_spare: 0,
             read_filled: false,
+            room_lent: false,
             ext: None,
             ext_rsv: 0,
         };

@@ -86,6 +86,27 @@ impl Seg {
     }
 }
 
+/// One piece of the [`OutQueue`], as [`OutQueue::pieces`] lends it.
+#[derive(Debug, Clone, Copy)]
+pub enum OutPiece<'a> {
+    /// Bytes to copy: frame headers, small frames coalesced together.
+    Copy(&'a [u8]),
+    /// A payload queued as its own `Bytes` (a large frame's): a transport that must hold
+    /// what it writes until the kernel is done with it can keep a clone (a reference count,
+    /// no copy) instead of copying it.
+    Shared(&'a Bytes),
+}
+
+impl OutPiece<'_> {
+    /// The piece's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            OutPiece::Copy(b) => b,
+            OutPiece::Shared(b) => b,
+        }
+    }
+}
+
 /// The queue of framed bytes that the transport should write.
 ///
 /// It implements [`bytes::Buf`]: [`chunks_vectored`](Buf::chunks_vectored) fills `IoSlice`s
@@ -119,6 +140,18 @@ impl OutQueue {
     /// into one buffer count as written when the whole buffer is.
     pub fn messages(&self) -> usize {
         self.messages
+    }
+
+    /// The bytes waiting to be written, in order, as [`OutPiece`]s: what
+    /// [`chunks_vectored`](Buf::chunks_vectored) would lend, with each large payload as the
+    /// `Bytes` it was queued as. For a transport that writes later from memory it owns
+    /// (io_uring); [`advance`](Buf::advance) by what it took, as after any write.
+    pub fn pieces(&self) -> impl Iterator<Item = OutPiece<'_>> {
+        self.segs
+            .iter()
+            .flat_map(|s| [OutPiece::Copy(s.head()), OutPiece::Shared(&s.data)])
+            .chain(std::iter::once(OutPiece::Copy(&self.tail[..])))
+            .filter(|p| !p.as_slice().is_empty())
     }
 
     /// Appends data-frame bytes. `frame_start`: `data` begins a frame. `msg_end`: a message

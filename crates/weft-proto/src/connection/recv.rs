@@ -78,6 +78,8 @@ impl Connection {
             // The caller could change bytes that were already validated.
             m.recheck |= p.checked > 0 && m.kind == MessageKind::Text;
         }
+        // A room lent and not given back is given up: its bytes come through `receive`.
+        self.room_lent = false;
         self.adapt_read_reserve();
         // The room holds a payload of `read_reserve` bytes with its header and some bytes
         // more (`READ_SLACK`): a 64 KiB message arrives in one read once the room has
@@ -111,6 +113,32 @@ impl Connection {
         self.lent_len = self.rbuf.len();
         self.lent_spare = self.rbuf.capacity() - self.rbuf.len();
         &mut self.rbuf
+    }
+
+    /// [`read_buf`](Self::read_buf) for a transport that must own the memory it reads into
+    /// until the read completes (io_uring: the kernel writes into it later, while the
+    /// engine may be moved or busy): the same room, split off the read buffer and lent as
+    /// a buffer of its own. Give it back with what was read appended (or nothing) by
+    /// [`read_done`](Self::read_done); the bytes are then where `read_buf` would have had
+    /// them (the same allocation: no copy), and the room adapts as after any read. Until
+    /// then the engine receives nothing: [`read_would_block`](Self::read_would_block)
+    /// leaves the room as it is, and a `read_buf` call means the room was given up (what
+    /// is read into it must then be [`receive`](Self::receive)d like any other bytes).
+    pub fn lend_read_room(&mut self) -> BytesMut {
+        let len = self.read_buf().len();
+        self.room_lent = true;
+        self.rbuf.split_off(len)
+    }
+
+    /// Takes back the room lent by [`lend_read_room`](Self::lend_read_room), with the bytes
+    /// read into it (a room whose read failed comes back empty). Appended after the bytes
+    /// the buffer held: in place when the buffer was not touched meanwhile, else copied.
+    pub fn read_done(&mut self, room: BytesMut) {
+        self.room_lent = false;
+        if self.failed.is_some() || self.detached {
+            return;
+        }
+        self.rbuf.unsplit(room);
     }
 
     /// While a large frame (over half the read room, its rest at most `MAX_RESERVE`) that
@@ -170,7 +198,8 @@ impl Connection {
     /// brought at least the reserve: a reader may offer less than all the spare capacity)
     /// doubles the next reserve; one that used a quarter or less (but something) halves it.
     fn adapt_read_reserve(&mut self) {
-        if self.lent_spare == 0 {
+        if self.lent_spare == 0 || self.room_lent {
+            // (A room lent out is judged when it comes back filled.)
             return;
         }
         let got = self.rbuf.len().saturating_sub(self.lent_len);
@@ -217,6 +246,10 @@ impl Connection {
     /// buffer at every wake made glibc move the heap's top with `brk` once per echo (+25%
     /// CPU per 64 KiB echo).
     pub fn read_would_block(&mut self) {
+        if self.room_lent {
+            // The reader waits with the room: nothing learned, nothing to release.
+            return;
+        }
         self.adapt_read_reserve();
         if self.read_reserve <= self.config.read_buffer_size.max(1) {
             self.release_idle_buffers();

@@ -94,6 +94,15 @@ impl Stream {
         }
     }
 
+    /// The io_uring stream, if this is one.
+    #[cfg(all(feature = "uring", target_os = "linux"))]
+    pub(crate) fn uring_mut(&mut self) -> Option<&mut crate::uring::UringStream> {
+        match &mut self.inner {
+            Inner::Uring(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Which kind of transport this is.
     pub fn kind(&self) -> TransportKind {
         match &self.inner {

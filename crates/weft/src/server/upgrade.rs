@@ -206,6 +206,9 @@ impl WebSocketUpgrade {
         self.answer_then(decision, move |stream, handover| {
             let (conn, options, ctx) = handover.engine();
             let mut ws = WebSocket::from_parts(stream, conn, options);
+            // An io_uring stream is read and written with the engine's own buffers.
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            ws.set_ring_io(Stream::uring_mut);
             if let Some(ctx) = ctx {
                 let signal = ctx.shared.shutdown_signal.clone();
                 ws.close_on_signal(signal, CloseCode::GOING_AWAY, SHUTDOWN_REASON);

@@ -93,6 +93,14 @@ impl Uring {
         self.ring.cooperative()
     }
 
+    /// How many receives went straight into an engine's read room, and how many sends
+    /// went out from the engine's own `Bytes` (`sendmsg`), on this ring so far: for tests
+    /// ([`WebSocket::with_ring_buffers`](crate::tokio::WebSocket::with_ring_buffers)).
+    #[doc(hidden)]
+    pub fn ring_buffer_counts(&self) -> (u64, u64) {
+        self.ring.ring_buffer_counts()
+    }
+
     /// The provided-buffer pool's state, for tests: its free buffers (in the kernel's
     /// hands, not queued for a reader), its size, and how many multishot receives ended
     /// because it was empty. `None` without a pool (single-shot receives).

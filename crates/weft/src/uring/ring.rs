@@ -27,6 +27,7 @@
 //! and the provided-buffer pool (memory shared with the kernel). The safety argument is the
 //! slot table above and the [`Pool`]'s own.
 
+use bytes::{Bytes, BytesMut};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -86,6 +87,10 @@ struct Inner {
     multishot: bool,
     /// How many multishot receives ended because the pool was empty (for tests).
     enobufs: u64,
+    /// How many receives into a lent read room and `sendmsg`s of shared pieces were
+    /// started (for tests).
+    rooms: u64,
+    sendmsgs: u64,
     slots: Vec<Slot>,
     /// Each slot's generation, advanced whenever it is taken.
     gens: Vec<u32>,
@@ -107,7 +112,7 @@ enum Slot {
     Free,
     /// In the kernel's hands: `buf` must stay where it is until the completion.
     Busy {
-        buf: Vec<u8>,
+        buf: OpBuf,
         waker: Option<Waker>,
         /// Whoever started it is gone: free the slot at the completion.
         orphan: bool,
@@ -116,7 +121,7 @@ enum Slot {
     },
     /// Completed; the result waits for its owner.
     Done {
-        buf: Vec<u8>,
+        buf: OpBuf,
         result: i32,
     },
     /// A multishot receive: its buffers are the pool's. Armed until `end` is set (its last
@@ -135,6 +140,152 @@ enum Slot {
         /// Some data arrived (a refusal before any means: unsupported here).
         got: bool,
     },
+}
+
+/// The memory an operation's SQE points into, owned by its slot until the completion.
+#[derive(Debug)]
+pub(crate) enum OpBuf {
+    /// A send from `Vec[from..]`, or a receive into its spare capacity.
+    Vec(Vec<u8>),
+    /// A receive into a lent read room's spare capacity (the engine's own buffer: the
+    /// bytes arrive where the engine hands them out from).
+    Room(BytesMut),
+    /// A `sendmsg` of several pieces.
+    Parts(Box<SendParts>),
+}
+
+impl OpBuf {
+    /// The `Vec` of a plain send or receive (empty for the others).
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        match self {
+            OpBuf::Vec(v) => v,
+            _ => Vec::new(),
+        }
+    }
+
+    /// The room of a receive into one (empty for the others).
+    pub(crate) fn into_room(self) -> BytesMut {
+        match self {
+            OpBuf::Room(r) => r,
+            _ => BytesMut::new(),
+        }
+    }
+}
+
+/// The pieces of one `sendmsg`, in order: bytes copied into a buffer of its own (frame
+/// headers, small frames) and payloads held as `Bytes` (no copy); the iovecs and the
+/// message header point into them, and the whole is boxed so none of it moves while the
+/// kernel reads it.
+#[derive(Default)]
+pub(crate) struct SendParts {
+    copied: Vec<u8>,
+    shared: Vec<Bytes>,
+    /// In order: (`true`: `shared[i]`, `false`: `copied[i..i + len]`), length.
+    plan: Vec<(bool, usize, usize)>,
+    len: usize,
+    iov: Vec<libc::iovec>,
+    // (A `msghdr` is all pointers and lengths into the fields above; zeroed until `seal`.)
+    msg: Option<libc::msghdr>,
+}
+
+impl std::fmt::Debug for SendParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendParts")
+            .field("pieces", &self.plan.len())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+// SAFETY: the raw pointers in `iov` and `msg` point only into `copied` and `shared`, which
+// this struct owns (and a heap allocation of each that moves with it); nothing else holds
+// them, and the kernel reads through them only while the slot owning this box keeps it.
+unsafe impl Send for SendParts {}
+
+impl SendParts {
+    /// The most pieces one `sendmsg` takes.
+    pub(crate) const MAX_PIECES: usize = 64;
+
+    /// Appends bytes to copy.
+    pub(crate) fn copy(&mut self, b: &[u8]) {
+        match self.plan.last_mut() {
+            // Joins the copied piece just before it: one iovec for both.
+            Some((false, at, len)) if *at + *len == self.copied.len() => *len += b.len(),
+            _ => self.plan.push((false, self.copied.len(), b.len())),
+        }
+        self.copied.extend_from_slice(b);
+        self.len += b.len();
+    }
+
+    /// Appends a payload held as it is.
+    pub(crate) fn share(&mut self, b: Bytes) {
+        self.len += b.len();
+        self.plan.push((true, self.shared.len(), b.len()));
+        self.shared.push(b);
+    }
+
+    /// How many pieces (iovecs) so far.
+    pub(crate) fn pieces(&self) -> usize {
+        self.plan.len()
+    }
+
+    /// How many bytes in all.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Empties it for the next send, keeping its allocations unless the copy grew past
+    /// `keep` bytes (then `None`: an idle connection holds little).
+    pub(crate) fn cleared(mut self: Box<Self>, keep: usize) -> Option<Box<Self>> {
+        if self.copied.capacity() > keep {
+            return None;
+        }
+        self.copied.clear();
+        self.shared.clear();
+        self.plan.clear();
+        self.iov.clear();
+        self.msg = None;
+        self.len = 0;
+        Some(self)
+    }
+
+    /// The bytes from `from` on, copied into one buffer (to send the rest of a short send).
+    pub(crate) fn rest(&self, from: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len.saturating_sub(from));
+        let mut at = 0;
+        for &(shared, i, len) in &self.plan {
+            let piece = if shared {
+                &self.shared[i][..]
+            } else {
+                &self.copied[i..i + len]
+            };
+            let skip = from.saturating_sub(at).min(len);
+            out.extend_from_slice(&piece[skip..]);
+            at += len;
+        }
+        out
+    }
+
+    /// Builds the iovecs and the message header (nothing may be appended after this).
+    fn seal(&mut self) -> *const libc::msghdr {
+        self.iov.clear();
+        for &(shared, i, len) in &self.plan {
+            let ptr = if shared {
+                self.shared[i].as_ptr()
+            } else {
+                self.copied[i..].as_ptr()
+            };
+            self.iov.push(libc::iovec {
+                iov_base: ptr as *mut libc::c_void,
+                iov_len: len,
+            });
+        }
+        // SAFETY: all-zero is a valid `msghdr` (no name, no control data, no flags).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = self.iov.as_mut_ptr();
+        msg.msg_iovlen = self.iov.len() as _;
+        self.msg.insert(msg) as *const libc::msghdr
+    }
 }
 
 /// How a multishot receive ended (reported once its queue is read).
@@ -380,6 +531,8 @@ impl Ring {
                 multishot: pool.is_some(),
                 pool,
                 enobufs: 0,
+                rooms: 0,
+                sendmsgs: 0,
                 slots: Vec::new(),
                 gens: Vec::new(),
                 free: Vec::new(),
@@ -406,7 +559,7 @@ impl Ring {
         buf.reserve(len);
         let len = buf.capacity().min(u32::MAX as usize) as u32;
         let ptr = buf.as_mut_ptr();
-        self.start(buf, true, |ud| {
+        self.start(OpBuf::Vec(buf), true, |ud| {
             opcode::Recv::new(types::Fd(fd), ptr, len)
                 .build()
                 .user_data(ud)
@@ -418,12 +571,67 @@ impl Ring {
     pub(crate) fn send(&self, fd: RawFd, buf: Vec<u8>, from: usize) -> io::Result<u32> {
         let rest = buf.get(from..).unwrap_or_default();
         let (ptr, len) = (rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32);
-        self.start(buf, false, |ud| {
+        self.start(OpBuf::Vec(buf), false, |ud| {
             opcode::Send::new(types::Fd(fd), ptr, len)
                 .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
                 .build()
                 .user_data(ud)
         })
+    }
+
+    /// Queues a receive into `room`'s spare capacity (a read room the engine lent): the
+    /// bytes arrive where the engine hands them out from, with no copy.
+    pub(crate) fn recv_room(&self, fd: RawFd, mut room: BytesMut) -> io::Result<u32> {
+        let spare = room.spare_capacity_mut();
+        let (ptr, len) = (spare.as_mut_ptr().cast::<u8>(), spare.len());
+        let len = len.min(i32::MAX as usize) as u32;
+        self.start(OpBuf::Room(room), true, |ud| {
+            opcode::Recv::new(types::Fd(fd), ptr, len)
+                .build()
+                .user_data(ud)
+        })
+    }
+
+    /// Queues a `sendmsg` of `parts` (see [`send`](Self::send): no SIGPIPE, all of it).
+    pub(crate) fn send_parts(&self, fd: RawFd, mut parts: Box<SendParts>) -> io::Result<u32> {
+        let msg = parts.seal();
+        self.start(OpBuf::Parts(parts), false, |ud| {
+            opcode::SendMsg::new(types::Fd(fd), msg)
+                .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
+                .build()
+                .user_data(ud)
+        })
+    }
+
+    /// Ends the multishot receive in `slot` (its last completion comes after the
+    /// cancellation; what it queued is still read): for a reader that goes on with
+    /// receives into its own memory.
+    pub(crate) fn stop_multi(&self, slot: u32) {
+        let mut inner = self.lock();
+        let ud = user_data(slot, inner.gens[slot as usize]);
+        if let Some(Slot::Multi {
+            cancelled: cancelled @ false,
+            end: None,
+            ..
+        }) = inner.slots.get_mut(slot as usize)
+        {
+            *cancelled = true;
+            let cancel = opcode::AsyncCancel::new(ud).build().user_data(UNTRACKED);
+            if inner.push(&cancel).is_ok() {
+                inner.queued = true;
+                let driver = inner.driver.clone();
+                drop(inner);
+                if let Some(w) = driver {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    /// Whether the ring has a provided-buffer pool (multishot receives).
+    pub(crate) fn has_pool(&self) -> bool {
+        let inner = self.lock();
+        inner.multishot && inner.pool.is_some()
     }
 
     /// Whether a multishot receive would get buffers now: the ring has them, and the pool
@@ -528,6 +736,12 @@ impl Ring {
         self.lock().coop
     }
 
+    /// See [`Uring::ring_buffer_counts`](super::Uring::ring_buffer_counts).
+    pub(crate) fn ring_buffer_counts(&self) -> (u64, u64) {
+        let inner = self.lock();
+        (inner.rooms, inner.sendmsgs)
+    }
+
     /// See [`Uring::pool_state`](super::Uring::pool_state).
     pub(crate) fn pool_state(&self) -> Option<(usize, usize, u64)> {
         let inner = self.lock();
@@ -540,11 +754,16 @@ impl Ring {
     /// Puts `buf` in a free slot and queues the SQE `build` makes for that slot's user data.
     fn start(
         &self,
-        buf: Vec<u8>,
+        buf: OpBuf,
         recv: bool,
         build: impl FnOnce(u64) -> squeue::Entry,
     ) -> io::Result<u32> {
         let mut inner = self.lock();
+        match &buf {
+            OpBuf::Room(_) => inner.rooms += 1,
+            OpBuf::Parts(_) => inner.sendmsgs += 1,
+            OpBuf::Vec(_) => {}
+        }
         let slot = inner.take_slot()?;
         let gen = inner.gens[slot as usize];
         let sqe = build(user_data(slot, gen));
@@ -612,7 +831,7 @@ impl Ring {
     /// then free); else `cx` is woken at its completion.
     /// Only a caller that returns `Pending` because of it may pass `cx`: the slot keeps one
     /// waker, the last one given (without `cx` nothing is registered).
-    pub(crate) fn poll(&self, slot: u32, cx: Option<&mut Context<'_>>) -> Poll<(i32, Vec<u8>)> {
+    pub(crate) fn poll(&self, slot: u32, cx: Option<&mut Context<'_>>) -> Poll<(i32, OpBuf)> {
         let mut inner = self.lock();
         let entry = &mut inner.slots[slot as usize];
         match entry {
@@ -631,7 +850,9 @@ impl Ring {
                 inner.free.push(slot);
                 Poll::Ready((result, buf))
             }
-            Slot::Free | Slot::Multi { .. } => Poll::Ready((-libc::ECANCELED, Vec::new())),
+            Slot::Free | Slot::Multi { .. } => {
+                Poll::Ready((-libc::ECANCELED, OpBuf::Vec(Vec::new())))
+            }
         }
     }
 
@@ -871,16 +1092,28 @@ impl Table<'_> {
                     self.free.push(slot);
                     return;
                 }
-                let mut buf = std::mem::take(buf);
+                let mut buf = std::mem::replace(buf, OpBuf::Vec(Vec::new()));
                 if let Some(w) = waker.take() {
                     self.to_wake.push(w);
                 }
                 if recv && result > 0 {
                     // The kernel wrote `result` bytes at the start of the spare capacity.
-                    let n = (result as usize).min(buf.capacity());
-                    // SAFETY: the kernel initialised the first `n` bytes of the spare
-                    // capacity, which it was given in full and which the slot kept in place.
-                    unsafe { buf.set_len(n) };
+                    match &mut buf {
+                        OpBuf::Vec(v) => {
+                            let n = (result as usize).min(v.capacity());
+                            // SAFETY: the kernel initialised the first `n` bytes of the
+                            // spare capacity (which was cleared first: it starts at 0), which
+                            // it was given in full and which the slot kept in place.
+                            unsafe { v.set_len(n) };
+                        }
+                        OpBuf::Room(r) => {
+                            let n = (result as usize).min(r.capacity() - r.len());
+                            // SAFETY: as above: the kernel initialised the first `n` bytes
+                            // of the room's spare capacity, kept in place by the slot.
+                            unsafe { r.set_len(r.len() + n) };
+                        }
+                        OpBuf::Parts(_) => {}
+                    }
                 }
                 *entry = Slot::Done { buf, result };
             }

@@ -19,7 +19,7 @@
 //!   ones at their completions); a send in flight may finish (for up to 10 s,
 //!   then it is cancelled). The ring frees the buffers at the completions.
 
-use super::ring::{End, MultiRead, Ring};
+use super::ring::{End, MultiRead, OpBuf, Ring, SendParts};
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -52,6 +52,13 @@ pub struct UringStream {
     send: Option<(u32, usize)>,
     /// A buffer a completed send gave back, for the next batch.
     spare: Vec<u8>,
+    /// The same for a `sendmsg` of the engine's pieces.
+    spare_parts: Option<Box<SendParts>>,
+    /// A receive into the engine's read room in flight (see `poll_read_engine`).
+    room: Option<u32>,
+    /// `poll_read` is called by `poll_read_engine` for a large room: a multishot receive
+    /// that ends is not armed again (receives go into the engine's room next).
+    to_room: bool,
     /// A send failed: every later write and flush fails with it.
     broken: Option<io::ErrorKind>,
     write_shut: bool,
@@ -82,6 +89,9 @@ impl UringStream {
             eof: false,
             send: None,
             spare: Vec::new(),
+            spare_parts: None,
+            room: None,
+            to_room: false,
             broken: None,
             write_shut: false,
         })
@@ -115,6 +125,26 @@ impl UringStream {
         while let Some((slot, from)) = self.send {
             let (result, buf) = std::task::ready!(self.ring.poll(slot, cx.as_deref_mut()));
             self.send = None;
+            let buf = match buf {
+                OpBuf::Parts(parts) => {
+                    // A `sendmsg` of the engine's pieces: done, or its rest (rare: the kernel
+                    // sends all of it unless interrupted or failed) copied and sent again.
+                    if result >= 0 && result as usize >= parts.len() {
+                        // (The payloads held go now; the allocations stay for the next.)
+                        self.spare_parts = parts.cleared(KEEP_BUFFER);
+                        continue;
+                    }
+                    let e = io::Error::from_raw_os_error(-result.min(0));
+                    if result < 0 && e.kind() != io::ErrorKind::Interrupted {
+                        self.broken = Some(e.kind());
+                        return Poll::Ready(Err(e));
+                    }
+                    let rest = parts.rest(result.max(0) as usize);
+                    self.start_send(rest)?;
+                    continue;
+                }
+                other => other.into_vec(),
+            };
             if result < 0 {
                 let e = io::Error::from_raw_os_error(-result);
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -187,6 +217,104 @@ impl UringStream {
     }
 }
 
+/// A read room larger than a pool buffer is received into directly (the engine's own
+/// memory: no copy); smaller ones share the pool (an idle connection holds no buffer).
+const ROOM_DIRECT: usize = super::ring::POOL_BUFFER_SIZE;
+
+impl UringStream {
+    /// Reads into `conn`'s read buffer: what [`crate::tokio::WebSocket`] does on this
+    /// stream instead of `AsyncRead` (no copy for a large room). A room larger than a pool
+    /// buffer (a large frame arriving, or reads that fill a grown room), or any room where
+    /// the ring has no pool, is lent by the engine and received into directly (an
+    /// armed multishot receive is stopped first, and what it queued read out); a smaller
+    /// one is filled from the pool as `poll_read` does. `Ok(0)`: the end of the stream.
+    pub(crate) fn poll_read_engine(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: &mut weft_proto::Connection,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            if let Some(slot) = self.room {
+                let (result, buf) = std::task::ready!(self.ring.poll(slot, Some(cx)));
+                self.room = None;
+                let room = buf.into_room();
+                let n = room.len();
+                // (Given back in every case: the engine's buffer is whole again.)
+                conn.read_done(room);
+                if result < 0 {
+                    let e = io::Error::from_raw_os_error(-result);
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Poll::Ready(Err(e));
+                }
+                if result == 0 {
+                    self.eof = true;
+                }
+                return Poll::Ready(Ok(n));
+            }
+            let buf = conn.read_buf();
+            let spare = buf.capacity() - buf.len();
+            let direct = spare > ROOM_DIRECT || !self.ring.has_pool();
+            if direct && self.rpos >= self.rbuf.len() && self.recv.is_none() && !self.eof {
+                match self.multi {
+                    None => {
+                        let room = conn.lend_read_room();
+                        self.room = Some(self.ring.recv_room(self.fd(), room)?);
+                        continue;
+                    }
+                    Some(slot) => self.ring.stop_multi(slot),
+                }
+            }
+            // Bytes already here, or the pool's: copied in.
+            self.to_room = direct;
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut *self), cx, buf);
+            self.to_room = false;
+            return read;
+        }
+    }
+
+    /// Writes what `out` holds: each large payload sent from the `Bytes` the engine queued
+    /// (a `sendmsg`, no copy), the rest copied as `poll_write` does; `out` is advanced by
+    /// what was queued on the ring. `Pending` while a send is in flight and bytes wait.
+    pub(crate) fn poll_write_engine(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut weft_proto::OutQueue,
+    ) -> Poll<io::Result<()>> {
+        use bytes::Buf;
+        use weft_proto::OutPiece;
+        self.check_broken()?;
+        if self.write_shut && !out.is_empty() {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        while !out.is_empty() {
+            std::task::ready!(self.poll_send_done(Some(cx)))?;
+            if !out.pieces().any(|p| matches!(p, OutPiece::Shared(_))) {
+                let mut slices = [IoSlice::new(&[]); SendParts::MAX_PIECES];
+                let n = out.chunks_vectored(&mut slices);
+                let taken = std::task::ready!(self.poll_write_slices(cx, &slices[..n]))?;
+                out.advance(taken);
+                continue;
+            }
+            let mut parts = self.spare_parts.take().unwrap_or_default();
+            for piece in out.pieces() {
+                if parts.pieces() == SendParts::MAX_PIECES {
+                    break;
+                }
+                match piece {
+                    OutPiece::Copy(b) => parts.copy(b),
+                    OutPiece::Shared(b) => parts.share(b.clone()),
+                }
+            }
+            let taken = parts.len();
+            self.send = Some((self.ring.send_parts(self.fd(), parts)?, 0));
+            out.advance(taken);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl AsyncRead for UringStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -194,6 +322,22 @@ impl AsyncRead for UringStream {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(slot) = this.room {
+            // A receive into an engine's room that was given up (the WebSocket was taken
+            // apart): what it brought is read from here, first.
+            let (result, buf) = std::task::ready!(this.ring.poll(slot, Some(cx)));
+            this.room = None;
+            if result < 0 {
+                let e = io::Error::from_raw_os_error(-result);
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Poll::Ready(Err(e));
+                }
+            } else if result == 0 {
+                this.eof = true;
+            }
+            this.rbuf = buf.into_room().to_vec();
+            this.rpos = 0;
+        }
         loop {
             if this.rpos < this.rbuf.len() {
                 let n = out.remaining().min(this.rbuf.len() - this.rpos);
@@ -210,6 +354,11 @@ impl AsyncRead for UringStream {
                     MultiRead::Ended(end) => {
                         this.multi = None;
                         match end {
+                            End::ReArm if this.to_room => {
+                                // `poll_read_engine` goes on with a receive into its room.
+                                cx.waker().wake_by_ref();
+                                return Poll::Pending;
+                            }
                             End::ReArm => {}
                             End::Eof => this.eof = true,
                             End::Error(e) => {
@@ -227,7 +376,7 @@ impl AsyncRead for UringStream {
                 Some(slot) => {
                     let (result, buf) = std::task::ready!(this.ring.poll(slot, Some(cx)));
                     this.recv = None;
-                    this.rbuf = buf;
+                    this.rbuf = buf.into_vec();
                     this.rpos = 0;
                     if result < 0 {
                         this.rbuf.clear();
@@ -328,6 +477,9 @@ impl AsRawFd for UringStream {
 impl Drop for UringStream {
     fn drop(&mut self) {
         if let Some(slot) = self.recv.take() {
+            self.ring.abandon(slot, false);
+        }
+        if let Some(slot) = self.room.take() {
             self.ring.abandon(slot, false);
         }
         if let Some(slot) = self.multi.take() {
