@@ -220,6 +220,10 @@ impl UringStream {
 /// A read room larger than a pool buffer is received into directly (the engine's own
 /// memory: no copy); smaller ones share the pool (an idle connection holds no buffer).
 const ROOM_DIRECT: usize = super::ring::POOL_BUFFER_SIZE;
+/// A payload at least this large is sent from the engine's `Bytes`; smaller pieces (the
+/// coalesced small frames, cut at 8 KiB) are copied, and a batch of only those goes out
+/// with a plain `send` (cheaper in the kernel than a `sendmsg`).
+const HOLD_MIN: usize = 16 * 1024;
 
 impl UringStream {
     /// Reads into `conn`'s read buffer: what [`crate::tokio::WebSocket`] does on this
@@ -290,7 +294,8 @@ impl UringStream {
         }
         while !out.is_empty() {
             std::task::ready!(self.poll_send_done(Some(cx)))?;
-            if !out.pieces().any(|p| matches!(p, OutPiece::Shared(_))) {
+            let held = |p: &OutPiece<'_>| matches!(p, OutPiece::Shared(b) if b.len() >= HOLD_MIN);
+            if !out.pieces().any(|p| held(&p)) {
                 let mut slices = [IoSlice::new(&[]); SendParts::MAX_PIECES];
                 let n = out.chunks_vectored(&mut slices);
                 let taken = std::task::ready!(self.poll_write_slices(cx, &slices[..n]))?;
@@ -303,8 +308,8 @@ impl UringStream {
                     break;
                 }
                 match piece {
-                    OutPiece::Copy(b) => parts.copy(b),
-                    OutPiece::Shared(b) => parts.share(b.clone()),
+                    OutPiece::Shared(b) if b.len() >= HOLD_MIN => parts.share(b.clone()),
+                    p => parts.copy(p.as_slice()),
                 }
             }
             let taken = parts.len();
