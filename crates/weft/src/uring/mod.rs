@@ -8,7 +8,9 @@
 //! from the ring's shared memory, so a thread enters the kernel once per turn for all of its
 //! connections instead of once per read and once per write of each. [`UringStream`] is a
 //! tokio `AsyncRead + AsyncWrite`: [`crate::tokio::WebSocket`], hyper and `weft::server`
-//! run on it unchanged — no protocol logic lives here.
+//! run on it unchanged — no protocol logic lives here. A WebSocket on it can also read and
+//! write with the engine's own buffers, no copy of a large message
+//! ([`crate::tokio::WebSocket::with_ring_buffers`]; `weft::server` does this itself).
 //!
 //! Where io_uring is missing or forbidden (old kernels, seccomp profiles, sysctl
 //! `kernel.io_uring_disabled`), [`Uring::start`] fails; [`probe`] says so up front, and

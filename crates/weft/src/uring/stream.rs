@@ -15,6 +15,11 @@
 //!   flight the next write waits (backpressure), so nothing written is ever left behind
 //!   unsubmitted, and `flush` has nothing to wait for. `shutdown` waits for the send in
 //!   flight, then shuts the write side.
+//! - **The engine's own path** ([`crate::tokio::WebSocket::with_ring_buffers`], and
+//!   `weft::server` under `Model::Uring`): the WebSocket hands its engine to the stream
+//!   instead of going through `AsyncRead`/`AsyncWrite`; a large read room is received into
+//!   directly and large payloads are sent from their `Bytes`, so a large message is not
+//!   copied in user space at all (see `poll_read_engine`, `poll_write_engine`).
 //! - **Drop** cancels the receive in flight (its queued pool buffers go back at once, late
 //!   ones at their completions); a send in flight may finish (for up to 10 s,
 //!   then it is cancelled). The ring frees the buffers at the completions.
