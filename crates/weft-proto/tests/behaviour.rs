@@ -967,3 +967,41 @@ fn the_queue_lends_large_payloads_as_their_bytes() {
     assert_eq!(joined, wire);
     assert_eq!(out.pieces().count(), 0);
 }
+
+/// `read_room` is the room the engine means (the adaptive room, or a large frame's rest),
+/// not whatever spare capacity an earlier room left: after large reads and then small
+/// ones it is small again, while a large frame arriving makes it the frame's rest.
+#[test]
+fn read_room_says_the_room_meant() {
+    let mut config = Config::default();
+    config.read_buffer_size = 1024;
+    config.max_read_buffer_size = 64 * 1024;
+    let (mut client, mut server) = pair(config);
+    // A large frame: once its header is in, the room is its rest (and a header's slack).
+    client.send_binary(vec![5u8; 200_000]).unwrap();
+    let wire = take_out(&mut client);
+    let mut at = read_at_most(&mut server, &wire, 1000).0;
+    drain(&mut server).unwrap();
+    server.read_buf();
+    assert!(
+        server.read_room() >= wire.len() - at,
+        "{}",
+        server.read_room()
+    );
+    while at < wire.len() {
+        at += read_some(&mut server, &wire[at..]);
+    }
+    assert_eq!(drain(&mut server).unwrap().len(), 1);
+    // Small reads: the room shrinks back to read_buffer_size (and its slack).
+    client.send_binary(vec![1u8; 10]).unwrap();
+    let small = take_out(&mut client);
+    for _ in 0..12 {
+        read_some(&mut server, &small);
+        drain(&mut server).unwrap();
+    }
+    let buf = server.read_buf();
+    let spare = buf.capacity() - buf.len();
+    assert_eq!(server.read_reserve(), 1024);
+    assert_eq!(server.read_room(), 1024 + 64);
+    assert!(spare >= server.read_room());
+}

@@ -790,3 +790,46 @@ async fn held_payloads_wait_for_a_slow_peer_and_arrive_whole() {
     })
     .await
 }
+
+/// After large messages, small ones go back to the pool: once the engine's room has shrunk
+/// no receive into it is started any more (a quiet connection then holds no receive
+/// buffer), whatever spare capacity the large ones left in its allocation.
+#[tokio::test(flavor = "current_thread")]
+async fn small_messages_after_large_ones_read_from_the_pool_again() {
+    let Some(uring) = ring_with_pool() else {
+        return;
+    };
+    bounded(async {
+        let (l, addr) = listener().await;
+        let server = spawn_echo_with(l, uring.clone(), 1, true);
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        let (ws, _) = weft::tokio::connect(&format!("ws://{addr}/"), uring.stream(tcp).unwrap())
+            .await
+            .unwrap();
+        let mut ws = ws.with_ring_buffers();
+        let echo = |n: usize, seed: u8| Message::Binary(Bytes::from(payload(n, seed)));
+        for k in 0..10 {
+            ws.send(echo(200_000, k)).await.unwrap();
+            assert_eq!(ws.recv().await.unwrap(), Some(echo(200_000, k)));
+        }
+        let (after_large, _) = uring.ring_buffer_counts();
+        assert!(after_large >= 10, "{after_large} rooms for large messages");
+        for k in 0..40 {
+            ws.send(echo(100, k)).await.unwrap();
+            assert_eq!(ws.recv().await.unwrap(), Some(echo(100, k)));
+        }
+        let (settled, _) = uring.ring_buffer_counts();
+        for k in 0..40 {
+            ws.send(echo(100, k)).await.unwrap();
+            assert_eq!(ws.recv().await.unwrap(), Some(echo(100, k)));
+        }
+        assert_eq!(
+            uring.ring_buffer_counts().0,
+            settled,
+            "small reads still went into rooms"
+        );
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        server.await.unwrap();
+    })
+    .await
+}

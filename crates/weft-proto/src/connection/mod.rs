@@ -161,6 +161,8 @@ pub struct Connection {
     read_filled: bool,
     /// The read room is lent as a buffer of its own (`lend_read_room`).
     room_lent: bool,
+    /// The room the last `read_buf` meant to lend (see `read_room`).
+    read_room: usize,
     /// The installed extension (permessage-deflate, when negotiated).
     ext: Option<Box<extension::ExtensionState>>,
     /// The installed extension's RSV bits (0: none installed).
@@ -236,6 +238,7 @@ impl Connection {
             lent_spare: 0,
             read_filled: false,
             room_lent: false,
+            read_room: 0,
             ext: None,
             ext_rsv: 0,
         };

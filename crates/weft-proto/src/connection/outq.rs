@@ -91,7 +91,8 @@ impl Seg {
 pub enum OutPiece<'a> {
     /// Bytes to copy: frame headers, small frames coalesced together.
     Copy(&'a [u8]),
-    /// A payload queued as its own `Bytes` (a large frame's): a transport that must hold
+    /// Bytes queued as a `Bytes` of their own (a large frame's payload, a control frame,
+    /// small frames already cut off the coalescing buffer): a transport that must hold
     /// what it writes until the kernel is done with it can keep a clone (a reference count,
     /// no copy) instead of copying it.
     Shared(&'a Bytes),

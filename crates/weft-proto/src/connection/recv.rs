@@ -41,6 +41,8 @@ impl Connection {
     /// [`take_read_buffer`](Self::take_read_buffer)); after a failure or a detach they are
     /// ignored.
     pub fn receive(&mut self, data: &[u8]) {
+        // (A room lent and not given back is given up: its bytes come through here.)
+        self.room_lent = false;
         if self.failed.is_some() || self.detached {
             return;
         }
@@ -105,25 +107,39 @@ impl Connection {
                 // (Never less than `read_buffer_size`: the least room a reader is promised.)
                 let floor = self.config.read_buffer_size.max(1) as u64;
                 let room = (room + READ_SLACK).max(floor);
+                self.read_room = room as usize;
                 self.reserve_aligned(room);
                 self.end_room_at(room);
             }
-            None => self.reserve_aligned((self.read_reserve + READ_SLACK as usize) as u64),
+            None => {
+                let room = self.read_reserve + READ_SLACK as usize;
+                self.read_room = room;
+                self.reserve_aligned(room as u64);
+            }
         }
         self.lent_len = self.rbuf.len();
         self.lent_spare = self.rbuf.capacity() - self.rbuf.len();
         &mut self.rbuf
     }
 
+    /// The room the last [`read_buf`](Self::read_buf) meant to lend: the adaptive room or
+    /// the rest of a large frame (the spare capacity it lent may be larger: what an earlier
+    /// room left in the allocation). A transport picks how to read by it (io_uring: into
+    /// memory of its own, or straight into [`lend_read_room`](Self::lend_read_room)).
+    pub fn read_room(&self) -> usize {
+        self.read_room
+    }
+
     /// [`read_buf`](Self::read_buf) for a transport that must own the memory it reads into
     /// until the read completes (io_uring: the kernel writes into it later, while the
-    /// engine may be moved or busy): the same room, split off the read buffer and lent as
-    /// a buffer of its own. Give it back with what was read appended (or nothing) by
-    /// [`read_done`](Self::read_done); the bytes are then where `read_buf` would have had
-    /// them (the same allocation: no copy), and the room adapts as after any read. Until
-    /// then the engine receives nothing: [`read_would_block`](Self::read_would_block)
-    /// leaves the room as it is, and a `read_buf` call means the room was given up (what
-    /// is read into it must then be [`receive`](Self::receive)d like any other bytes).
+    /// engine may be moved or busy): the same spare capacity, split off the read buffer
+    /// and lent as a buffer of its own. Give it back with what was read appended (or
+    /// nothing) by [`read_done`](Self::read_done); the bytes are then where `read_buf`
+    /// would have had them (the same allocation: no copy), and the room adapts as after any
+    /// read. Meanwhile [`read_would_block`](Self::read_would_block) leaves the read buffer
+    /// as it is (it still gives back the others of an idle connection). A later `read_buf`
+    /// or [`receive`](Self::receive) call means the room was given up: what is read into it
+    /// must then come in like any other bytes.
     pub fn lend_read_room(&mut self) -> BytesMut {
         let len = self.read_buf().len();
         self.room_lent = true;
@@ -225,9 +241,15 @@ impl Connection {
     /// filling. (The memory of payloads handed out is theirs and stays until they drop.)
     pub fn release_idle_buffers(&mut self) {
         self.adapt_read_reserve();
-        if self.rbuf.is_empty() {
+        if self.rbuf.is_empty() && !self.room_lent {
             self.rbuf = BytesMut::new();
         }
+        self.release_send_and_assembly_buffers();
+    }
+
+    /// The part of [`release_idle_buffers`](Self::release_idle_buffers) that is not the
+    /// read buffer.
+    fn release_send_and_assembly_buffers(&mut self) {
         if self.assembly.is_empty() {
             self.assembly = BytesMut::new();
         }
@@ -247,7 +269,11 @@ impl Connection {
     /// CPU per 64 KiB echo).
     pub fn read_would_block(&mut self) {
         if self.room_lent {
-            // The reader waits with the room: nothing learned, nothing to release.
+            // The reader waits with the room: nothing learned about it yet; the read buffer
+            // is the reader's until it comes back, the others go as usual.
+            if self.read_reserve <= self.config.read_buffer_size.max(1) {
+                self.release_send_and_assembly_buffers();
+            }
             return;
         }
         self.adapt_read_reserve();

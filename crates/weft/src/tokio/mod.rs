@@ -548,8 +548,10 @@ impl WebSocket<crate::uring::UringStream> {
     /// `AsyncWrite`: a large read room (a large frame arriving) is received into directly,
     /// and large payloads are sent from the `Bytes` they were queued as (a `sendmsg` of
     /// the pieces), so neither is copied in user space (measured at 64 KiB messages: each
-    /// copy was about a tenth of the server's CPU per echo). Small reads still come from
-    /// the ring's shared buffer pool, so an idle connection holds no receive buffer.
+    /// copy was about a tenth of the server's CPU per echo). Small read rooms still come
+    /// from the ring's shared buffer pool, so a quiet connection holds no receive buffer
+    /// (on a ring without a pool, one receive into the room is in flight, as a
+    /// `UringStream` read has one into a buffer of its own).
     /// `weft::server` does this itself under `Model::Uring`.
     ///
     /// ```no_run

@@ -24,7 +24,8 @@
 //!
 //! This is the one module of `weft` allowed `unsafe`: pushing an SQE (the kernel will use
 //! the buffer it points to), `set_len` after a receive (the kernel wrote that many bytes),
-//! and the provided-buffer pool (memory shared with the kernel). The safety argument is the
+//! the provided-buffer pool (memory shared with the kernel), and a `sendmsg`'s parts
+//! ([`SendParts`]: a zeroed `msghdr`, and `Send` for the pointers into its own buffers). The safety argument is the
 //! slot table above and the [`Pool`]'s own.
 
 use bytes::{Bytes, BytesMut};
@@ -610,14 +611,17 @@ impl Ring {
         let mut inner = self.lock();
         let ud = user_data(slot, inner.gens[slot as usize]);
         if let Some(Slot::Multi {
-            cancelled: cancelled @ false,
+            cancelled: false,
             end: None,
             ..
-        }) = inner.slots.get_mut(slot as usize)
+        }) = inner.slots.get(slot as usize)
         {
-            *cancelled = true;
             let cancel = opcode::AsyncCancel::new(ud).build().user_data(UNTRACKED);
             if inner.push(&cancel).is_ok() {
+                // (Only once queued: the queue's bound still cancels it otherwise.)
+                if let Some(Slot::Multi { cancelled, .. }) = inner.slots.get_mut(slot as usize) {
+                    *cancelled = true;
+                }
                 inner.queued = true;
                 let driver = inner.driver.clone();
                 drop(inner);
@@ -628,10 +632,14 @@ impl Ring {
         }
     }
 
-    /// Whether the ring has a provided-buffer pool (multishot receives).
-    pub(crate) fn has_pool(&self) -> bool {
+    /// The size of the pool's buffers, if the ring has a pool (multishot receives).
+    pub(crate) fn pool_buffer_size(&self) -> Option<usize> {
         let inner = self.lock();
-        inner.multishot && inner.pool.is_some()
+        inner
+            .pool
+            .as_ref()
+            .filter(|_| inner.multishot)
+            .map(|p| p.size)
     }
 
     /// Whether a multishot receive would get buffers now: the ring has them, and the pool

@@ -222,9 +222,6 @@ impl UringStream {
     }
 }
 
-/// A read room larger than a pool buffer is received into directly (the engine's own
-/// memory: no copy); smaller ones share the pool (an idle connection holds no buffer).
-const ROOM_DIRECT: usize = super::ring::POOL_BUFFER_SIZE;
 /// A payload at least this large is sent from the engine's `Bytes`; smaller pieces (the
 /// coalesced small frames, cut at 8 KiB) are copied, and a batch of only those goes out
 /// with a plain `send` (cheaper in the kernel than a `sendmsg`).
@@ -232,11 +229,13 @@ const HOLD_MIN: usize = 16 * 1024;
 
 impl UringStream {
     /// Reads into `conn`'s read buffer: what [`crate::tokio::WebSocket`] does on this
-    /// stream instead of `AsyncRead` (no copy for a large room). A room larger than a pool
-    /// buffer (a large frame arriving, or reads that fill a grown room), or any room where
-    /// the ring has no pool, is lent by the engine and received into directly (an
-    /// armed multishot receive is stopped first, and what it queued read out); a smaller
-    /// one is filled from the pool as `poll_read` does. `Ok(0)`: the end of the stream.
+    /// stream instead of `AsyncRead` (no copy for a large room). Where the room the engine
+    /// means ([`read_room`](weft_proto::Connection::read_room)) is larger than a pool buffer
+    /// (a large frame arriving, or reads that fill a grown room), or always where the ring
+    /// has no pool, the engine lends it and it is received into directly (an armed
+    /// multishot receive is stopped first, and what it queued read out: the switch costs one
+    /// extra wake of the task); a smaller room is filled from the pool as `poll_read` does,
+    /// so a quiet connection holds no receive buffer. `Ok(0)`: the end of the stream.
     pub(crate) fn poll_read_engine(
         &mut self,
         cx: &mut Context<'_>,
@@ -262,9 +261,15 @@ impl UringStream {
                 }
                 return Poll::Ready(Ok(n));
             }
-            let buf = conn.read_buf();
-            let spare = buf.capacity() - buf.len();
-            let direct = spare > ROOM_DIRECT || !self.ring.has_pool();
+            // The room (`read_room` then says what it means). Decided by that, not by the
+            // spare capacity lent: what an earlier room left in the allocation would keep a
+            // connection that went quiet on it. (`lend_read_room` and `read_buf` below make
+            // the same room again: nothing to do the second time.)
+            conn.read_buf();
+            let direct = self
+                .ring
+                .pool_buffer_size()
+                .map_or(true, |size| conn.read_room() > size);
             if direct && self.rpos >= self.rbuf.len() && self.recv.is_none() && !self.eof {
                 match self.multi {
                     None => {
@@ -276,6 +281,7 @@ impl UringStream {
                 }
             }
             // Bytes already here, or the pool's: copied in.
+            let buf = conn.read_buf();
             self.to_room = direct;
             let read = tokio_util::io::poll_read_buf(Pin::new(&mut *self), cx, buf);
             self.to_room = false;
