@@ -612,10 +612,9 @@ async fn a_stream_whose_receive_ran_out_of_buffers_reads_on() {
 #[tokio::test(flavor = "current_thread")]
 async fn echo_every_size_with_single_shot_receives() {
     // The path of kernels without buffer rings, asked for.
-    if ring().is_none() {
+    let Some(uring) = single_shot_ring() else {
         return;
-    }
-    let uring = Uring::start_with(false).unwrap();
+    };
     assert!(uring.pool_state().is_none());
     echo_every_size_on(uring).await
 }
@@ -654,36 +653,40 @@ async fn a_stream_read_a_byte_at_a_time_gets_every_byte_in_order() {
 #[tokio::test(flavor = "current_thread")]
 async fn echo_every_size_with_ring_buffers() {
     let Some(uring) = ring() else { return };
+    echo_every_size_through_ring_buffers(uring).await
+}
+
+/// Every size echoed `with_ring_buffers`, and both of the engine's own paths were taken.
+async fn echo_every_size_through_ring_buffers(uring: Uring) {
     echo_every_size_with(uring.clone(), true).await;
     let (rooms, sendmsgs) = uring.ring_buffer_counts();
     assert!(
         rooms > 0 && sendmsgs > 0,
         "{rooms} rooms, {sendmsgs} sendmsgs"
     );
+}
+
+/// A ring with single-shot receives only (no pool), or `None` where io_uring is forbidden.
+fn single_shot_ring() -> Option<Uring> {
+    ring()?;
+    Some(Uring::start_with(false).unwrap())
 }
 
 /// The same without a pool: every read goes into the engine's room.
 #[tokio::test(flavor = "current_thread")]
 async fn echo_every_size_with_ring_buffers_and_single_shot_receives() {
-    if ring().is_none() {
+    let Some(uring) = single_shot_ring() else {
         return;
-    }
-    let uring = Uring::start_with(false).unwrap();
-    echo_every_size_with(uring.clone(), true).await;
-    let (rooms, sendmsgs) = uring.ring_buffer_counts();
-    assert!(
-        rooms > 0 && sendmsgs > 0,
-        "{rooms} rooms, {sendmsgs} sendmsgs"
-    );
+    };
+    echo_every_size_through_ring_buffers(uring).await
 }
 
 /// Without `with_ring_buffers` nothing goes through the engine's own buffers.
 #[tokio::test(flavor = "current_thread")]
 async fn without_ring_buffers_everything_goes_through_async_read_and_write() {
-    if ring().is_none() {
+    let Some(uring) = single_shot_ring() else {
         return;
-    }
-    let uring = Uring::start_with(false).unwrap();
+    };
     echo_every_size_with(uring.clone(), false).await;
     assert_eq!(uring.ring_buffer_counts(), (0, 0));
 }
@@ -693,11 +696,10 @@ async fn without_ring_buffers_everything_goes_through_async_read_and_write() {
 /// held (the start of a frame), in order.
 #[tokio::test(flavor = "current_thread")]
 async fn a_room_given_up_in_flight_loses_nothing() {
-    if ring().is_none() {
-        return;
-    }
     // No pool: every read goes into the engine's room.
-    let uring = Uring::start_with(false).unwrap();
+    let Some(uring) = single_shot_ring() else {
+        return;
+    };
     bounded(async {
         let (l, addr) = listener().await;
         let mut peer = TcpStream::connect(addr).await.unwrap();
