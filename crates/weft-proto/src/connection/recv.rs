@@ -241,15 +241,10 @@ impl Connection {
     /// filling. (The memory of payloads handed out is theirs and stays until they drop.)
     pub fn release_idle_buffers(&mut self) {
         self.adapt_read_reserve();
+        // (A room lent out stays the reader's until it comes back.)
         if self.rbuf.is_empty() && !self.room_lent {
             self.rbuf = BytesMut::new();
         }
-        self.release_send_and_assembly_buffers();
-    }
-
-    /// The part of [`release_idle_buffers`](Self::release_idle_buffers) that is not the
-    /// read buffer.
-    fn release_send_and_assembly_buffers(&mut self) {
         if self.assembly.is_empty() {
             self.assembly = BytesMut::new();
         }
@@ -268,14 +263,8 @@ impl Connection {
     /// buffer at every wake made glibc move the heap's top with `brk` once per echo (+25%
     /// CPU per 64 KiB echo).
     pub fn read_would_block(&mut self) {
-        if self.room_lent {
-            // The reader waits with the room: nothing learned about it yet; the read buffer
-            // is the reader's until it comes back, the others go as usual.
-            if self.read_reserve <= self.config.read_buffer_size.max(1) {
-                self.release_send_and_assembly_buffers();
-            }
-            return;
-        }
+        // (With a room lent, nothing is learned until it comes back, and the read buffer
+        // stays: see `adapt_read_reserve` and `release_idle_buffers`.)
         self.adapt_read_reserve();
         if self.read_reserve <= self.config.read_buffer_size.max(1) {
             self.release_idle_buffers();

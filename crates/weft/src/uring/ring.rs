@@ -254,33 +254,35 @@ impl SendParts {
     pub(crate) fn rest(&self, from: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len.saturating_sub(from));
         let mut at = 0;
-        for &(shared, i, len) in &self.plan {
-            let piece = if shared {
-                &self.shared[i][..]
-            } else {
-                &self.copied[i..i + len]
-            };
-            let skip = from.saturating_sub(at).min(len);
+        for piece in self.slices() {
+            let skip = from.saturating_sub(at).min(piece.len());
             out.extend_from_slice(&piece[skip..]);
-            at += len;
+            at += piece.len();
         }
         out
     }
 
+    /// The pieces' bytes, in order.
+    fn slices(&self) -> impl Iterator<Item = &[u8]> {
+        self.plan.iter().map(|&(shared, i, len)| {
+            if shared {
+                &self.shared[i][..]
+            } else {
+                &self.copied[i..i + len]
+            }
+        })
+    }
+
     /// Builds the iovecs and the message header (nothing may be appended after this).
     fn seal(&mut self) -> *const libc::msghdr {
-        self.iov.clear();
-        for &(shared, i, len) in &self.plan {
-            let ptr = if shared {
-                self.shared[i].as_ptr()
-            } else {
-                self.copied[i..].as_ptr()
-            };
-            self.iov.push(libc::iovec {
-                iov_base: ptr as *mut libc::c_void,
-                iov_len: len,
-            });
-        }
+        // (The vector's allocation is kept from send to send.)
+        let mut iov = std::mem::take(&mut self.iov);
+        iov.clear();
+        iov.extend(self.slices().map(|piece| libc::iovec {
+            iov_base: piece.as_ptr() as *mut libc::c_void,
+            iov_len: piece.len(),
+        }));
+        self.iov = iov;
         // SAFETY: all-zero is a valid `msghdr` (no name, no control data, no flags).
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = self.iov.as_mut_ptr();

@@ -227,6 +227,14 @@ impl UringStream {
 /// with a plain `send` (cheaper in the kernel than a `sendmsg`).
 const HOLD_MIN: usize = 16 * 1024;
 
+/// The `Bytes` of a piece that is sent as it is (see `HOLD_MIN`), or `None`: copied.
+fn held<'a>(piece: &weft_proto::OutPiece<'a>) -> Option<&'a bytes::Bytes> {
+    match *piece {
+        weft_proto::OutPiece::Shared(b) if b.len() >= HOLD_MIN => Some(b),
+        _ => None,
+    }
+}
+
 impl UringStream {
     /// Reads into `conn`'s read buffer: what [`crate::tokio::WebSocket`] does on this
     /// stream instead of `AsyncRead` (no copy for a large room). Where the room the engine
@@ -298,15 +306,13 @@ impl UringStream {
         out: &mut weft_proto::OutQueue,
     ) -> Poll<io::Result<()>> {
         use bytes::Buf;
-        use weft_proto::OutPiece;
         self.check_broken()?;
         if self.write_shut && !out.is_empty() {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         while !out.is_empty() {
             std::task::ready!(self.poll_send_done(Some(cx)))?;
-            let held = |p: &OutPiece<'_>| matches!(p, OutPiece::Shared(b) if b.len() >= HOLD_MIN);
-            if !out.pieces().any(|p| held(&p)) {
+            if !out.pieces().any(|p| held(&p).is_some()) {
                 let mut slices = [IoSlice::new(&[]); SendParts::MAX_PIECES];
                 let n = out.chunks_vectored(&mut slices);
                 let taken = std::task::ready!(self.poll_write_slices(cx, &slices[..n]))?;
@@ -318,9 +324,9 @@ impl UringStream {
                 if parts.pieces() == SendParts::MAX_PIECES {
                     break;
                 }
-                match piece {
-                    OutPiece::Shared(b) if b.len() >= HOLD_MIN => parts.share(b.clone()),
-                    p => parts.copy(p.as_slice()),
+                match held(&piece) {
+                    Some(b) => parts.share(b.clone()),
+                    None => parts.copy(piece.as_slice()),
                 }
             }
             let taken = parts.len();
