@@ -23,10 +23,26 @@ pub struct Daemon {
     pub log: PathBuf,
 }
 
-/// A free port on 127.0.0.1.
+/// A free port on 127.0.0.1, from 20000–31999: below the kernel's ephemeral range
+/// (32768–60999 by default), so that no outgoing connection of a parallel test takes it
+/// before the daemon binds it, and a connect to it can never be a TCP self-connection
+/// (which `bind(0)`'s ephemeral ports allowed: `wait_listening` once "connected" to a port
+/// nobody listened on yet). Each call of a test binary tries the next port of its own
+/// sequence, which starts at a place derived from the process id.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const BASE: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (BASE + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {BASE}..{}", BASE + SPAN)
 }
 
 /// A scratch directory of this test.
@@ -62,10 +78,11 @@ impl Daemon {
 
     /// Runs the daemon with exactly `args`; `port` is where to wait for it (0: don't).
     pub fn spawn(args: &[String], env: &[(&str, &str)], port: u16) -> Daemon {
+        static LOGS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let log = std::env::temp_dir().join(format!(
             "websockd-test-{}-{}.log",
             std::process::id(),
-            free_port()
+            LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_websockd"));
@@ -77,16 +94,28 @@ impl Daemon {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start websockd");
-        let d = Daemon { child, port, log };
+        let mut d = Daemon { child, port, log };
         if port != 0 {
             d.wait_listening();
         }
         d
     }
 
-    fn wait_listening(&self) {
+    fn wait_listening(&mut self) {
         let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                // A connection to itself is not the daemon.
+                if s.local_addr().ok() != s.peer_addr().ok() {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "websockd exited ({status}) before listening; log:\n{}",
+                    self.log_text()
+                );
+            }
             assert!(
                 start.elapsed() < PATIENCE,
                 "websockd did not listen; log:\n{}",
