@@ -427,7 +427,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     return Poll::Ready(Err(Error::ConnectionReset));
                 }
                 Poll::Ready(Ok(_)) => {
-                    self.last_read = Instant::now();
+                    // (The clock is read only where a keepalive needs it: on a KVM guest
+                    // a read of it cost ~1% of a small echo.)
+                    if self.options.ping_interval.is_some() {
+                        self.last_read = Instant::now();
+                    }
                     if self.timer_kind == TimerKind::Pong {
                         self.timer_kind = TimerKind::None;
                     }
@@ -443,27 +447,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Arms and checks the keepalive, pong and close timers. `Some` ends the poll.
+    ///
+    /// The keepalive timer is not moved at every read: it stays armed at its earlier
+    /// deadline, and when that passes with reads since, it is re-armed from the last read
+    /// (one timer-wheel update per interval rather than one per message).
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Option<Result<Option<Event>>> {
-        let now = Instant::now();
         let closing = self.conn.close_sent().is_some();
+        let current = match (self.timer_kind, &self.timer) {
+            (TimerKind::None, _) | (_, None) => None,
+            (kind, Some(t)) => Some((kind, t.deadline())),
+        };
         let (kind, deadline) = if closing {
-            let deadline = match self.timer_kind {
-                TimerKind::Close => self.timer.as_ref().map(|t| t.deadline()),
-                _ => None,
-            };
-            (
-                TimerKind::Close,
-                deadline.unwrap_or(now + self.options.close_timeout),
-            )
+            match current {
+                Some((TimerKind::Close, deadline)) => (TimerKind::Close, deadline),
+                _ => (
+                    TimerKind::Close,
+                    Instant::now() + self.options.close_timeout,
+                ),
+            }
         } else if self.timer_kind == TimerKind::Pong {
-            let deadline = self.timer.as_ref().map(|t| t.deadline());
-            (TimerKind::Pong, deadline.unwrap_or(now))
+            match current {
+                Some((TimerKind::Pong, deadline)) => (TimerKind::Pong, deadline),
+                _ => (TimerKind::Pong, Instant::now()),
+            }
         } else if let Some(interval) = self.options.ping_interval {
-            (TimerKind::Idle, self.last_read + interval)
+            match current {
+                // Armed earlier than the last read allows: fires, then re-arms (below).
+                Some((TimerKind::Idle, deadline)) if deadline <= self.last_read + interval => {
+                    (TimerKind::Idle, deadline)
+                }
+                _ => (TimerKind::Idle, self.last_read + interval),
+            }
         } else {
             return None;
         };
-        if kind != self.timer_kind || self.timer.as_ref().map(|t| t.deadline()) != Some(deadline) {
+        if current != Some((kind, deadline)) {
             match &mut self.timer {
                 Some(t) => t.as_mut().reset(deadline),
                 None => self.timer = Some(Box::pin(sleep_until(deadline))),
@@ -474,7 +492,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if timer.as_mut().poll(cx).is_pending() {
             return None;
         }
+        let idle_due = self.options.ping_interval.map(|i| self.last_read + i);
         match kind {
+            TimerKind::Idle if idle_due.is_some_and(|due| due > deadline) => {
+                // Read since it was armed: not idle yet; wait from the last read.
+                timer.as_mut().reset(idle_due.unwrap_or(deadline));
+                if timer.as_mut().poll(cx).is_ready() {
+                    cx.waker().wake_by_ref();
+                }
+                None
+            }
             TimerKind::Idle => {
                 // Idle too long: ping, and expect something back within pong_timeout.
                 if self.conn.ping(b"weft-keepalive").is_ok() {

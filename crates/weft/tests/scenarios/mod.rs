@@ -20,6 +20,7 @@ macro_rules! every_scenario {
             fed_messages_are_written_by_the_next_receive,
             keepalive_fails_a_silent_peer,
             keepalive_keeps_a_live_peer,
+            keepalive_waits_while_the_peer_talks,
             close_timeout_when_the_peer_never_answers,
             handshake_timeout,
             permessage_deflate_is_negotiated_and_used,
@@ -354,6 +355,54 @@ pub async fn keepalive_keeps_a_live_peer<S: Transport>(wrap: impl Wrap<S>) {
         server.await.unwrap().unwrap(),
         Some(Message::from("still here"))
     );
+}
+
+/// Messages keep the keepalive quiet: a peer that talks more often than the interval is
+/// never pinged (the timer, armed before the messages, is moved on when it fires), and one
+/// that goes quiet is pinged an interval after its last message.
+pub async fn keepalive_waits_while_the_peer_talks<S: Transport>(wrap: impl Wrap<S>) {
+    const INTERVAL: Duration = Duration::from_millis(250);
+    let (l, url) = listener().await;
+    let w = wrap.clone();
+    let server = tokio::spawn(async move {
+        let stream = accept(&l, &w).await;
+        let mut options = Options::default();
+        options.ping_interval = Some(INTERVAL);
+        options.pong_timeout = Duration::from_secs(5);
+        let (mut ws, _) = weft::tokio::accept_with(stream, options, |_| Ok(Accept::new()))
+            .await
+            .unwrap();
+        let mut got = 0;
+        while let Ok(Some(_)) = ws.recv().await {
+            got += 1;
+        }
+        got
+    });
+    let stream = connect(&url, &wrap).await;
+    let (ws, _) = weft::tokio::connect(&url, stream).await.unwrap();
+    let (mut raw, rest) = ws.into_inner();
+    assert!(rest.is_empty(), "{rest:?}");
+    // "hi", masked with a zero key: one message every fifth of the interval, for four
+    // intervals.
+    let frame = [0x81, 0x82, 0, 0, 0, 0, b'h', b'i'];
+    let talk = std::time::Instant::now();
+    for _ in 0..20 {
+        raw.write_all(&frame).await.unwrap();
+        tokio::time::sleep(INTERVAL / 5).await;
+    }
+    let talked = talk.elapsed();
+    let mut first = [0u8; 1];
+    let quiet = std::time::Instant::now();
+    let early = tokio::time::timeout(Duration::from_millis(1), raw.read(&mut first)).await;
+    assert!(
+        early.is_err(),
+        "pinged while the peer talked ({talked:?}): {first:?}"
+    );
+    raw.read_exact(&mut first).await.unwrap();
+    assert_eq!(first[0], 0x89, "a keepalive ping once the peer is quiet");
+    assert!(quiet.elapsed() < INTERVAL * 4, "{:?}", quiet.elapsed());
+    drop(raw);
+    assert_eq!(server.await.unwrap(), 20);
 }
 
 pub async fn close_timeout_when_the_peer_never_answers<S: Transport>(wrap: impl Wrap<S>) {
