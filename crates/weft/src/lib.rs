@@ -19,6 +19,7 @@ pub mod axum;
 pub mod blocking;
 mod client;
 mod error;
+mod gather;
 mod options;
 #[cfg(feature = "server")]
 pub mod server;

@@ -17,6 +17,7 @@ pub use streaming::{MessageReader, MessageWriter};
 pub use transport::{NoDeadlines, Transport, Wait};
 
 use crate::error::{Error, Result};
+use crate::gather::{self, GATHER_MAX, MAX_IOVECS};
 use crate::options::{Options, Timers};
 use bytes::{Buf, Bytes, BytesMut};
 use std::io::{self, IoSlice};
@@ -29,8 +30,6 @@ use weft_proto::{
 /// A deadline: `None` waits forever; an instant already past tries once.
 pub type Deadline = Option<Instant>;
 
-/// How many buffers one vectored write gathers.
-const MAX_IOVECS: usize = 64;
 /// The most one read asks for (the buffer is zero-filled up to this before a read).
 const MAX_READ: usize = 64 * 1024;
 /// What the engine's `read_buf` lends past its read reserve.
@@ -283,14 +282,14 @@ impl<S: Transport> WebSocket<S> {
         self.check_broken()?;
         while self.conn.want_write() {
             self.set_wait(deadline)?;
+            // One piece, or small pieces gathered into one: a plain write; many or large
+            // pieces: a vectored write.
             let out = self.conn.outgoing();
-            // One contiguous piece: a plain write, not a vectored write of one buffer.
-            let result = if out.chunk().len() == out.remaining() {
-                self.io.write(out.chunk())
-            } else {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let n = out.chunks_vectored(&mut slices);
-                self.io.write_vectored(&slices[..n])
+            let mut stack = [0u8; GATHER_MAX];
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let result = match gather::plan(out, &mut stack, &mut slices, true) {
+                gather::Write::Plain(b) => self.io.write(b),
+                gather::Write::Vectored(n) => self.io.write_vectored(&slices[..n]),
             };
             match result {
                 Ok(0) => return Err(self.fail_io(io::ErrorKind::WriteZero.into())),

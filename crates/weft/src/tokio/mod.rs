@@ -22,6 +22,7 @@ pub use split::{WsReader, WsWriter};
 pub use streaming::{MessageSink, MessageStream};
 
 use crate::error::{Error, Result};
+use crate::gather::{self, GATHER_MAX, MAX_IOVECS};
 use crate::options::{Options, Timers};
 use ::tokio::io::{AsyncRead, AsyncWrite};
 use ::tokio::time::{sleep_until, Instant, Sleep};
@@ -34,9 +35,6 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use weft_proto::{CloseCode, Connection, Event, Message, MessageAssembler, RecvLevel, Role};
-
-/// How many buffers one vectored write gathers.
-const MAX_IOVECS: usize = 64;
 
 /// A WebSocket connection over the async transport `S`.
 ///
@@ -538,17 +536,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             return Poll::Ready(Ok(()));
         }
         while self.conn.want_write() {
+            // One piece, or small pieces gathered into one: a plain write, as
+            // `send(2)`/`write(2)`; many or large pieces: a vectored write.
             let out = self.conn.outgoing();
-            // One contiguous piece (a small frame, coalesced frames): a plain write, as
-            // `send(2)`/`write(2)`, not a vectored write of one buffer.
-            let written = if out.chunk().len() == out.remaining() {
-                ready!(Pin::new(&mut self.io).poll_write(cx, out.chunk()))?
-            } else if self.io.is_write_vectored() {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let n = out.chunks_vectored(&mut slices);
-                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?
-            } else {
-                ready!(Pin::new(&mut self.io).poll_write(cx, out.chunk()))?
+            let mut stack = [0u8; GATHER_MAX];
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let vectored = self.io.is_write_vectored();
+            let written = match gather::plan(out, &mut stack, &mut slices, vectored) {
+                gather::Write::Plain(b) => ready!(Pin::new(&mut self.io).poll_write(cx, b))?,
+                gather::Write::Vectored(n) => {
+                    ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?
+                }
             };
             if written == 0 {
                 return Poll::Ready(Err(Error::Io(std::io::ErrorKind::WriteZero.into())));
