@@ -103,6 +103,21 @@ impl Uring {
         self.ring.ring_buffer_counts()
     }
 
+    /// Sets the period of the ring's idle sweep: a receive into a WebSocket's read room
+    /// that waits one to two periods is cancelled, and its connection receives from the
+    /// pool until data comes again (default 1 s; `None`: never). For tests; no effect on a
+    /// ring without a pool.
+    #[doc(hidden)]
+    pub fn set_idle_after(&self, after: Option<std::time::Duration>) {
+        self.ring.set_idle_after(after);
+    }
+
+    /// How many receives into a read room the idle sweep cancelled, for tests.
+    #[doc(hidden)]
+    pub fn idle_count(&self) -> u64 {
+        self.ring.idle_count()
+    }
+
     /// The provided-buffer pool's state, for tests: its free buffers (in the kernel's
     /// hands, not queued for a reader), its size, and how many multishot receives ended
     /// because it was empty. `None` without a pool (single-shot receives).

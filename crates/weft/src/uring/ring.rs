@@ -45,6 +45,8 @@ use tokio::io::ReadBuf;
 const UNTRACKED: u64 = u64::MAX;
 /// User data bit of a linger timeout (the rest: the slot and generation it guards).
 const LINGER_TAG: u64 = 1 << 63;
+/// The user data of the idle sweep's timeout (see `Inner::sweep_idle`).
+const SWEEP: u64 = u64::MAX - 1;
 /// How long a send whose stream was dropped may go on before it is cancelled (as the kernel
 /// goes on sending what a closed socket had buffered).
 static LINGER: types::Timespec = types::Timespec::new().sec(10);
@@ -66,6 +68,12 @@ pub(crate) const POOL_BUFFER_SIZE: usize = 32 * 1024;
 pub(crate) const STREAM_QUEUE_BYTES: usize = 256 * 1024;
 /// The buffer group of the pool.
 const BGID: u16 = 0;
+/// On a ring with a pool, a receive into an engine's read room that has waited between one
+/// and two of these is cancelled: its connection counts as idle (the room goes back to the
+/// engine, which frees it, and its next receives take the pool's buffers until data comes
+/// again; see `UringStream::poll_read_engine`). The ring sweeps its rooms once per period
+/// with a timeout of its own, only while receives into rooms are in flight.
+pub(crate) const IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An operation's user data: its slot, and the slot's generation (a reused slot never takes
 /// a completion, a cancellation or a timeout meant for the operation before).
@@ -92,6 +100,15 @@ struct Inner {
     /// started (for tests).
     rooms: u64,
     sendmsgs: u64,
+    /// How many receives into a room were cancelled as idle (for tests).
+    idles: u64,
+    /// The idle sweep's period (`None`: no sweep; without a pool there is none). The
+    /// kernel reads it when the sweep's timeout is submitted; it stays here.
+    sweep_every: Option<types::Timespec>,
+    /// The sweep's timeout is in the kernel.
+    sweeping: bool,
+    /// Sweeps so far: each receive into a room notes it at its start.
+    epoch: u32,
     slots: Vec<Slot>,
     /// Each slot's generation, advanced whenever it is taken.
     gens: Vec<u32>,
@@ -119,6 +136,8 @@ enum Slot {
         orphan: bool,
         /// A receive (the result is how much of the spare capacity the kernel filled).
         recv: bool,
+        /// The ring's `epoch` when it started (for the idle sweep of rooms).
+        since: u32,
     },
     /// Completed; the result waits for its owner.
     Done {
@@ -528,8 +547,13 @@ impl Ring {
             tracing::debug!("io_uring ring {fd}: single-shot receives (asked for)");
             None
         };
+        let sweep_every = pool.as_ref().map(|_| types::Timespec::from(IDLE_AFTER));
         Ok(Ring {
             inner: Mutex::new(Inner {
+                idles: 0,
+                sweep_every,
+                sweeping: false,
+                epoch: 0,
                 uring,
                 multishot: pool.is_some(),
                 pool,
@@ -752,6 +776,20 @@ impl Ring {
         (inner.rooms, inner.sendmsgs)
     }
 
+    /// How many receives into a room were cancelled as idle so far (for tests).
+    pub(crate) fn idle_count(&self) -> u64 {
+        self.lock().idles
+    }
+
+    /// Sets the idle sweep's period (`None`: no sweep; no effect without a pool): a
+    /// receive into a room is cancelled after one to two periods. For tests.
+    pub(crate) fn set_idle_after(&self, every: Option<std::time::Duration>) {
+        let mut inner = self.lock();
+        if inner.pool.is_some() {
+            inner.sweep_every = every.map(types::Timespec::from);
+        }
+    }
+
     /// See [`Uring::pool_state`](super::Uring::pool_state).
     pub(crate) fn pool_state(&self) -> Option<(usize, usize, u64)> {
         let inner = self.lock();
@@ -774,6 +812,14 @@ impl Ring {
             OpBuf::Parts(_) => inner.sendmsgs += 1,
             OpBuf::Vec(_) => {}
         }
+        if matches!(buf, OpBuf::Room(_)) && !inner.sweeping {
+            if let Some(every) = &inner.sweep_every {
+                let sqe = opcode::Timeout::new(every).build().user_data(SWEEP);
+                // (If it cannot be queued, rooms wait for data as long as it takes; the
+                // next room tries again.)
+                inner.sweeping = inner.push(&sqe).is_ok();
+            }
+        }
         let slot = inner.take_slot()?;
         let gen = inner.gens[slot as usize];
         let sqe = build(user_data(slot, gen));
@@ -783,6 +829,7 @@ impl Ring {
             waker: None,
             orphan: false,
             recv,
+            since: inner.epoch,
         };
         self.queue_sqe(inner, slot, &sqe)
     }
@@ -980,6 +1027,38 @@ impl Inner {
         self.free.push(slot);
     }
 
+    /// The idle sweep (its timeout fired): cancels the receives into rooms that started
+    /// before the previous sweep, and sweeps again a period later while any are left.
+    fn sweep_idle(&mut self) {
+        self.sweeping = false;
+        self.epoch = self.epoch.wrapping_add(1);
+        let mut left = false;
+        for (slot, entry) in self.slots.iter().enumerate() {
+            if let Slot::Busy {
+                buf: OpBuf::Room(_),
+                orphan: false,
+                since,
+                ..
+            } = entry
+            {
+                if self.epoch.wrapping_sub(*since) >= 2 {
+                    self.expired.push(user_data(slot as u32, self.gens[slot]));
+                } else {
+                    left = true;
+                }
+            }
+        }
+        // (The cancellations go out with `expired`, right after this in `reap`.)
+        if left {
+            if let Some(every) = &self.sweep_every {
+                let sqe = opcode::Timeout::new(every).build().user_data(SWEEP);
+                // SAFETY: a timeout points only at its duration, which the ring holds.
+                self.sweeping = unsafe { self.uring.submission().push(&sqe) }.is_ok();
+                self.queued |= self.sweeping;
+            }
+        }
+    }
+
     /// Queues an SQE, submitting the queue first when it is full.
     fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
         for _ in 0..2 {
@@ -1013,6 +1092,7 @@ impl Inner {
             expired,
             pool,
             enobufs,
+            idles,
             ..
         } = self;
         let mut table = Table {
@@ -1023,9 +1103,18 @@ impl Inner {
             expired,
             pool,
             enobufs,
+            idles,
         };
+        let mut swept = false;
         for cqe in uring.completion() {
+            if cqe.user_data() == SWEEP {
+                swept = true;
+                continue;
+            }
             table.complete(&cqe);
+        }
+        if swept {
+            self.sweep_idle();
         }
         while let Some(ud) = self.expired.pop() {
             let cancel = opcode::AsyncCancel::new(ud).build().user_data(UNTRACKED);
@@ -1049,6 +1138,7 @@ struct Table<'a> {
     expired: &'a mut Vec<u64>,
     pool: &'a mut Option<Pool>,
     enobufs: &'a mut u64,
+    idles: &'a mut u64,
 }
 
 impl Table<'_> {
@@ -1095,6 +1185,7 @@ impl Table<'_> {
                 waker,
                 orphan,
                 recv,
+                ..
             } => {
                 let recv = *recv;
                 if *orphan {
@@ -1103,6 +1194,10 @@ impl Table<'_> {
                     return;
                 }
                 let mut buf = std::mem::replace(buf, OpBuf::Vec(Vec::new()));
+                if result == -libc::ECANCELED && matches!(buf, OpBuf::Room(_)) {
+                    // (The idle sweep: nothing else cancels a live stream's room.)
+                    *self.idles += 1;
+                }
                 if let Some(w) = waker.take() {
                     self.to_wake.push(w);
                 }

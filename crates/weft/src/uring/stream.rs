@@ -17,9 +17,12 @@
 //!   flight, then shuts the write side.
 //! - **The engine's own path** ([`crate::tokio::WebSocket::with_ring_buffers`], and
 //!   `weft::server` under `Model::Uring`): the WebSocket hands its engine to the stream
-//!   instead of going through `AsyncRead`/`AsyncWrite`; a large read room is received into
-//!   directly and large payloads are sent from their `Bytes`, so a large message is not
-//!   copied in user space at all (see `poll_read_engine`, `poll_write_engine`).
+//!   instead of going through `AsyncRead`/`AsyncWrite`. A busy connection receives
+//!   straight into the engine's read room (no copy, and into memory the engine just
+//!   used); one quiet for [`IDLE_AFTER`](super::ring::IDLE_AFTER) gets its room back and
+//!   receives from the pool until data comes again, so it idles holding no receive
+//!   buffer. Large payloads are sent from their `Bytes`, so a large message is not copied
+//!   in user space at all (see `poll_read_engine`, `poll_write_engine`).
 //! - **Drop** cancels the receive in flight (its queued pool buffers go back at once, late
 //!   ones at their completions); a send in flight may finish (for up to 10 s,
 //!   then it is cancelled). The ring frees the buffers at the completions.
@@ -64,6 +67,10 @@ pub struct UringStream {
     /// `poll_read` is called by `poll_read_engine` for a large room: a multishot receive
     /// that ends is not armed again (receives go into the engine's room next).
     to_room: bool,
+    /// A receive into the engine's room was cancelled by the ring's idle sweep (it waited
+    /// [`IDLE_AFTER`](super::ring::IDLE_AFTER) or more): the connection is quiet, and small rooms are filled from the pool until data
+    /// comes again (see `poll_read_engine`).
+    idle: bool,
     /// A send failed: every later write and flush fails with it.
     broken: Option<io::ErrorKind>,
     write_shut: bool,
@@ -97,6 +104,7 @@ impl UringStream {
             spare_parts: None,
             room: None,
             to_room: false,
+            idle: false,
             broken: None,
             write_shut: false,
         })
@@ -237,13 +245,19 @@ fn held<'a>(piece: &weft_proto::OutPiece<'a>) -> Option<&'a bytes::Bytes> {
 
 impl UringStream {
     /// Reads into `conn`'s read buffer: what [`crate::tokio::WebSocket`] does on this
-    /// stream instead of `AsyncRead` (no copy for a large room). Where the room the engine
-    /// means ([`read_room`](weft_proto::Connection::read_room)) is larger than a pool buffer
-    /// (a large frame arriving, or reads that fill a grown room), or always where the ring
-    /// has no pool, the engine lends it and it is received into directly (an armed
-    /// multishot receive is stopped first, and what it queued read out: the switch costs one
-    /// extra wake of the task); a smaller room is filled from the pool as `poll_read` does,
-    /// so a quiet connection holds no receive buffer. `Ok(0)`: the end of the stream.
+    /// stream instead of `AsyncRead`. The engine lends its room
+    /// ([`lend_read_room`](weft_proto::Connection::lend_read_room)) and it is received into
+    /// directly, unless the connection went idle: a receive into the room that waited one
+    /// to two [`IDLE_AFTER`](super::ring::IDLE_AFTER) is cancelled (the ring's idle sweep),
+    /// the room goes back to the engine, which frees it, and from then on a room no
+    /// larger than a pool buffer is filled from the pool as `poll_read` does, until data
+    /// comes again. A room larger than a pool buffer (a large frame arriving) is always
+    /// received into, and so is every room where the ring has no pool. Switching from the
+    /// pool to the room stops the armed multishot receive first and reads out what it
+    /// queued (one extra wake of the task). Why rooms while busy: at 512 connections x
+    /// 1 KiB, reading through the pool took 1.26x the server CPU per echo (the copy, and
+    /// pool buffers gone cold in the cache by the time they are read). `Ok(0)`: the end of
+    /// the stream.
     pub(crate) fn poll_read_engine(
         &mut self,
         cx: &mut Context<'_>,
@@ -257,6 +271,11 @@ impl UringStream {
                 let n = room.len();
                 // (Given back in every case: the engine's buffer is whole again.)
                 conn.read_done(room);
+                if result == -libc::ECANCELED {
+                    // The idle sweep: the connection is quiet; the pool takes over.
+                    self.idle = true;
+                    continue;
+                }
                 if result < 0 {
                     let e = io::Error::from_raw_os_error(-result);
                     if e.kind() == io::ErrorKind::Interrupted {
@@ -274,10 +293,10 @@ impl UringStream {
             // connection that went quiet on it. (`lend_read_room` and `read_buf` below make
             // the same room again: nothing to do the second time.)
             conn.read_buf();
-            let direct = self
-                .ring
-                .pool_buffer_size()
-                .map_or(true, |size| conn.read_room() > size);
+            let direct = match self.ring.pool_buffer_size() {
+                None => true,
+                Some(size) => !self.idle || conn.read_room() > size,
+            };
             if direct && self.rpos >= self.rbuf.len() && self.recv.is_none() && !self.eof {
                 match self.multi {
                     None => {
@@ -293,6 +312,10 @@ impl UringStream {
             self.to_room = direct;
             let read = tokio_util::io::poll_read_buf(Pin::new(&mut *self), cx, buf);
             self.to_room = false;
+            if matches!(read, Poll::Ready(Ok(n)) if n > 0) {
+                // Data again: the next receives go into the engine's room.
+                self.idle = false;
+            }
             return read;
         }
     }
@@ -351,7 +374,8 @@ impl AsyncRead for UringStream {
             this.room = None;
             if result < 0 {
                 let e = io::Error::from_raw_os_error(-result);
-                if e.kind() != io::ErrorKind::Interrupted {
+                // (`ECANCELED`: the idle sweep cancelled it; nothing was read.)
+                if e.kind() != io::ErrorKind::Interrupted && result != -libc::ECANCELED {
                     return Poll::Ready(Err(e));
                 }
             } else if result == 0 {
