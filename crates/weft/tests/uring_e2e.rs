@@ -793,6 +793,47 @@ async fn held_payloads_wait_for_a_slow_peer_and_arrive_whole() {
     .await
 }
 
+/// More quiet connections than the submission queue has entries: the idle sweep still
+/// cancels every one's receive (it submits the queue when it is full, and goes on sweeping
+/// while receives into rooms are left), so each gives its room back.
+#[tokio::test(flavor = "current_thread")]
+async fn the_idle_sweep_reaches_more_connections_than_the_queue_holds() {
+    if ring_with_pool().is_none() {
+        return;
+    }
+    let uring = Uring::start_sized(true, 8).unwrap();
+    uring.set_idle_after(Some(Duration::from_millis(200)));
+    bounded(async {
+        const CONNS: usize = 40;
+        let (l, addr) = listener().await;
+        let server = spawn_echo_with(l, uring.clone(), CONNS, true);
+        let mut clients = Vec::new();
+        for _ in 0..CONNS {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (ws, _) = weft::tokio::connect(&format!("ws://{addr}/"), tcp)
+                .await
+                .unwrap();
+            clients.push(ws);
+        }
+        // Every server side waits in a receive into its room; quiet for 5 sweeps.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(uring.idle_count(), CONNS as u64, "rooms given back");
+        // And they all still work, through the pool and then their rooms again.
+        for (i, ws) in clients.iter_mut().enumerate() {
+            ws.send(format!("hello {i}")).await.unwrap();
+            assert_eq!(
+                ws.recv().await.unwrap(),
+                Some(Message::from(format!("hello {i}")))
+            );
+        }
+        for mut ws in clients {
+            ws.close(CloseCode::NORMAL, "").await.unwrap();
+        }
+        server.await.unwrap();
+    })
+    .await
+}
+
 /// A busy connection receives straight into the engine's room, small messages too (at
 /// 512 connections this took 0.79x the server CPU per echo of reading through the pool:
 /// FINDINGS); one that stays quiet for the idle time gets its room back (the receive is

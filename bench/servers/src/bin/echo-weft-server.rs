@@ -57,7 +57,9 @@ fn run(args: &servers::Args, model: Model) -> std::io::Result<()> {
     options.config.max_frame_size = Some(MAX_MESSAGE as u64);
     let blocking = model == Model::Blocking;
     let verbose = args.verbose;
+    // (The idle part opens 10,001 connections: past the default limit of 10,000.)
     let server = Server::builder()
+        .max_connections(1_000_000)
         .bind(args.addr)?
         .websocket_options(options)
         .build(handler_fn(move |req| handle(req, blocking, verbose)))?;

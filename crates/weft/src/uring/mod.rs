@@ -69,9 +69,16 @@ impl Uring {
     /// measured 7% less server CPU per echo at 64 connections × 16 B. On a multi-thread
     /// runtime it is not, since the thread that submitted could be busy with other tasks.
     pub fn start_with(multishot: bool) -> io::Result<Uring> {
+        Uring::start_sized(multishot, ENTRIES)
+    }
+
+    /// [`start_with`](Self::start_with) with a submission queue of `entries` (a power of
+    /// two), for tests of what happens when it fills.
+    #[doc(hidden)]
+    pub fn start_sized(multishot: bool, entries: u32) -> io::Result<Uring> {
         let coop = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
-        let ring = Arc::new(Ring::new(ENTRIES, multishot, coop)?);
+        let ring = Arc::new(Ring::new(entries, multishot, coop)?);
         let driver = ring::drive(ring.clone())?;
         tokio::spawn(driver);
         Ok(Uring { ring })

@@ -1028,32 +1028,46 @@ impl Inner {
     }
 
     /// The idle sweep (its timeout fired): cancels the receives into rooms that started
-    /// before the previous sweep, and sweeps again a period later while any are left.
+    /// before the previous sweep, and sweeps again a period later while any room receive
+    /// is left (one whose cancellation could not be queued is cancelled at the next).
     fn sweep_idle(&mut self) {
         self.sweeping = false;
         self.epoch = self.epoch.wrapping_add(1);
         let mut left = false;
-        for (slot, entry) in self.slots.iter().enumerate() {
-            if let Slot::Busy {
+        for slot in 0..self.slots.len() {
+            let Slot::Busy {
                 buf: OpBuf::Room(_),
                 orphan: false,
                 since,
                 ..
-            } = entry
-            {
-                if self.epoch.wrapping_sub(*since) >= 2 {
-                    self.expired.push(user_data(slot as u32, self.gens[slot]));
-                } else {
-                    left = true;
+            } = &self.slots[slot]
+            else {
+                continue;
+            };
+            left = true;
+            if self.epoch.wrapping_sub(*since) < 2 {
+                continue;
+            }
+            let ud = user_data(slot as u32, self.gens[slot]);
+            let cancel = opcode::AsyncCancel::new(ud).build().user_data(UNTRACKED);
+            // SAFETY: a cancellation points at no memory. (Ten thousand quiet connections
+            // make more cancellations than the queue holds: it is submitted when full.)
+            for _ in 0..2 {
+                if unsafe { self.uring.submission().push(&cancel) }.is_ok()
+                    || self.uring.submit().is_err()
+                {
+                    break;
                 }
             }
+            self.queued = true;
         }
-        // (The cancellations go out with `expired`, right after this in `reap`.)
         if left {
             if let Some(every) = &self.sweep_every {
                 let sqe = opcode::Timeout::new(every).build().user_data(SWEEP);
                 // SAFETY: a timeout points only at its duration, which the ring holds.
-                self.sweeping = unsafe { self.uring.submission().push(&sqe) }.is_ok();
+                self.sweeping = unsafe { self.uring.submission().push(&sqe) }.is_ok()
+                    || (self.uring.submit().is_ok()
+                        && unsafe { self.uring.submission().push(&sqe) }.is_ok());
                 self.queued |= self.sweeping;
             }
         }
