@@ -20,43 +20,55 @@ pub(crate) const GATHER_MAX: usize = 4096;
 /// At most this many pieces go into one vectored write.
 pub(crate) const MAX_IOVECS: usize = 64;
 
-/// One write of the outgoing queue.
-pub(crate) enum Write<'a> {
-    /// One contiguous buffer: a plain write.
-    Plain(&'a [u8]),
-    /// The first `n` slices: a vectored write.
-    Vectored(usize),
+/// How the next write of the outgoing queue goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// A plain write of the first piece (`out.chunk()`): the only piece, or the first
+    /// of many on a transport that does not vector.
+    First,
+    /// Several pieces, 4 KiB or less in all: copy them with [`copy`] and write that.
+    Gather,
+    /// Several large pieces: a vectored write of [`slices`].
+    Vectored,
 }
 
-/// Chooses the next write of `out`: its only piece, or its small pieces copied into
-/// `stack`, or (when `vectored`, the transport's own `is_write_vectored`) the pieces in
-/// `slices`, or else the first piece. A short write of a gathered copy is a prefix of
-/// the queue like any other: the caller advances the queue by what was written.
-pub(crate) fn plan<'a>(
-    out: &'a OutQueue,
-    stack: &'a mut [u8; GATHER_MAX],
-    slices: &mut [IoSlice<'a>; MAX_IOVECS],
-    vectored: bool,
-) -> Write<'a> {
-    let first = out.chunk();
+/// Chooses the next write of `out`. `vectored` is the transport's own
+/// `is_write_vectored`. Deciding costs nothing: a buffer on the stack is made only by
+/// the caller's `Gather` arm, the slices only by its `Vectored` arm.
+pub(crate) fn plan(out: &OutQueue, vectored: bool) -> Plan {
     let total = out.remaining();
-    if first.len() == total {
-        return Write::Plain(first);
-    }
-    if total <= GATHER_MAX {
-        let n = out.chunks_vectored(slices);
-        let mut at = 0;
-        for s in &slices[..n] {
-            stack[at..at + s.len()].copy_from_slice(s);
-            at += s.len();
-        }
-        return Write::Plain(&stack[..at]);
-    }
-    if vectored {
-        Write::Vectored(out.chunks_vectored(slices))
+    if out.chunk().len() == total {
+        Plan::First
+    } else if total <= GATHER_MAX {
+        Plan::Gather
+    } else if vectored {
+        Plan::Vectored
     } else {
-        Write::Plain(first)
+        Plan::First
     }
+}
+
+/// Copies the front of `out` (all of it, when `plan` said `Gather`) into `stack` and
+/// returns the copy. A short write of it is a prefix of the queue like any other: the
+/// caller advances the queue by what was written.
+pub(crate) fn copy<'a>(out: &OutQueue, stack: &'a mut [u8; GATHER_MAX]) -> &'a [u8] {
+    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+    let n = out.chunks_vectored(&mut slices);
+    let mut at = 0;
+    for s in &slices[..n] {
+        let take = s.len().min(GATHER_MAX - at);
+        stack[at..at + take].copy_from_slice(&s[..take]);
+        at += take;
+        if at == GATHER_MAX {
+            break;
+        }
+    }
+    &stack[..at]
+}
+
+/// The queue's pieces for a vectored write: the number of `slices` filled.
+pub(crate) fn slices<'a>(out: &'a OutQueue, slices: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
+    out.chunks_vectored(slices)
 }
 
 #[cfg(test)]
@@ -72,19 +84,24 @@ mod tests {
         c
     }
 
-    /// What the write `w` hands the transport.
-    fn written(w: &Write<'_>, slices: &[IoSlice<'_>]) -> Vec<u8> {
-        match w {
-            Write::Plain(b) => b.to_vec(),
-            Write::Vectored(n) => slices[..*n].iter().flat_map(|s| s.to_vec()).collect(),
+    /// What the write that `plan` chose hands the transport.
+    fn written(out: &OutQueue, vectored: bool) -> Vec<u8> {
+        match plan(out, vectored) {
+            Plan::First => out.chunk().to_vec(),
+            Plan::Gather => copy(out, &mut [0u8; GATHER_MAX]).to_vec(),
+            Plan::Vectored => {
+                let mut s = [IoSlice::new(&[]); MAX_IOVECS];
+                let n = slices(out, &mut s);
+                s[..n].iter().flat_map(|s| s.to_vec()).collect()
+            }
         }
     }
 
-    /// The queue's bytes, in order, as a vectored write would send them.
+    /// The queue's bytes, in order.
     fn whole(out: &OutQueue) -> Vec<u8> {
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let n = out.chunks_vectored(&mut slices);
-        slices[..n].iter().flat_map(|s| s.to_vec()).collect()
+        let mut s = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = slices(out, &mut s);
+        s[..n].iter().flat_map(|s| s.to_vec()).collect()
     }
 
     #[test]
@@ -92,53 +109,52 @@ mod tests {
         let mut c = queued(&[1024]);
         let out = c.outgoing();
         assert!(out.chunk().len() < out.remaining(), "two pieces queued");
-        let mut stack = [0u8; GATHER_MAX];
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let want = whole(out);
-        let w = plan(out, &mut stack, &mut slices, true);
-        assert!(matches!(w, Write::Plain(b) if b.len() == out.remaining()));
-        assert_eq!(written(&w, &slices), want);
+        assert_eq!(plan(out, true), Plan::Gather);
+        assert_eq!(plan(out, false), Plan::Gather);
+        assert_eq!(written(out, true), whole(out));
+        assert_eq!(written(out, true).len(), out.remaining());
     }
 
     #[test]
     fn one_piece_is_written_as_it_is() {
         let mut c = queued(&[16]);
         let out = c.outgoing();
-        let first = out.chunk().as_ptr();
-        let mut stack = [0u8; GATHER_MAX];
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let w = plan(out, &mut stack, &mut slices, true);
-        assert!(matches!(w, Write::Plain(b) if b.as_ptr() == first && b.len() == 18));
+        assert_eq!(plan(out, true), Plan::First);
+        assert_eq!(out.chunk().len(), 18);
+        assert_eq!(written(out, true), whole(out));
     }
 
     #[test]
     fn large_queues_stay_vectored_or_take_the_first_piece() {
         let mut c = queued(&[3000, 3000]);
         let out = c.outgoing();
-        let want = whole(out);
-        let mut stack = [0u8; GATHER_MAX];
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let w = plan(out, &mut stack, &mut slices, true);
-        assert!(matches!(w, Write::Vectored(n) if n > 1));
-        assert_eq!(written(&w, &slices), want);
-        let first = out.chunk().len();
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let w = plan(out, &mut stack, &mut slices, false);
-        assert!(matches!(w, Write::Plain(b) if b.len() == first));
+        assert_eq!(plan(out, true), Plan::Vectored);
+        assert_eq!(written(out, true), whole(out));
+        assert_eq!(plan(out, false), Plan::First);
+        assert_eq!(written(out, false).len(), out.chunk().len());
+        assert!(out.chunk().len() < out.remaining());
+    }
+
+    #[test]
+    fn a_copy_never_overruns_the_stack_buffer() {
+        // `copy` of a queue larger than the buffer (which `plan` never asks for) takes
+        // a prefix that fits.
+        let mut c = queued(&[3000, 3000]);
+        let out = c.outgoing();
+        let got = copy(out, &mut [0u8; GATHER_MAX]).to_vec();
+        assert_eq!(got.len(), GATHER_MAX);
+        assert_eq!(got[..], whole(out)[..GATHER_MAX]);
     }
 
     #[test]
     fn a_gathered_write_cut_short_goes_on_from_where_it_stopped() {
         let mut c = queued(&[300, 500, 700]);
         let all = whole(c.outgoing());
+        assert_eq!(plan(c.outgoing(), true), Plan::Gather);
         let mut sent = Vec::new();
         while c.want_write() {
-            let out = c.outgoing();
-            let mut stack = [0u8; GATHER_MAX];
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let w = plan(out, &mut stack, &mut slices, true);
             // A transport that takes at most 333 bytes at a time.
-            let chunk = written(&w, &slices);
+            let chunk = written(c.outgoing(), true);
             let n = chunk.len().min(333);
             sent.extend_from_slice(&chunk[..n]);
             c.outgoing().advance(n);

@@ -17,7 +17,7 @@ pub use streaming::{MessageReader, MessageWriter};
 pub use transport::{NoDeadlines, Transport, Wait};
 
 use crate::error::{Error, Result};
-use crate::gather::{self, GATHER_MAX, MAX_IOVECS};
+use crate::gather::{self, Plan, GATHER_MAX, MAX_IOVECS};
 use crate::options::{Options, Timers};
 use bytes::{Buf, Bytes, BytesMut};
 use std::io::{self, IoSlice};
@@ -285,11 +285,14 @@ impl<S: Transport> WebSocket<S> {
             // One piece, or small pieces gathered into one: a plain write; many or large
             // pieces: a vectored write.
             let out = self.conn.outgoing();
-            let mut stack = [0u8; GATHER_MAX];
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let result = match gather::plan(out, &mut stack, &mut slices, true) {
-                gather::Write::Plain(b) => self.io.write(b),
-                gather::Write::Vectored(n) => self.io.write_vectored(&slices[..n]),
+            let result = match gather::plan(out, true) {
+                Plan::First => self.io.write(out.chunk()),
+                Plan::Gather => self.io.write(gather::copy(out, &mut [0u8; GATHER_MAX])),
+                Plan::Vectored => {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                    let n = gather::slices(out, &mut slices);
+                    self.io.write_vectored(&slices[..n])
+                }
             };
             match result {
                 Ok(0) => return Err(self.fail_io(io::ErrorKind::WriteZero.into())),

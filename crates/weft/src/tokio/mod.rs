@@ -22,7 +22,7 @@ pub use split::{WsReader, WsWriter};
 pub use streaming::{MessageSink, MessageStream};
 
 use crate::error::{Error, Result};
-use crate::gather::{self, GATHER_MAX, MAX_IOVECS};
+use crate::gather::{self, Plan, GATHER_MAX, MAX_IOVECS};
 use crate::options::{Options, Timers};
 use ::tokio::io::{AsyncRead, AsyncWrite};
 use ::tokio::time::{sleep_until, Instant, Sleep};
@@ -539,13 +539,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             // One piece, or small pieces gathered into one: a plain write, as
             // `send(2)`/`write(2)`; many or large pieces: a vectored write.
             let out = self.conn.outgoing();
-            let mut stack = [0u8; GATHER_MAX];
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let vectored = self.io.is_write_vectored();
-            let written = match gather::plan(out, &mut stack, &mut slices, vectored) {
-                gather::Write::Plain(b) => ready!(Pin::new(&mut self.io).poll_write(cx, b))?,
-                gather::Write::Vectored(n) => {
-                    ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?
+            let io = Pin::new(&mut self.io);
+            let written = match gather::plan(out, vectored) {
+                Plan::First => ready!(io.poll_write(cx, out.chunk()))?,
+                Plan::Gather => {
+                    let mut stack = [0u8; GATHER_MAX];
+                    ready!(io.poll_write(cx, gather::copy(out, &mut stack)))?
+                }
+                Plan::Vectored => {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                    let n = gather::slices(out, &mut slices);
+                    ready!(io.poll_write_vectored(cx, &slices[..n]))?
                 }
             };
             if written == 0 {
