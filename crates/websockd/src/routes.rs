@@ -270,10 +270,9 @@ async fn websocket(app: &App, mut req: Request<Incoming>, ctx: &Context) -> Resp
         output: app.output,
         out_limit: app.out_limit,
     };
-    // The handler holds only a box (weft keeps the handler in the upgrade's task for as
-    // long as the connection lasts); the connection's future is boxed for the same reason
-    // (weft keeps the future the handler returns in more than one slot of its state
-    // machine): one allocation of its own exact size.
+    // The handler holds only a box (the upgrade's task holds the handler until hyper hands
+    // the stream over), and the connection's future is boxed: one allocation of its own
+    // exact size, whatever the size of the upgrade's task around it.
     let parts = Box::new((program, settings, Session(session.into_boxed_str())));
     upgrade.respond(Ok(accept), move |ws| {
         let (program, settings, session) = *parts;

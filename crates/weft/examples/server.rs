@@ -15,6 +15,7 @@
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use weft::server::{handler_fn, Body, Model, Server, WebSocketUpgrade};
@@ -180,21 +181,26 @@ async fn handle(mut req: http::Request<Incoming>, blocking: bool) -> Response<Bo
 }
 
 /// Echoes every message with its kind; every message that already arrived is queued
-/// first, then all are written at once (corking).
-async fn echo(mut ws: weft::server::WebSocket) {
-    let result: weft::Result<()> = async {
-        while let Some(msg) = ws.recv().await? {
-            ws.feed(msg).await?;
-            while let Some(next) = ws.try_recv()? {
-                ws.feed(next).await?;
+/// first, then all are written at once (corking). (A function that returns an `async`
+/// block, not an `async fn`: an `async fn` keeps its arguments twice, here the WebSocket,
+/// for as long as the connection lasts.)
+#[allow(clippy::manual_async_fn)] // (an `async fn` keeps its arguments twice)
+fn echo(mut ws: weft::server::WebSocket) -> impl Future<Output = ()> + Send {
+    async move {
+        let result: weft::Result<()> = async {
+            while let Some(msg) = ws.recv().await? {
+                ws.feed(msg).await?;
+                while let Some(next) = ws.try_recv()? {
+                    ws.feed(next).await?;
+                }
+                ws.flush().await?;
             }
-            ws.flush().await?;
+            Ok(())
         }
-        Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        eprintln!("connection: {e}");
+        .await;
+        if let Err(e) = result {
+            eprintln!("connection: {e}");
+        }
     }
 }
 
