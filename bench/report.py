@@ -382,7 +382,8 @@ def idle_section(rows, m):
         "| library | RSS / conn | heap / conn | allocations / conn | live blocks per conn by size (bytes: count) | time to open all |",
         "|---|---:|---:|---:|---|---:|",
     ]
-    peers = [r for r in rows if r["server"] != "weft" and r.get("heap_per_conn_bytes") is not None]
+    # (weft-uring is weft too: not a peer.)
+    peers = [r for r in rows if r["server"] in PEERS and r.get("heap_per_conn_bytes") is not None]
     best_heap = min((r["heap_per_conn_bytes"] for r in peers), default=None)
     best_rss = min((r["rss_per_conn_bytes"] for r in peers), default=None)
     weft = None

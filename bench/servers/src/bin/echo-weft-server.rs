@@ -18,9 +18,11 @@
 //! it has no `try_recv`, so no corking).
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use servers::{prepare, spawn_heap_reporter, MAX_MESSAGE};
+use std::future::Future;
 use weft::server::{
     handler_fn, is_websocket_request, BlockingWebSocket, Body, Model, Server, WebSocket,
     WebSocketUpgrade,
@@ -88,9 +90,9 @@ fn upgrade(mut req: Request<Incoming>, blocking: bool, verbose: bool) -> Respons
         Ok(upgrade) if blocking => {
             upgrade.on_upgrade_blocking(move |ws| report(echo_blocking(ws), verbose))
         }
-        Ok(upgrade) => upgrade.on_upgrade(move |ws| async move {
-            report(echo(ws).await, verbose);
-        }),
+        // `map`, not `async move { report(echo(ws).await, verbose) }`: an async block keeps
+        // the WebSocket it captured beside the one inside `echo`'s future.
+        Ok(upgrade) => upgrade.on_upgrade(move |ws| echo(ws).map(move |r| report(r, verbose))),
         Err(refusal) => refusal.map(Body::from),
     }
 }
@@ -112,16 +114,19 @@ fn report(result: weft::Result<()>, verbose: bool) {
 }
 
 /// `echo-weft`'s echo: every message that already arrived is queued, then all are written
-/// at once.
-async fn echo(mut ws: WebSocket) -> weft::Result<()> {
-    while let Some(msg) = ws.recv().await? {
-        ws.feed(msg).await?;
-        while let Some(next) = ws.try_recv()? {
-            ws.feed(next).await?;
+/// at once. (Not an `async fn`: one would keep its argument, the WebSocket, twice.)
+#[allow(clippy::manual_async_fn)] // (an `async fn` keeps its arguments twice)
+fn echo(mut ws: WebSocket) -> impl Future<Output = weft::Result<()>> {
+    async move {
+        while let Some(msg) = ws.recv().await? {
+            ws.feed(msg).await?;
+            while let Some(next) = ws.try_recv()? {
+                ws.feed(next).await?;
+            }
+            ws.flush().await?;
         }
-        ws.flush().await?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// The blocking echo, on the WebSocket's own thread.

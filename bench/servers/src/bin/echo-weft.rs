@@ -6,7 +6,10 @@
 //! `--deflate-level N` and `--deflate-window-bits N` change the level and both windows.
 
 use bytes::Bytes;
+use futures_util::future::Either;
+use futures_util::FutureExt;
 use servers::{serve, Args, MAX_MESSAGE};
+use std::future::Future;
 use weft::proto::Message;
 use weft::Options;
 
@@ -33,24 +36,41 @@ fn main() {
     });
 }
 
-async fn echo(
+/// The connection: the handshake, then the echo. (Chained with `then`, not one `async fn`:
+/// an `async fn` keeps its arguments, here the options, beside the WebSocket for as long
+/// as the connection lasts, and the WebSocket twice if it is an argument.)
+fn echo(
     stream: tokio::net::TcpStream,
     options: Options,
     corrupt_every: u64,
-) -> weft::Result<()> {
-    let (mut ws, _) =
-        weft::tokio::accept_with(stream, options, |_| Ok(weft::Accept::new())).await?;
-    let mut n = 0u64;
-    while let Some(msg) = ws.recv().await? {
-        n += 1;
-        ws.feed(maybe_corrupt(msg, n, corrupt_every)).await?;
-        while let Some(next) = ws.try_recv()? {
-            n += 1;
-            ws.feed(maybe_corrupt(next, n, corrupt_every)).await?;
+) -> impl Future<Output = weft::Result<()>> {
+    weft::tokio::accept_with(stream, options, |_| Ok(weft::Accept::new())).then(move |accepted| {
+        match accepted {
+            Ok((ws, _)) => Either::Left(echo_loop(ws, corrupt_every)),
+            Err(e) => Either::Right(std::future::ready(Err(e))),
         }
-        ws.flush().await?;
+    })
+}
+
+/// Echoes: `recv`, then `feed` every message that has already arrived, then one `flush`.
+#[allow(clippy::manual_async_fn)] // (an `async fn` keeps its arguments twice)
+fn echo_loop(
+    mut ws: weft::tokio::WebSocket<tokio::net::TcpStream>,
+    corrupt_every: u64,
+) -> impl Future<Output = weft::Result<()>> {
+    async move {
+        let mut n = 0u64;
+        while let Some(msg) = ws.recv().await? {
+            n += 1;
+            ws.feed(maybe_corrupt(msg, n, corrupt_every)).await?;
+            while let Some(next) = ws.try_recv()? {
+                n += 1;
+                ws.feed(maybe_corrupt(next, n, corrupt_every)).await?;
+            }
+            ws.flush().await?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Test mode: flips the low bit of the middle byte of every `every`th payload (ASCII stays
