@@ -128,8 +128,7 @@ pub(crate) fn extend_unmasked(
     let offset = offset & 3;
     let next = (offset + src.len()) & 3;
     let key = rotate(key, offset);
-    let half = u32::from_ne_bytes(key) as u64;
-    let word = half | (half << 32);
+    let word = key_word(key);
     dst.reserve(src.len());
     let start = dst.len();
     let spare = &mut dst.spare_capacity_mut()[..src.len()];

@@ -28,7 +28,7 @@ pub(crate) enum Plan {
     First,
     /// Several pieces, 4 KiB or less in all: copy them with [`copy`] and write that.
     Gather,
-    /// Several large pieces: a vectored write of [`slices`].
+    /// Several large pieces: a vectored write of the pieces (`out.chunks_vectored`).
     Vectored,
 }
 
@@ -66,11 +66,6 @@ pub(crate) fn copy<'a>(out: &OutQueue, stack: &'a mut [u8; GATHER_MAX]) -> &'a [
     &stack[..at]
 }
 
-/// The queue's pieces for a vectored write: the number of `slices` filled.
-pub(crate) fn slices<'a>(out: &'a OutQueue, slices: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
-    out.chunks_vectored(slices)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,7 +86,7 @@ mod tests {
             Plan::Gather => copy(out, &mut [0u8; GATHER_MAX]).to_vec(),
             Plan::Vectored => {
                 let mut s = [IoSlice::new(&[]); MAX_IOVECS];
-                let n = slices(out, &mut s);
+                let n = out.chunks_vectored(&mut s);
                 s[..n].iter().flat_map(|s| s.to_vec()).collect()
             }
         }
@@ -100,7 +95,7 @@ mod tests {
     /// The queue's bytes, in order.
     fn whole(out: &OutQueue) -> Vec<u8> {
         let mut s = [IoSlice::new(&[]); MAX_IOVECS];
-        let n = slices(out, &mut s);
+        let n = out.chunks_vectored(&mut s);
         s[..n].iter().flat_map(|s| s.to_vec()).collect()
     }
 

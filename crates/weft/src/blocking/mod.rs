@@ -290,7 +290,7 @@ impl<S: Transport> WebSocket<S> {
                 Plan::Gather => self.io.write(gather::copy(out, &mut [0u8; GATHER_MAX])),
                 Plan::Vectored => {
                     let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                    let n = gather::slices(out, &mut slices);
+                    let n = out.chunks_vectored(&mut slices);
                     self.io.write_vectored(&slices[..n])
                 }
             };

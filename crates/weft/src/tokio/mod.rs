@@ -549,7 +549,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
                 Plan::Vectored => {
                     let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                    let n = gather::slices(out, &mut slices);
+                    let n = out.chunks_vectored(&mut slices);
                     ready!(io.poll_write_vectored(cx, &slices[..n]))?
                 }
             };
