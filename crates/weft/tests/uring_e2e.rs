@@ -666,6 +666,41 @@ async fn echo_every_size_through_ring_buffers(uring: Uring) {
     );
 }
 
+/// An echo of large messages one at a time `with_ring_buffers`: each echo is sent from the
+/// message's own memory while the next receive starts; once that send completed, the
+/// payload goes back to the engine (`Connection::recycle`) and takes the read after, so
+/// a connection alternates between two buffers instead of allocating one per message.
+#[tokio::test(flavor = "current_thread")]
+async fn large_payloads_sent_go_back_to_the_engine() {
+    let Some(uring) = ring() else { return };
+    bounded(async {
+        let (l, addr) = listener().await;
+        let server = spawn_echo_with(l, uring.clone(), 1, true);
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut ws, _) = weft::tokio::connect(&format!("ws://{addr}/"), tcp)
+            .await
+            .unwrap();
+        for k in 0..20 {
+            let m = Message::Binary(Bytes::from(payload(64 * 1024, k)));
+            ws.send(m.clone()).await.unwrap();
+            assert_eq!(ws.recv().await.unwrap(), Some(m));
+        }
+        // (Small ones are copied into the send, not sent from the engine's memory.)
+        let before = uring.recycled_count();
+        for k in 0..20 {
+            let m = Message::Binary(Bytes::from(payload(1000, k)));
+            ws.send(m.clone()).await.unwrap();
+            assert_eq!(ws.recv().await.unwrap(), Some(m));
+        }
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        server.await.unwrap();
+        // Every echo's payload but the last one or two (still in flight at the next read).
+        assert!(before >= 18, "{before} of 20 payloads went back");
+        assert!(uring.recycled_count() <= before + 1);
+    })
+    .await
+}
+
 /// A ring with single-shot receives only (no pool), or `None` where io_uring is forbidden.
 fn single_shot_ring() -> Option<Uring> {
     ring()?;

@@ -163,6 +163,8 @@ pub struct Connection {
     room_lent: bool,
     /// The room the last `read_buf` meant to lend (see `read_room`).
     read_room: usize,
+    /// Memory a transport gave back for the next read (see `recycle`); empty: none.
+    recycled: BytesMut,
     /// The installed extension (permessage-deflate, when negotiated).
     ext: Option<Box<extension::ExtensionState>>,
     /// The installed extension's RSV bits (0: none installed).
@@ -239,6 +241,7 @@ impl Connection {
             read_filled: false,
             room_lent: false,
             read_room: 0,
+            recycled: BytesMut::new(),
             ext: None,
             ext_rsv: 0,
         };
@@ -371,6 +374,7 @@ impl Connection {
         self.pending.clear();
         self.in_msg = None;
         self.assembly = BytesMut::new();
+        self.recycled = BytesMut::new();
         if let Some(st) = self.ext.as_deref_mut() {
             st.clear_input();
         }
@@ -390,6 +394,7 @@ impl Connection {
         self.pending.clear();
         self.rbuf = BytesMut::new();
         self.assembly = BytesMut::new();
+        self.recycled = BytesMut::new();
         self.in_msg = None;
         if let Some(st) = self.ext.as_deref_mut() {
             st.clear_input();

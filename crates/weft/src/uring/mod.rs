@@ -119,6 +119,13 @@ impl Uring {
         self.ring.set_idle_after(after);
     }
 
+    /// How many large payloads, once sent from the engine's own `Bytes`, went back to
+    /// their engine to take its next read (`Connection::recycle`), for tests.
+    #[doc(hidden)]
+    pub fn recycled_count(&self) -> u64 {
+        self.ring.recycled_count()
+    }
+
     /// How many receives into a read room the idle sweep cancelled, for tests.
     #[doc(hidden)]
     pub fn idle_count(&self) -> u64 {

@@ -85,6 +85,8 @@ fn user_data(slot: u32, gen: u32) -> u64 {
 pub(crate) struct Ring {
     inner: Mutex<Inner>,
     fd: RawFd,
+    /// How many sent payloads went back to their engine (`Connection::recycle`), for tests.
+    recycled: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
@@ -252,6 +254,14 @@ impl SendParts {
     /// How many bytes in all.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Takes the largest payload held, after the send (the others are dropped with
+    /// [`cleared`](Self::cleared)): its memory can take the engine's next read.
+    pub(crate) fn take_largest_shared(&mut self) -> Option<Bytes> {
+        let i = (0..self.shared.len()).max_by_key(|&i| self.shared[i].len())?;
+        self.plan.clear();
+        Some(self.shared.swap_remove(i))
     }
 
     /// Empties it for the next send, keeping its allocations unless the copy grew past
@@ -570,6 +580,7 @@ impl Ring {
                 to_wake: Vec::new(),
             }),
             fd,
+            recycled: Default::default(),
         })
     }
 
@@ -774,6 +785,17 @@ impl Ring {
     pub(crate) fn ring_buffer_counts(&self) -> (u64, u64) {
         let inner = self.lock();
         (inner.rooms, inner.sendmsgs)
+    }
+
+    /// A sent payload went back to its engine.
+    pub(crate) fn note_recycled(&self) {
+        self.recycled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many sent payloads went back to their engine so far (for tests).
+    pub(crate) fn recycled_count(&self) -> u64 {
+        self.recycled.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many receives into a room were cancelled as idle so far (for tests).

@@ -62,6 +62,11 @@ pub struct UringStream {
     spare: Vec<u8>,
     /// The same for a `sendmsg` of the engine's pieces.
     spare_parts: Option<Box<SendParts>>,
+    /// The send in flight holds payloads of the engine's (a `sendmsg` of its pieces).
+    send_holds: bool,
+    /// The largest payload of the last such send, once it completed: given back to the
+    /// engine at the next read (`Connection::recycle`).
+    sent: Option<bytes::Bytes>,
     /// A receive into the engine's read room in flight (see `poll_read_engine`).
     room: Option<u32>,
     /// `poll_read` is called by `poll_read_engine` for a large room: a multishot receive
@@ -102,6 +107,8 @@ impl UringStream {
             send: None,
             spare: Vec::new(),
             spare_parts: None,
+            send_holds: false,
+            sent: None,
             room: None,
             to_room: false,
             idle: false,
@@ -142,8 +149,12 @@ impl UringStream {
                 OpBuf::Parts(parts) => {
                     // A `sendmsg` of the engine's pieces: done, or its rest (rare: the kernel
                     // sends all of it unless interrupted or failed) copied and sent again.
+                    self.send_holds = false;
                     if result >= 0 && result as usize >= parts.len() {
-                        // (The payloads held go now; the allocations stay for the next.)
+                        // (The largest payload goes back to the engine, the others go now;
+                        // the allocations stay for the next.)
+                        let mut parts = parts;
+                        self.sent = parts.take_largest_shared();
                         self.spare_parts = parts.cleared(KEEP_BUFFER);
                         continue;
                     }
@@ -288,6 +299,18 @@ impl UringStream {
                 }
                 return Poll::Ready(Ok(n));
             }
+            // A large payload that was sent from the engine's memory goes back to it, so
+            // that the next room is made in that memory, warm in the cache, instead of a
+            // new allocation (an echo is still being sent from the last room when the next
+            // receive starts). (Collected here if its send completed meanwhile.)
+            if self.send_holds {
+                // (An error is kept in `broken`: the next write reports it.)
+                let _ = self.poll_send_done(None);
+            }
+            if let Some(payload) = self.sent.take() {
+                conn.recycle(payload);
+                self.ring.note_recycled();
+            }
             // The room (`read_room` then says what it means). Decided by that, not by the
             // spare capacity lent: what an earlier room left in the allocation would keep a
             // connection that went quiet on it. (`lend_read_room` and `read_buf` below make
@@ -354,6 +377,7 @@ impl UringStream {
             }
             let taken = parts.len();
             self.send = Some((self.ring.send_parts(self.fd(), parts)?, 0));
+            self.send_holds = true;
             out.advance(taken);
         }
         Poll::Ready(Ok(()))
