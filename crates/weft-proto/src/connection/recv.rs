@@ -49,7 +49,7 @@ impl Connection {
         if self.failed.is_some() || self.detached {
             return;
         }
-        self.reserve_read(data.len() as u64);
+        self.reserve_read(data.len() as u64, 0);
         // The rest of a masked data frame whose buffered bytes are all unmasked already:
         // unmask while copying (one pass instead of two over a large payload).
         if let RecvState::Payload(p) = &mut self.recv {
@@ -190,12 +190,12 @@ impl Connection {
     /// destination 2 bytes off alignment cost 1.3x the server's CPU per echo at
     /// 1 x 64 KiB x 1.)
     fn reserve_aligned(&mut self, room: u64) {
-        self.reserve_read(room);
+        self.reserve_read(room, LINE);
         if !self.rbuf.is_empty() || self.rbuf.capacity() < LARGE_RESERVE {
             return;
         }
         if self.rbuf.as_ptr() as usize % LINE != 0 {
-            self.reserve_read(room + LINE as u64);
+            self.reserve_read(room + LINE as u64, 0);
             let pad = (LINE - self.rbuf.as_ptr() as usize % LINE) % LINE;
             // (Zero bytes long: only the start of the room moves.)
             self.rbuf = self.rbuf.split_off(pad);
@@ -287,7 +287,10 @@ impl Connection {
     /// Makes room for at least `at_least` more bytes, and while a frame that must be
     /// buffered whole is arriving, for the rest of it (up to `MAX_RESERVE` at a time), so
     /// that a large frame is not copied again and again as the buffer doubles.
-    fn reserve_read(&mut self, at_least: u64) {
+    ///
+    /// A new allocation for a large room gets `slack` bytes more (`reserve_aligned`: so
+    /// that the room can start on a cache line without allocating again).
+    fn reserve_read(&mut self, at_least: u64, slack: usize) {
         let mut want = at_least;
         if let RecvState::Payload(p) = &self.recv {
             // (An extension's frame is decoded as it arrives: never buffered whole.)
@@ -304,9 +307,7 @@ impl Connection {
             return;
         }
         let len = self.rbuf.len();
-        // A large room has a cache line more, so that one in an empty buffer can start on
-        // a line (`reserve_aligned`) without allocating again.
-        let line = if want >= LARGE_RESERVE { LINE } else { 0 };
+        let line = if want >= LARGE_RESERVE { slack } else { 0 };
         if line > 0 && self.recycled.capacity() > 0 {
             // (Memory given back is taken by a large room only: a small one in it would
             // keep a large allocation. Too small for this room: dropped.)
