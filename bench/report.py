@@ -16,9 +16,11 @@ PEERS = ["tungstenite", "fastwebsockets", "tokio-websockets"]
 CODEC_LIBS = ["weft"] + PEERS
 # The floor servers (bench/servers/src/bin/floor-*.rs): not peers; each library is read
 # against the floor of its I/O model (every library here runs on tokio, i.e. epoll).
-FLOORS = ["floor-epoll", "floor-uring", "floor-uring-ms", "floor-uring-msf"]
+# engine-uring (floor-uring --engine: weft's engine in the floor's io_uring loop, no tasks;
+# only when asked for with --servers) is listed with them: not a peer either.
+FLOORS = ["floor-epoll", "floor-uring", "floor-uring-ms", "floor-uring-msf", "engine-uring"]
 FLOOR_OF = {**{l: "floor-epoll" for l in LIBS}, "weft-uring": "floor-uring",
-            "floor-uring": "floor-epoll",
+            "engine-uring": "floor-uring", "floor-uring": "floor-epoll",
             "floor-uring-ms": "floor-epoll", "floor-uring-msf": "floor-epoll"}
 # System calls by class (the syscall pass: strace, per echo).
 SENDS = ["send", "sendto", "sendmsg", "sendmmsg", "write", "writev", "pwritev", "pwritev2"]

@@ -138,24 +138,7 @@ impl Conn {
             }
             return Ok(false);
         };
-        let head = &data[..end];
-        let mut key = None;
-        for line in head.split(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
-                continue;
-            };
-            if line[..colon].eq_ignore_ascii_case(b"sec-websocket-key") {
-                key = Some(line[colon + 1..].trim_ascii());
-            }
-        }
-        let key = key.ok_or(Bad("no Sec-WebSocket-Key"))?;
-        let accept = weft_proto::handshake::accept_key(key);
-        self.pending.extend_from_slice(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
-        );
-        self.pending.extend_from_slice(accept.as_bytes());
-        self.pending.extend_from_slice(b"\r\n\r\n");
+        write_response(&data[..end], &mut self.pending)?;
         let body = end + 4;
         self.buf.copy_within(body..self.filled, 0);
         self.filled -= body;
@@ -346,6 +329,78 @@ impl Conn {
         }
         self.seg_head = 0;
         self.nsegs = 0;
+    }
+}
+
+/// Writes the 101 for the request head `head` (up to its blank line) into `out`: any
+/// request that holds a `Sec-WebSocket-Key`.
+pub fn write_response(head: &[u8], out: &mut Vec<u8>) -> Result<(), Bad> {
+    let mut key = None;
+    for line in head.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if line[..colon].eq_ignore_ascii_case(b"sec-websocket-key") {
+            key = Some(line[colon + 1..].trim_ascii());
+        }
+    }
+    let key = key.ok_or(Bad("no Sec-WebSocket-Key"))?;
+    let accept = weft_proto::handshake::accept_key(key);
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+    );
+    out.extend_from_slice(accept.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    Ok(())
+}
+
+/// What the io_uring floor's loop drives: the floor's own framing ([`Conn`]) or, with
+/// `floor-uring --engine`, weft's engine (`engine.rs`). One operation per connection at a
+/// time: the driver reads only while no output waits, and touches nothing between
+/// submitting an operation and its completion.
+// (floor-epoll includes this file too, and drives `Conn` directly.)
+#[allow(dead_code)]
+pub trait Echo: Default {
+    /// Whether output waits (then the driver sends it and does not read).
+    fn has_output(&self) -> bool;
+    /// The connection is to end once its output is out.
+    fn closing(&self) -> bool;
+    /// The memory to read into next (start and length): it stays put, and nothing reads
+    /// it, until [`on_read`](Self::on_read). Length 0: nothing more can be read.
+    fn read_room(&mut self) -> (*mut u8, usize);
+    /// `n` bytes were read into the room.
+    fn on_read(&mut self, n: usize) -> Result<(), Bad>;
+    /// The output as slices (at most `out.len()`, which is [`MAX_SEGS`] + 1); how many.
+    fn output<'a>(&'a mut self, out: &mut [IoSlice<'a>]) -> usize;
+    /// `n` bytes of the output went out.
+    fn advance(&mut self, n: usize);
+    /// A send went out short: what is left must not depend on the read buffer.
+    fn spill(&mut self);
+}
+
+impl Echo for Conn {
+    fn has_output(&self) -> bool {
+        Conn::has_output(self)
+    }
+    fn closing(&self) -> bool {
+        self.closing
+    }
+    fn read_room(&mut self) -> (*mut u8, usize) {
+        let room = Conn::read_room(self);
+        (room.as_mut_ptr(), room.len())
+    }
+    fn on_read(&mut self, n: usize) -> Result<(), Bad> {
+        Conn::on_read(self, n)
+    }
+    fn output<'a>(&'a mut self, out: &mut [IoSlice<'a>]) -> usize {
+        Conn::output(self, out)
+    }
+    fn advance(&mut self, n: usize) {
+        Conn::advance(self, n)
+    }
+    fn spill(&mut self) {
+        Conn::spill(self)
     }
 }
 

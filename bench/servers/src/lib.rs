@@ -171,6 +171,8 @@ pub struct Args {
     /// `floor-uring --recv multishot` only: registered files (each connection's descriptor in
     /// the ring's file table, the SQEs naming its slot).
     pub fixed_files: bool,
+    /// `floor-uring` only: weft's engine in place of the floor's framing (`engine.rs`).
+    pub engine: bool,
 }
 
 /// The servers whose library has permessage-deflate (the others refuse `--deflate`).
@@ -196,6 +198,7 @@ fn parse_args(name: &str) -> Args {
         bufs: None,
         buf_size: None,
         fixed_files: false,
+        engine: false,
     };
     let mut it = std::env::args().skip(1);
     let die = |msg: String| -> ! {
@@ -274,6 +277,7 @@ fn parse_args(name: &str) -> Args {
                 )
             }
             "--fixed-files" if name == "floor-uring" => args.fixed_files = true,
+            "--engine" if name == "floor-uring" => args.engine = true,
             other => die(format!("unknown flag {other}")),
         }
     }

@@ -38,10 +38,12 @@
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 // Included, not in servers' lib.rs: that file is compiled into bench/zlib-peers too, which
 // has neither weft-proto nor socket2.
+#[path = "../engine.rs"]
+mod engine;
 #[path = "../floor.rs"]
 mod floor;
 
-use floor::{Conn, MAX_SEGS};
+use floor::{Conn, Echo, MAX_SEGS};
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -75,9 +77,9 @@ macro_rules! on_fd {
     };
 }
 
-struct Client {
+struct Client<C> {
     fd: OwnedFd,
-    conn: Conn,
+    conn: C,
     /// The in-flight `sendmsg`'s vector and header: they must stay put until its completion,
     /// so every client lives in a `Box`.
     iov: [libc::iovec; MAX_SEGS + 1],
@@ -248,14 +250,20 @@ fn main() {
             eprintln!("floor-uring: heap reporter: {e}");
         }
     }
+    let run = if args.engine {
+        eprintln!("floor-uring: weft's engine in place of the floor's framing (--engine)");
+        run::<engine::EngineConn>
+    } else {
+        run::<Conn>
+    };
     if let Err(e) = run(ring, &args) {
         eprintln!("floor-uring: {e}");
         std::process::exit(1);
     }
 }
 
-struct Server {
-    clients: Vec<Option<Box<Client>>>,
+struct Server<C> {
+    clients: Vec<Option<Box<Client<C>>>>,
     free: Vec<usize>,
     multishot: bool,
     verbose: bool,
@@ -267,7 +275,7 @@ struct Server {
     fixed_slots: u32,
 }
 
-fn run(mut ring: IoUring, args: &servers::Args) -> std::io::Result<()> {
+fn run<C: Echo>(mut ring: IoUring, args: &servers::Args) -> std::io::Result<()> {
     let listener = floor::listen(args.addr)?;
     eprintln!("floor-uring listening on {}", listener.local_addr()?);
     let lfd = types::Fd(listener.as_raw_fd());
@@ -285,7 +293,7 @@ fn run(mut ring: IoUring, args: &servers::Args) -> std::io::Result<()> {
     } else {
         None
     };
-    let mut srv = Server {
+    let mut srv = Server::<C> {
         clients: Vec::new(),
         free: Vec::new(),
         multishot: true,
@@ -355,7 +363,7 @@ fn accept_entry(lfd: types::Fd, multishot: bool) -> squeue::Entry {
     }
 }
 
-impl Server {
+impl<C: Echo> Server<C> {
     fn complete(
         &mut self,
         cqe: cqueue::Entry,
@@ -442,7 +450,7 @@ impl Server {
         });
         let mut c = Box::new(Client {
             fd,
-            conn: Conn::new(),
+            conn: C::default(),
             iov: [libc::iovec {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
@@ -476,11 +484,11 @@ impl Server {
 
 /// After a completion: send the output if any, else end a closing connection, else receive.
 /// False: end it.
-fn next(c: &mut Client, i: usize, out: &mut Vec<squeue::Entry>) -> bool {
+fn next<C: Echo>(c: &mut Client<C>, i: usize, out: &mut Vec<squeue::Entry>) -> bool {
     if c.conn.has_output() {
         out.push(send_entry(c, ((i as u64) << 1) | SEND));
         true
-    } else if c.conn.closing {
+    } else if c.conn.closing() {
         false
     } else {
         out.push(recv_entry(c, i));
@@ -488,15 +496,15 @@ fn next(c: &mut Client, i: usize, out: &mut Vec<squeue::Entry>) -> bool {
     }
 }
 
-fn recv_entry(c: &mut Client, i: usize) -> squeue::Entry {
+fn recv_entry<C: Echo>(c: &mut Client<C>, i: usize) -> squeue::Entry {
     let fd = types::Fd(c.fd.as_raw_fd());
-    let room = c.conn.read_room();
-    opcode::Recv::new(fd, room.as_mut_ptr(), room.len() as u32)
+    let (at, len) = c.conn.read_room();
+    opcode::Recv::new(fd, at, len as u32)
         .build()
         .user_data(((i as u64) << 1) | RECV)
 }
 
-fn send_entry(c: &mut Client, user_data: u64) -> squeue::Entry {
+fn send_entry<C: Echo>(c: &mut Client<C>, user_data: u64) -> squeue::Entry {
     let mut sl = [IoSlice::new(&[]); MAX_SEGS + 1];
     let k = c.conn.output(&mut sl);
     c.sending = sl[..k].iter().map(|s| s.len()).sum();
@@ -524,12 +532,12 @@ fn send_entry(c: &mut Client, user_data: u64) -> squeue::Entry {
     entry.user_data(user_data)
 }
 
-fn recv_ms_entry(c: &Client, i: usize) -> squeue::Entry {
+fn recv_ms_entry<C>(c: &Client<C>, i: usize) -> squeue::Entry {
     on_fd!(c, |fd| opcode::RecvMulti::new(fd, BGID).build()).user_data(((i as u64) << 2) | MS_RECV)
 }
 
 /// Multishot mode.
-impl Server {
+impl<C: Echo> Server<C> {
     fn complete_ms(
         &mut self,
         cqe: cqueue::Entry,
@@ -614,22 +622,25 @@ impl Server {
                 }
                 break;
             }
-            if c.conn.closing || (c.eof && c.queue.is_empty()) {
+            if c.conn.closing() || (c.eof && c.queue.is_empty()) {
                 end(c, bufs);
                 break;
             }
             if c.queue.is_empty() {
                 break;
             }
-            let room = c.conn.read_room();
+            let (at, len) = c.conn.read_room();
             let mut n = 0;
             // Bounded by the queue's length.
-            while n < room.len() {
+            while n < len {
                 let Some(q) = c.queue.front_mut() else {
                     break;
                 };
-                let k = q.2.min((room.len() - n) as u32);
-                room[n..n + k as usize].copy_from_slice(bufs.data(q.0, q.1, k));
+                let k = q.2.min((len - n) as u32);
+                let data = bufs.data(q.0, q.1, k);
+                // SAFETY: `at..at + len` is the room `read_room` lent (nothing else refers
+                // to it until `on_read`), and `n + k <= len`.
+                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), at.add(n), k as usize) };
                 n += k as usize;
                 q.1 += k;
                 q.2 -= k;
@@ -685,7 +696,7 @@ impl Server {
 
 /// Multishot mode: ends a connection: its queued buffers go back, `shutdown` completes its
 /// armed recv (and sends the FIN); the descriptor closes when the slot is freed.
-fn end(c: &mut Client, bufs: &mut Bufs) {
+fn end<C>(c: &mut Client<C>, bufs: &mut Bufs) {
     if c.dead {
         return;
     }
