@@ -146,6 +146,12 @@ impl Connection {
     pub fn lend_read_room(&mut self) -> BytesMut {
         let len = self.read_buf().len();
         self.room_lent = true;
+        if len == 0 {
+            // All of it is room: lent whole, with no split (a split shares the allocation:
+            // a reference count taken here and given back in `read_done`, and on a buffer
+            // not shared yet an allocation for the count).
+            return std::mem::take(&mut self.rbuf);
+        }
         self.rbuf.split_off(len)
     }
 
