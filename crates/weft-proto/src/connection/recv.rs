@@ -28,10 +28,10 @@ const LARGE_RESERVE: usize = 64 * 1024;
 /// first bytes come along, and are moved (at most these few bytes) when its rest needs a
 /// buffer of its own.
 const READ_SLACK: u64 = 64;
+const _: () = assert!(READ_SLACK as usize >= MAX_HEADER_LEN);
 
 /// A cache line: a large room lent in an empty buffer starts on one (see `reserve_aligned`).
 const LINE: usize = 64;
-const _: () = assert!(READ_SLACK as usize >= MAX_HEADER_LEN);
 
 /// While large frames queue up, the room lent may take several of them, up to this many
 /// times `Config::max_read_buffer_size` (see `read_buf`).
