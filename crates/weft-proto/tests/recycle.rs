@@ -115,9 +115,13 @@ fn a_payload_given_back_takes_the_next_large_read() {
     // Without it, every message needs a new buffer (its payload and the one before are
     // both still held): one, not two (a room that starts on a cache line is made in one
     // allocation, not in a second one after the first turned out misaligned). With it,
-    // none does.
+    // the large rooms need none (at most one growth of the small room a header arrives in).
     assert_eq!(echo(Transport::Drops), 12);
-    assert_eq!(echo(Transport::GivesBack), 0);
+    let given_back = echo(Transport::GivesBack);
+    assert!(
+        given_back <= 1,
+        "{given_back} large allocations for 12 messages"
+    );
 }
 
 /// Memory given back is kept only until the transport reports that a read would block: an

@@ -309,11 +309,18 @@ impl Connection {
             }
         }
         let want = want as usize;
-        if self.rbuf.capacity() - self.rbuf.len() >= want || self.rbuf.try_reclaim(want) {
+        if self.rbuf.capacity() - self.rbuf.len() >= want {
+            return;
+        }
+        if want < LARGE_RESERVE {
+            self.rbuf.reserve(want);
+            return;
+        }
+        if self.rbuf.try_reclaim(want) {
             return;
         }
         let len = self.rbuf.len();
-        let line = if want >= LARGE_RESERVE { slack } else { 0 };
+        let line = slack;
         if line > 0 && self.recycled.capacity() > 0 {
             // (Memory given back is taken by a large room only: a small one in it would
             // keep a large allocation. Too small for this room: dropped.)
@@ -324,17 +331,12 @@ impl Connection {
                 return;
             }
         }
-        if want >= LARGE_RESERVE || len == 0 {
-            // A large frame and a buffer that cannot hold it, or an empty buffer: a new
-            // buffer with only the live bytes. (`reserve` would grow the old allocation in
-            // place, copying all of it, the bytes already consumed too: a whole message's
-            // worth.)
-            let mut fresh = BytesMut::with_capacity((len + want).max(2 * len) + line);
-            fresh.extend_from_slice(&self.rbuf);
-            self.rbuf = fresh;
-            return;
-        }
-        self.rbuf.reserve(want);
+        // A large frame and a buffer that cannot hold it: a new buffer with only the live
+        // bytes. (`reserve` would grow the old allocation in place, copying all of it, the
+        // bytes already consumed too: a whole message's worth.)
+        let mut fresh = BytesMut::with_capacity((len + want).max(2 * len) + line);
+        fresh.extend_from_slice(&self.rbuf);
+        self.rbuf = fresh;
     }
 
     /// Gives back a payload this connection handed out (a received message's `Bytes`)
