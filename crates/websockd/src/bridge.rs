@@ -236,7 +236,9 @@ impl Pump<'_> {
             }
 
             // ...to the client.
-            if self.ws.connection().want_write() {
+            // (The WebSocket's `want_write`, not the engine's: over TLS, records written
+            // and not flushed yet are the transport's.)
+            if self.ws.want_write() {
                 match self.ws.poll_write_out(cx) {
                     Poll::Ready(Ok(())) => progress = true,
                     Poll::Ready(Err(e)) => return Poll::Ready(End::ClientGone(Some(e))),

@@ -200,3 +200,50 @@ async fn an_idle_read_half_holds_no_read_buffer_after_a_burst() {
         .await
         .unwrap();
 }
+
+/// `recv` on the read half is cancel-safe while it writes (a `select!` or a timeout around
+/// it): a message already taken from the engine when the write blocked is returned by the
+/// next call, not lost. (The read half writes what is queued, a pong or the write half's
+/// corked messages, before it returns an event; it took the event first and dropped it
+/// when that write was cancelled.)
+#[tokio::test]
+async fn a_receive_cancelled_while_writing_loses_no_message() {
+    use weft::proto::Role;
+    let run = async {
+        // A pipe of 64 bytes each way: the server's writes block until the client reads.
+        let (server_end, client_end) = tokio::io::duplex(64);
+        let server =
+            weft::tokio::WebSocket::from_raw(server_end, Role::Server, weft::Options::default());
+        let mut client =
+            weft::tokio::WebSocket::from_raw(client_end, Role::Client, weft::Options::default());
+        let (mut reader, writer) = server.split();
+        // Two messages in one write: the first read brings both.
+        client.feed("a").await.unwrap();
+        client.feed("b").await.unwrap();
+        client.flush().await.unwrap();
+        assert_eq!(reader.recv().await.unwrap(), Some(Message::from("a")));
+        // Corked by the write half: written by whichever half writes next.
+        writer.feed(vec![7u8; 1000]).await.unwrap();
+        // The read half takes "b", then blocks writing the 1000 bytes (the client does not
+        // read yet): cancelled.
+        let first = tokio::time::timeout(Duration::from_millis(200), reader.recv()).await;
+        assert!(first.is_err(), "the write should have blocked: {first:?}");
+        // The client reads now (and sends one more message).
+        let peer = tokio::spawn(async move {
+            let echo = client.recv().await.unwrap();
+            client.send("c").await.unwrap();
+            (client, echo)
+        });
+        let next = tokio::time::timeout(Duration::from_secs(5), reader.recv())
+            .await
+            .expect("recv after the cancelled one")
+            .unwrap();
+        assert_eq!(next, Some(Message::from("b")));
+        assert_eq!(reader.recv().await.unwrap(), Some(Message::from("c")));
+        let (_client, echo) = peer.await.unwrap();
+        assert_eq!(echo, Some(Message::from(vec![7u8; 1000])));
+    };
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("bounded");
+}

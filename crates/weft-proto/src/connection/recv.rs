@@ -320,12 +320,11 @@ impl Connection {
             return;
         }
         let len = self.rbuf.len();
-        let line = slack;
-        if line > 0 && self.recycled.capacity() > 0 {
+        if slack > 0 && self.recycled.capacity() > 0 {
             // (Memory given back is taken by a large room only: a small one in it would
             // keep a large allocation. Too small for this room: dropped.)
             let mut spare = std::mem::take(&mut self.recycled);
-            if spare.try_reclaim(len + want + line) {
+            if spare.try_reclaim(len + want + slack) {
                 spare.extend_from_slice(&self.rbuf);
                 self.rbuf = spare;
                 return;
@@ -334,7 +333,7 @@ impl Connection {
         // A large frame and a buffer that cannot hold it: a new buffer with only the live
         // bytes. (`reserve` would grow the old allocation in place, copying all of it, the
         // bytes already consumed too: a whole message's worth.)
-        let mut fresh = BytesMut::with_capacity((len + want).max(2 * len) + line);
+        let mut fresh = BytesMut::with_capacity((len + want).max(2 * len) + slack);
         fresh.extend_from_slice(&self.rbuf);
         self.rbuf = fresh;
     }

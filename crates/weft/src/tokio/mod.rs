@@ -60,6 +60,10 @@ pub struct WebSocket<S> {
     eof: bool,
     /// The transport was shut down.
     shut: bool,
+    /// Bytes were written into the transport and it has not flushed them yet. A transport
+    /// that buffers (TLS: its records) holds them until a flush that may be pending when
+    /// the engine's own queue is already empty: the flush goes on at the next wake.
+    unflushed: bool,
     /// Whether `Stream::poll_next` already returned `None` or an error.
     stream_done: bool,
     /// Closing to detach: the transport is not shut down after the close handshake.
@@ -128,6 +132,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             stashed: None,
             eof: false,
             shut: false,
+            unflushed: false,
             stream_done: false,
             detaching: false,
             timer: None,
@@ -377,7 +382,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     Err(e) => self.stashed = Some(e.into()),
                 }
             }
-            if self.conn.want_write() {
+            if self.want_write() {
                 match self.poll_write_out(cx) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -389,7 +394,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
             }
             if self.stashed.is_some() {
-                if !self.conn.want_write() {
+                if !self.want_write() {
                     ready!(self.poll_shutdown(cx));
                 }
                 if let Some(e) = self.stashed.take() {
@@ -406,7 +411,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     ready!(self.poll_shutdown(cx));
                     return Poll::Ready(Ok(None));
                 }
-            } else if !self.conn.want_read() && !self.conn.want_write() {
+            } else if !self.conn.want_read() && !self.want_write() {
                 // The peer closed and the application answers (auto_close off).
                 return Poll::Ready(Ok(None));
             }
@@ -556,10 +561,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             if written == 0 {
                 return Poll::Ready(Err(Error::Io(std::io::ErrorKind::WriteZero.into())));
             }
+            self.unflushed = true;
             self.conn.outgoing().advance(written);
         }
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        self.unflushed = false;
         Poll::Ready(Ok(()))
+    }
+
+    /// Whether bytes wait to be written: queued in the engine, or written into a transport
+    /// that has not flushed them yet (a TLS stream whose socket was full). An event loop
+    /// that drives [`poll_write_out`](Self::poll_write_out) itself calls it while this is
+    /// true (`connection().want_write()` alone misses what the transport holds).
+    pub fn want_write(&self) -> bool {
+        self.unflushed || self.conn.want_write()
     }
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<()> {

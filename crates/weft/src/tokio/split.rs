@@ -23,6 +23,7 @@ use bytes::{Buf, Bytes};
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use weft_proto::{CloseCode, Connection, Event, Message, MessageAssembler, RecvLevel, Role};
@@ -31,6 +32,10 @@ struct Shared<S> {
     conn: Mutex<Connection>,
     writer: ::tokio::sync::Mutex<Writer<S>>,
     options: Timers,
+    /// Bytes were written into the transport and not flushed yet (a flush cancelled while
+    /// a TLS stream still held its records): the next flush is due although the engine's
+    /// queue may be empty.
+    unflushed: AtomicBool,
     /// The close a [`close_on`](WebSocket::close_on) signal sends.
     close_on: Option<(CloseCode, &'static str)>,
 }
@@ -110,6 +115,7 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
             if n == 0 {
                 return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
             }
+            self.unflushed.store(true, Ordering::Relaxed);
             while n > 0 {
                 let Some(front) = inflight.front_mut() else {
                     break;
@@ -123,6 +129,7 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
             }
         }
         io.flush().await?;
+        self.unflushed.store(false, Ordering::Relaxed);
         Ok(())
     }
 
@@ -143,6 +150,9 @@ pub struct WsReader<S> {
     awaiting_pong: bool,
     /// The read half's watcher of the `close_on` token, polled while it waits to read.
     signal: Option<Cancelled>,
+    /// An event taken from the engine and not returned yet: the write that goes before it
+    /// was cancelled (`next_event` stays cancel-safe).
+    held: Option<Event>,
 }
 
 /// What a wait of the read half for the peer ended in.
@@ -181,6 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             conn,
             options,
             close_signal,
+            unflushed,
             ..
         } = self;
         let (read, write) = ::tokio::io::split(io);
@@ -205,6 +216,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 signal: write_signal,
             }),
             options,
+            unflushed: AtomicBool::new(unflushed),
             close_on,
         });
         (
@@ -215,6 +227,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 eof: false,
                 awaiting_pong: false,
                 signal: read_signal,
+                held: None,
             },
             WsWriter { shared },
         )
@@ -255,11 +268,18 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
     pub async fn next_event(&mut self) -> Result<Option<Event>> {
         let options = &self.shared.options;
         loop {
-            let (event, want_write, done, want_read, closing, role) = {
+            let (failed, want_write, done, want_read, closing, role) = {
                 let mut conn = self.shared.conn();
-                let event = conn.poll_event();
+                // Kept in `held` across the write below: a cancelled write loses no event.
+                let mut failed = None;
+                if self.held.is_none() {
+                    match conn.poll_event() {
+                        Ok(event) => self.held = event,
+                        Err(e) => failed = Some(e),
+                    }
+                }
                 (
-                    event,
+                    failed,
                     conn.want_write(),
                     conn.is_done(),
                     conn.want_read(),
@@ -267,16 +287,16 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
                     conn.role(),
                 )
             };
-            if want_write {
+            if want_write || self.shared.unflushed.load(Ordering::Relaxed) {
                 self.shared.flush().await?;
             }
-            match event {
-                Ok(Some(e)) => return Ok(Some(e)),
-                Ok(None) => {}
-                Err(e) => {
-                    self.shared.shutdown().await;
-                    return Err(e.into());
-                }
+            if let Some(e) = self.held.take() {
+                return Ok(Some(e));
+            }
+            if let Some(e) = failed {
+                // (Cancelled here, the next call finds the engine's error again.)
+                self.shared.shutdown().await;
+                return Err(e.into());
             }
             let done = done && !self.shared.conn().want_write();
             if done && (role == Role::Server || self.eof) {
