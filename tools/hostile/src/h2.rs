@@ -252,10 +252,14 @@ async fn never_reads_round(ctx: &Ctx) -> Result<Round, String> {
 /// Freed is not given back: glibc keeps what the buffers of hundreds of streams freed in
 /// its arenas (websockd, which holds up to 64 KiB each way per stream: 59.9 MiB RSS after
 /// this attack, 8.0 MiB after `malloc_trim(0)`, measured with gdb; repeated attacks level
-/// off near 58 MiB), so the RSS may stay up to 64 MiB above the baseline here; fds and
-/// child processes must come back exactly, as after every case.
+/// off near 58 MiB). With `--uring` (a ring and an arena per worker thread) more stays:
+/// 55-71 MiB above the baseline after one attack in five CI runs, and over five attacks in
+/// a row on one server 16, 75, 80, 81 and 83 MiB above the first baseline, levelling off.
+/// So here the RSS after the attack cannot tell a leak from glibc's keeping, and may stay
+/// as high as the peak allowed during it (96 MiB above the baseline); fds and child
+/// processes must come back exactly, as after every case.
 pub async fn never_reads(ctx: &Ctx) -> Outcome {
-    const TOLERANCE_MIB: u64 = 64;
+    const TOLERANCE_MIB: u64 = 96;
     ctx.attack_on();
     let mut out = match never_reads_round(ctx).await {
         Err(e) => outcome(false, e, 96),
