@@ -17,7 +17,7 @@ pub use streaming::{MessageReader, MessageWriter};
 pub use transport::{NoDeadlines, Transport, Wait};
 
 use crate::error::{Error, Result};
-use crate::gather::{self, Plan, GATHER_MAX, MAX_IOVECS};
+use crate::gather::{self, Plan, MAX_IOVECS};
 use crate::options::{Options, Timers};
 use bytes::{Buf, Bytes, BytesMut};
 use std::io::{self, IoSlice};
@@ -287,7 +287,7 @@ impl<S: Transport> WebSocket<S> {
             let out = self.conn.outgoing();
             let result = match gather::plan(out, true) {
                 Plan::First => self.io.write(out.chunk()),
-                Plan::Gather => self.io.write(gather::copy(out, &mut [0u8; GATHER_MAX])),
+                Plan::Gather => gather::gathered(out, |b| self.io.write(b)),
                 Plan::Vectored => {
                     let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                     let n = out.chunks_vectored(&mut slices);

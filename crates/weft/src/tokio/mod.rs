@@ -22,7 +22,7 @@ pub use split::{WsReader, WsWriter};
 pub use streaming::{MessageSink, MessageStream};
 
 use crate::error::{Error, Result};
-use crate::gather::{self, Plan, GATHER_MAX, MAX_IOVECS};
+use crate::gather::{self, Plan, MAX_IOVECS};
 use crate::options::{Options, Timers};
 use ::tokio::io::{AsyncRead, AsyncWrite};
 use ::tokio::time::{sleep_until, Instant, Sleep};
@@ -548,10 +548,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             let io = Pin::new(&mut self.io);
             let written = match gather::plan(out, vectored) {
                 Plan::First => ready!(io.poll_write(cx, out.chunk()))?,
-                Plan::Gather => {
-                    let mut stack = [0u8; GATHER_MAX];
-                    ready!(io.poll_write(cx, gather::copy(out, &mut stack)))?
-                }
+                Plan::Gather => ready!(gather::gathered(out, |b| io.poll_write(cx, b)))?,
                 Plan::Vectored => {
                     let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                     let n = out.chunks_vectored(&mut slices);
