@@ -101,6 +101,8 @@ pub(crate) fn gathered<R>(out: &OutQueue, write: impl FnOnce(&[u8]) -> R) -> R {
 /// `buf` cleared, then the front of `out` up to `GATHER_MAX` bytes.
 fn fill(out: &OutQueue, buf: &mut Vec<u8>) {
     buf.clear();
+    // Once, at its full size: it never grows past it.
+    buf.reserve_exact(GATHER_MAX);
     let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
     let n = out.chunks_vectored(&mut slices);
     for s in &slices[..n] {

@@ -247,3 +247,37 @@ async fn a_receive_cancelled_while_writing_loses_no_message() {
         .await
         .expect("bounded");
 }
+
+/// The read half keeps receiving while the write half is blocked writing to a peer that
+/// does not read yet: it does not wait for the write half's write to finish.
+#[tokio::test]
+async fn the_read_half_receives_while_the_write_half_is_blocked() {
+    use weft::proto::Role;
+    let run = async {
+        let (server_end, client_end) = tokio::io::duplex(64);
+        let server =
+            weft::tokio::WebSocket::from_raw(server_end, Role::Server, weft::Options::default());
+        let mut client =
+            weft::tokio::WebSocket::from_raw(client_end, Role::Client, weft::Options::default());
+        let (mut reader, writer) = server.split();
+        let big = Message::from(vec![5u8; 100_000]);
+        let sent = big.clone();
+        let writing = tokio::spawn(async move {
+            writer.send(sent).await.unwrap();
+            writer
+        });
+        // Let the write start and block (the client reads nothing yet).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.send("while you write").await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), reader.recv())
+            .await
+            .expect("the read half waited for the write half")
+            .unwrap();
+        assert_eq!(got, Some(Message::from("while you write")));
+        assert_eq!(client.recv().await.unwrap(), Some(big));
+        let _writer = writing.await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("bounded");
+}

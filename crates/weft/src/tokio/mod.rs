@@ -229,6 +229,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Gives the transport back as it is, with the received bytes that were not processed
     /// (no close handshake: for a stream whose protocol changes under the application).
+    /// Bytes the transport still holds unflushed (a TLS stream's records, see
+    /// [`want_write`](Self::want_write)) stay in it: [`flush`](Self::flush) first to have
+    /// them written.
     pub fn into_inner(mut self) -> (S, BytesMut) {
         let rest = self.conn.take_read_buffer();
         (self.io, rest)

@@ -32,9 +32,11 @@ struct Shared<S> {
     conn: Mutex<Connection>,
     writer: ::tokio::sync::Mutex<Writer<S>>,
     options: Timers,
-    /// Bytes were written into the transport and not flushed yet (a flush cancelled while
-    /// a TLS stream still held its records): the next flush is due although the engine's
-    /// queue may be empty.
+    /// A flush was given up before it finished (cancelled: `select!`, a timeout): pieces
+    /// may wait in `Writer::inflight`, or records in a TLS stream, while the engine's queue
+    /// is empty. The read half then flushes although the engine has nothing queued. (Not
+    /// set by a flush that is merely under way: the read half does not wait for the write
+    /// half's writes.)
     unflushed: AtomicBool,
     /// The close a [`close_on`](WebSocket::close_on) signal sends.
     close_on: Option<(CloseCode, &'static str)>,
@@ -78,6 +80,12 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
     /// Writes everything queued, by either half, in the order it was queued. Cancel-safe.
     async fn flush(&self) -> Result<()> {
         let mut guard = self.writer.lock().await;
+        // Marks the flush as given up unless it completes (or fails: the error is then the
+        // transport's, reported again by the next flush).
+        let mut unfinished = Unfinished {
+            flag: &self.unflushed,
+            done: false,
+        };
         let Writer {
             io,
             inflight,
@@ -115,7 +123,6 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
             if n == 0 {
                 return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
             }
-            self.unflushed.store(true, Ordering::Relaxed);
             while n > 0 {
                 let Some(front) = inflight.front_mut() else {
                     break;
@@ -130,6 +137,7 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
         }
         io.flush().await?;
         self.unflushed.store(false, Ordering::Relaxed);
+        unfinished.done = true;
         Ok(())
     }
 
@@ -137,6 +145,20 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
     async fn shutdown(&self) {
         let _ = self.flush().await;
         let _ = self.writer.lock().await.io.shutdown().await;
+    }
+}
+
+/// Sets `Shared::unflushed` when dropped before `done`: a flush given up half-way.
+struct Unfinished<'a> {
+    flag: &'a AtomicBool,
+    done: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.flag.store(true, Ordering::Relaxed);
+        }
     }
 }
 
