@@ -201,6 +201,23 @@ async fn an_idle_read_half_holds_no_read_buffer_after_a_burst() {
         .unwrap();
 }
 
+/// A server split into halves and its client, over a pipe of 64 bytes each way (no
+/// handshake): a side's writes block until the other reads.
+fn split_over_a_small_pipe() -> (
+    weft::tokio::WsReader<tokio::io::DuplexStream>,
+    weft::tokio::WsWriter<tokio::io::DuplexStream>,
+    weft::tokio::WebSocket<tokio::io::DuplexStream>,
+) {
+    use weft::proto::Role;
+    let (server_end, client_end) = tokio::io::duplex(64);
+    let server =
+        weft::tokio::WebSocket::from_raw(server_end, Role::Server, weft::Options::default());
+    let client =
+        weft::tokio::WebSocket::from_raw(client_end, Role::Client, weft::Options::default());
+    let (reader, writer) = server.split();
+    (reader, writer, client)
+}
+
 /// `recv` on the read half is cancel-safe while it writes (a `select!` or a timeout around
 /// it): a message already taken from the engine when the write blocked is returned by the
 /// next call, not lost. (The read half writes what is queued, a pong or the write half's
@@ -208,15 +225,8 @@ async fn an_idle_read_half_holds_no_read_buffer_after_a_burst() {
 /// when that write was cancelled.)
 #[tokio::test]
 async fn a_receive_cancelled_while_writing_loses_no_message() {
-    use weft::proto::Role;
     let run = async {
-        // A pipe of 64 bytes each way: the server's writes block until the client reads.
-        let (server_end, client_end) = tokio::io::duplex(64);
-        let server =
-            weft::tokio::WebSocket::from_raw(server_end, Role::Server, weft::Options::default());
-        let mut client =
-            weft::tokio::WebSocket::from_raw(client_end, Role::Client, weft::Options::default());
-        let (mut reader, writer) = server.split();
+        let (mut reader, writer, mut client) = split_over_a_small_pipe();
         // Two messages in one write: the first read brings both.
         client.feed("a").await.unwrap();
         client.feed("b").await.unwrap();
@@ -252,14 +262,8 @@ async fn a_receive_cancelled_while_writing_loses_no_message() {
 /// does not read yet: it does not wait for the write half's write to finish.
 #[tokio::test]
 async fn the_read_half_receives_while_the_write_half_is_blocked() {
-    use weft::proto::Role;
     let run = async {
-        let (server_end, client_end) = tokio::io::duplex(64);
-        let server =
-            weft::tokio::WebSocket::from_raw(server_end, Role::Server, weft::Options::default());
-        let mut client =
-            weft::tokio::WebSocket::from_raw(client_end, Role::Client, weft::Options::default());
-        let (mut reader, writer) = server.split();
+        let (mut reader, writer, mut client) = split_over_a_small_pipe();
         let big = Message::from(vec![5u8; 100_000]);
         let sent = big.clone();
         let writing = tokio::spawn(async move {
