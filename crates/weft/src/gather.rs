@@ -25,11 +25,11 @@ use weft_proto::OutQueue;
 
 /// At most this many bytes in several pieces are gathered into one plain write, whatever
 /// their sizes.
-pub(crate) const GATHER_SMALL: usize = 4096;
+const GATHER_SMALL: usize = 4096;
 
 /// At most this many bytes are gathered when their pieces are small on average (at most
 /// `GATHER_PIECE`).
-pub(crate) const GATHER_MAX: usize = 16 * 1024;
+const GATHER_MAX: usize = 16 * 1024;
 
 /// The largest average piece that a queue of up to `GATHER_MAX` bytes is gathered with
 /// (a frame's header counts as a piece: 1 KiB messages average about 514 bytes).

@@ -136,7 +136,6 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
             }
         }
         io.flush().await?;
-        self.unflushed.store(false, Ordering::Relaxed);
         unfinished.done = true;
         Ok(())
     }
@@ -148,7 +147,8 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
     }
 }
 
-/// Sets `Shared::unflushed` when dropped before `done`: a flush given up half-way.
+/// Sets `Shared::unflushed` when dropped: a flush given up half-way (or failed) unless
+/// `done`, and clears it once one completed.
 struct Unfinished<'a> {
     flag: &'a AtomicBool,
     done: bool,
@@ -156,9 +156,7 @@ struct Unfinished<'a> {
 
 impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            self.flag.store(true, Ordering::Relaxed);
-        }
+        self.flag.store(!self.done, Ordering::Relaxed);
     }
 }
 
