@@ -285,3 +285,34 @@ async fn the_read_half_receives_while_the_write_half_is_blocked() {
         .await
         .expect("bounded");
 }
+
+/// A send of the write half given up half-way (a timeout around it) while the read half
+/// waits for the peer: the rest of the message goes out once the peer reads, although the
+/// write half is never called again (the read half is woken to write it).
+#[tokio::test]
+async fn a_send_given_up_half_way_is_finished_by_the_waiting_read_half() {
+    let run = async {
+        let (mut reader, writer, mut client) = split_over_a_small_pipe();
+        let reading = tokio::spawn(async move {
+            let got = reader.recv().await;
+            (reader, got)
+        });
+        // The read half is parked in its read now.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let big = Message::from(vec![9u8; 10_000]);
+        let given_up = tokio::time::timeout(Duration::from_millis(100), writer.send(big.clone()));
+        assert!(given_up.await.is_err(), "the send should have blocked");
+        let got = tokio::time::timeout(Duration::from_secs(5), client.recv())
+            .await
+            .expect("the rest of the message was never written")
+            .unwrap();
+        assert_eq!(got, Some(big));
+        client.send("thanks").await.unwrap();
+        let (_reader, got) = reading.await.unwrap();
+        assert_eq!(got.unwrap(), Some(Message::from("thanks")));
+        drop(writer);
+    };
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("bounded");
+}

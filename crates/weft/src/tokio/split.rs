@@ -2,7 +2,8 @@
 //!
 //! Both halves share the engine (behind a short-held `std` mutex) and the transport's write
 //! side (behind an async mutex). Every method is cancel-safe: a cancelled write keeps what
-//! it had taken from the engine and the next flush writes it first. Whoever holds the write side writes everything queued,
+//! it had taken from the engine and the next flush writes it first (the read half, if it
+//! waits for the peer, is woken to do so). Whoever holds the write side writes everything queued,
 //! whichever half queued it: so the pong for a ping, and the reply to the peer's close, go
 //! out from the read half even while the write half sits idle (the trap of a split that
 //! leaves control replies to the writer).
@@ -38,6 +39,9 @@ struct Shared<S> {
     /// set by a flush that is merely under way: the read half does not wait for the write
     /// half's writes.)
     unflushed: AtomicBool,
+    /// The read half while it waits for the peer: woken when a flush is given up, so that
+    /// it writes the rest (the write half may never call again).
+    reader: futures_util::task::AtomicWaker,
     /// The close a [`close_on`](WebSocket::close_on) signal sends.
     close_on: Option<(CloseCode, &'static str)>,
 }
@@ -79,11 +83,31 @@ impl<S> Shared<S> {
 impl<S: AsyncRead + AsyncWrite> Shared<S> {
     /// Writes everything queued, by either half, in the order it was queued. Cancel-safe.
     async fn flush(&self) -> Result<()> {
-        let mut guard = self.writer.lock().await;
-        // Marks the flush as given up unless it completes (or fails: the error is then the
-        // transport's, reported again by the next flush).
+        let guard = self.writer.lock().await;
+        self.flush_locked(guard).await
+    }
+
+    /// [`flush`](Self::flush) for the read half when only a flush given up is left to
+    /// finish: a flush under way (the writer's lock is taken) writes all of it, so the read
+    /// half does not wait for it and goes on reading.
+    async fn finish_given_up(&self) -> Result<()> {
+        match self.writer.try_lock() {
+            Ok(guard) => self.flush_locked(guard).await,
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn flush_locked(
+        &self,
+        mut guard: ::tokio::sync::MutexGuard<'_, Writer<S>>,
+    ) -> Result<()> {
+        // This flush takes over whatever one given up before left (its pieces are in
+        // `inflight`); it marks itself as given up unless it completes (or fails: the
+        // error is then the transport's, reported again by the next flush).
+        self.unflushed.store(false, Ordering::Relaxed);
         let mut unfinished = Unfinished {
             flag: &self.unflushed,
+            reader: &self.reader,
             done: false,
         };
         let Writer {
@@ -148,15 +172,20 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
 }
 
 /// Sets `Shared::unflushed` when dropped: a flush given up half-way (or failed) unless
-/// `done`, and clears it once one completed.
+/// `done`, and clears it once one completed. A flush given up wakes the read half, which
+/// finishes it if it is waiting for the peer.
 struct Unfinished<'a> {
     flag: &'a AtomicBool,
+    reader: &'a futures_util::task::AtomicWaker,
     done: bool,
 }
 
 impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
-        self.flag.store(!self.done, Ordering::Relaxed);
+        self.flag.store(!self.done, Ordering::Release);
+        if !self.done {
+            self.reader.wake();
+        }
     }
 }
 
@@ -183,6 +212,8 @@ enum ReadOutcome {
     TimedOut,
     /// The `close_on` token was cancelled first.
     Signal,
+    /// A flush was given up (the write half's send cancelled): its rest is to be written.
+    GivenUp,
 }
 
 /// The write half of a split connection.
@@ -237,6 +268,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }),
             options,
             unflushed: AtomicBool::new(unflushed),
+            reader: futures_util::task::AtomicWaker::new(),
             close_on,
         });
         (
@@ -307,8 +339,10 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
                     conn.role(),
                 )
             };
-            if want_write || self.shared.unflushed.load(Ordering::Relaxed) {
+            if want_write {
                 self.shared.flush().await?;
+            } else if self.shared.unflushed.load(Ordering::Acquire) {
+                self.shared.finish_given_up().await?;
             }
             if let Some(e) = self.held.take() {
                 return Ok(Some(e));
@@ -353,6 +387,7 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
             };
             let n = match outcome {
                 ReadOutcome::Bytes(n) => n,
+                ReadOutcome::GivenUp => continue,
                 ReadOutcome::Signal => {
                     self.signal = None;
                     self.shared.queue_signal_close();
@@ -435,6 +470,12 @@ async fn read_within<S: AsyncRead>(
     limit: Option<std::time::Duration>,
 ) -> Result<ReadOutcome> {
     let read = poll_fn(|cx| {
+        // Registered before the flag is looked at: a flush given up after the look wakes
+        // this read.
+        shared.reader.register(cx.waker());
+        if shared.unflushed.load(Ordering::Acquire) {
+            return Poll::Ready(Ok(None));
+        }
         // The engine's lock is held for one non-blocking read: the write half never holds
         // it while it writes.
         let mut conn = shared.conn();
@@ -444,13 +485,14 @@ async fn read_within<S: AsyncRead>(
                 conn.read_would_block();
                 Poll::Pending
             }
-            ready => ready,
+            Poll::Ready(r) => Poll::Ready(r.map(Some)),
         }
     });
+    let outcome = |n: Option<usize>| n.map_or(ReadOutcome::GivenUp, ReadOutcome::Bytes);
     Ok(match limit {
-        None => ReadOutcome::Bytes(read.await?),
+        None => outcome(read.await?),
         Some(limit) => match timeout(limit, read).await {
-            Ok(n) => ReadOutcome::Bytes(n?),
+            Ok(n) => outcome(n?),
             Err(_) => ReadOutcome::TimedOut,
         },
     })
