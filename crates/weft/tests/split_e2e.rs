@@ -218,13 +218,11 @@ fn split_over_a_small_pipe() -> (
     (reader, writer, client)
 }
 
-/// `recv` on the read half is cancel-safe while it writes (a `select!` or a timeout around
-/// it): a message already taken from the engine when the write blocked is returned by the
-/// next call, not lost. (The read half writes what is queued, a pong or the write half's
-/// corked messages, before it returns an event; it took the event first and dropped it
-/// when that write was cancelled.)
+/// `recv` on the read half returns a message that already arrived without waiting for a
+/// write the peer does not take, and it is cancel-safe while it writes (a `select!` or a
+/// timeout around it): the write goes on at the next call and nothing is lost.
 #[tokio::test]
-async fn a_receive_cancelled_while_writing_loses_no_message() {
+async fn a_receive_does_not_wait_for_a_blocked_write_and_loses_nothing_when_cancelled() {
     let run = async {
         let (mut reader, writer, mut client) = split_over_a_small_pipe();
         // Two messages in one write: the first read brings both.
@@ -234,10 +232,13 @@ async fn a_receive_cancelled_while_writing_loses_no_message() {
         assert_eq!(reader.recv().await.unwrap(), Some(Message::from("a")));
         // Corked by the write half: written by whichever half writes next.
         writer.feed(vec![7u8; 1000]).await.unwrap();
-        // The read half takes "b", then blocks writing the 1000 bytes (the client does not
-        // read yet): cancelled.
-        let first = tokio::time::timeout(Duration::from_millis(200), reader.recv()).await;
-        assert!(first.is_err(), "the write should have blocked: {first:?}");
+        // "b" is already here: returned although the client reads nothing yet.
+        let second = tokio::time::timeout(Duration::from_millis(200), reader.recv()).await;
+        assert_eq!(second.expect("waited").unwrap(), Some(Message::from("b")));
+        // The next receive writes the 1000 bytes while it waits for the client, which reads
+        // nothing yet: cancelled.
+        let third = tokio::time::timeout(Duration::from_millis(200), reader.recv()).await;
+        assert!(third.is_err(), "nothing was sent: {third:?}");
         // The client reads now (and sends one more message).
         let peer = tokio::spawn(async move {
             let echo = client.recv().await.unwrap();
@@ -248,10 +249,48 @@ async fn a_receive_cancelled_while_writing_loses_no_message() {
             .await
             .expect("recv after the cancelled one")
             .unwrap();
-        assert_eq!(next, Some(Message::from("b")));
-        assert_eq!(reader.recv().await.unwrap(), Some(Message::from("c")));
+        assert_eq!(next, Some(Message::from("c")));
         let (_client, echo) = peer.await.unwrap();
         assert_eq!(echo, Some(Message::from(vec![7u8; 1000])));
+    };
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("bounded");
+}
+
+/// A peer that sends a lot before it reads anything back, talking to a split connection
+/// whose write half corks an answer to each message: the read half writes the answers
+/// while it goes on reading, so neither side waits for the other for ever.
+#[tokio::test]
+async fn the_read_half_writes_while_it_reads_a_peer_that_writes_first() {
+    let run = async {
+        let (mut reader, writer, client) = split_over_a_small_pipe();
+        let (mut client_reader, client_writer) = client.split();
+        const N: usize = 200;
+        // The client writes all of it before it reads.
+        let sending = tokio::spawn(async move {
+            for k in 0..N {
+                client_writer.send(vec![k as u8; 500]).await.unwrap();
+            }
+            client_writer
+        });
+        // The server answers each message by corking it on its write half.
+        let answering = tokio::spawn(async move {
+            for k in 0..N {
+                let m = reader.recv().await.unwrap().unwrap();
+                assert_eq!(m, Message::from(vec![k as u8; 500]));
+                writer.feed(m).await.unwrap();
+            }
+            // Whatever is still corked goes out with the reader's next call or this flush.
+            writer.flush().await.unwrap();
+            (reader, writer)
+        });
+        let _client_writer = sending.await.unwrap();
+        for k in 0..N {
+            let m = client_reader.recv().await.unwrap().unwrap();
+            assert_eq!(m, Message::from(vec![k as u8; 500]), "{k}");
+        }
+        let _ = answering.await.unwrap();
     };
     tokio::time::timeout(Duration::from_secs(20), run)
         .await

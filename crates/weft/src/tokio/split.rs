@@ -199,9 +199,6 @@ pub struct WsReader<S> {
     awaiting_pong: bool,
     /// The read half's watcher of the `close_on` token, polled while it waits to read.
     signal: Option<Cancelled>,
-    /// An event taken from the engine and not returned yet: the write that goes before it
-    /// was cancelled (`next_event` stays cancel-safe).
-    held: Option<Event>,
 }
 
 /// What a wait of the read half for the peer ended in.
@@ -279,7 +276,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 eof: false,
                 awaiting_pong: false,
                 signal: read_signal,
-                held: None,
             },
             WsWriter { shared },
         )
@@ -317,19 +313,22 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
     }
 
     /// The next event of any kind; `Ok(None)` once the connection is closed.
+    ///
+    /// An event the engine has is returned at once (as the whole connection's driver does);
+    /// what the engine queued meanwhile (a pong, the reply to a close, the write half's
+    /// corked messages) is written at the next call, while the read half goes on reading: a
+    /// peer that reads only after it has written is not kept waiting for our write while we
+    /// wait for its.
     pub async fn next_event(&mut self) -> Result<Option<Event>> {
         let options = &self.shared.options;
         loop {
             let (failed, want_write, done, want_read, closing, role) = {
                 let mut conn = self.shared.conn();
-                // Kept in `held` across the write below: a cancelled write loses no event.
-                let mut failed = None;
-                if self.held.is_none() {
-                    match conn.poll_event() {
-                        Ok(event) => self.held = event,
-                        Err(e) => failed = Some(e),
-                    }
-                }
+                let failed = match conn.poll_event() {
+                    Ok(Some(event)) => return Ok(Some(event)),
+                    Ok(None) => None,
+                    Err(e) => Some(e),
+                };
                 (
                     failed,
                     conn.want_write(),
@@ -339,21 +338,13 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
                     conn.role(),
                 )
             };
-            if want_write {
-                self.shared.flush().await?;
-            } else if self.shared.unflushed.load(Ordering::Acquire) {
-                self.shared.finish_given_up().await?;
-            }
-            if let Some(e) = self.held.take() {
-                return Ok(Some(e));
-            }
+            let unflushed = self.shared.unflushed.load(Ordering::Acquire);
             if let Some(e) = failed {
                 // (Cancelled here, the next call finds the engine's error again.)
                 self.shared.shutdown().await;
                 return Err(e.into());
             }
-            let done = done && !self.shared.conn().want_write();
-            if done && (role == Role::Server || self.eof) {
+            if done && !want_write && (role == Role::Server || self.eof) {
                 self.shared.shutdown().await;
                 return Ok(None);
             }
@@ -361,6 +352,10 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
                 return Ok(None);
             }
             if self.eof {
+                if want_write {
+                    self.shared.flush().await?;
+                    continue;
+                }
                 return if done {
                     Ok(None)
                 } else {
@@ -377,13 +372,33 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
                 options.ping_interval
             };
             let read = read_within(&self.shared, &mut self.read, limit);
-            let outcome = match &mut self.signal {
-                Some(signal) if !closing && !done => ::tokio::select! {
+            let outcome = if want_write || unflushed {
+                // Write what is queued (or finish a flush given up), reading meanwhile.
+                let shared = &self.shared;
+                let write = async move {
+                    if want_write {
+                        shared.flush().await
+                    } else {
+                        shared.finish_given_up().await
+                    }
+                };
+                ::tokio::select! {
                     biased;
-                    () = signal => ReadOutcome::Signal,
+                    written = write => {
+                        written?;
+                        continue;
+                    }
                     r = read => r?,
-                },
-                _ => read.await?,
+                }
+            } else {
+                match &mut self.signal {
+                    Some(signal) if !closing && !done => ::tokio::select! {
+                        biased;
+                        () = signal => ReadOutcome::Signal,
+                        r = read => r?,
+                    },
+                    _ => read.await?,
+                }
             };
             let n = match outcome {
                 ReadOutcome::Bytes(n) => n,

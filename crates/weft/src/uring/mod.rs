@@ -27,10 +27,14 @@
 //!
 //! [`Model::Uring`]: crate::server::Model::Uring
 
+mod hub;
+#[allow(unsafe_code)]
+mod owned;
 #[allow(unsafe_code)]
 mod ring;
 mod stream;
 
+pub use hub::{App, ConnId, Ctx, Hub, Stopper};
 pub use stream::{UringStream, WRITE_ROOM};
 
 use ring::Ring;

@@ -1,0 +1,643 @@
+//! A WebSocket server that owns its connections on one io_uring ring: the engines live in
+//! a table of the ring's thread, each completion goes straight to its connection's engine,
+//! and the application is called back ([`App`]) — no task, no future, no stream and no
+//! waker per connection (uWebSockets' model). Where the tokio driver over io_uring
+//! ([`Uring`](super::Uring)) touches a task, a future, a stream, the shared ring's slot and
+//! the engine for each echo, a hub touches the engine and its buffers: the least memory
+//! per message, which is what is left to save once the kernel is entered once per batch
+//! (bench/FINDINGS.md, "Issue 12's targets").
+//!
+//! One [`Hub`] is one thread and one ring; run one per core on listeners bound with
+//! `SO_REUSEPORT` to use several. The hub does the opening handshake itself (every check of
+//! [`parse_request`](weft_proto::handshake::parse_request), a 4xx for a bad request, the
+//! application's [`Reject`]), negotiates permessage-deflate as [`Options::deflate`] allows,
+//! closes with the engine's close code on a protocol error, answers pings, and keeps a
+//! receive armed while it sends (a peer that writes before it reads is served). Receiving
+//! stops while more than [`Options::write_buffer_limit`] bytes wait to be sent, so a peer
+//! that does not read cannot make the hub hold more.
+//!
+//! Not yet (each is what the other drivers have): keepalive pings (`ping_interval`), TLS,
+//! sending from other threads, and handing over connections that `weft::server` upgraded.
+//! The handshake's and the close's time limits are checked once a second.
+//!
+//! ```no_run
+//! use weft::uring::{App, Ctx, Hub};
+//! use weft::{Accept, Message, Reject, Request};
+//!
+//! struct Echo;
+//!
+//! impl App for Echo {
+//!     type State = ();
+//!     fn open(&mut self, _req: &Request) -> Result<(Accept, ()), Reject> {
+//!         Ok((Accept::new(), ()))
+//!     }
+//!     fn message(&mut self, _state: &mut (), message: Message, ctx: &mut Ctx<'_>) {
+//!         let _ = ctx.send(message);
+//!     }
+//! }
+//!
+//! let listener = std::net::TcpListener::bind("127.0.0.1:9001")?;
+//! Hub::new(listener)?.run(Echo)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use super::owned::{Completion, Op, OwnedRing, SendBuf};
+use crate::accept::respond;
+use crate::error::Result;
+use crate::options::Options;
+use crate::{Accept, Reject};
+use bytes::BytesMut;
+use std::io::{self, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+use weft_proto::handshake::{parse_request, rejection_bytes, Request};
+use weft_proto::{CloseCode, Connection, Event, Message, RecvLevel, Role};
+
+/// The application of a [`Hub`]: called on the hub's thread for each connection's events.
+/// A callback must not block: every connection of the hub waits while it runs.
+pub trait App {
+    /// What the application keeps per connection.
+    type State;
+
+    /// A client asks to open a WebSocket with `request` (already checked): accept it (with
+    /// a subprotocol, extra headers) and make its state, or refuse it with a status.
+    fn open(&mut self, request: &Request) -> std::result::Result<(Accept, Self::State), Reject>;
+
+    /// The 101 is queued: the connection is open (a greeting sent here goes right after it).
+    fn opened(&mut self, state: &mut Self::State, ctx: &mut Ctx<'_>) {
+        let _ = (state, ctx);
+    }
+
+    /// A whole message arrived.
+    fn message(&mut self, state: &mut Self::State, message: Message, ctx: &mut Ctx<'_>);
+
+    /// The connection is over: `status` is the peer's close code (1005 if its close carried
+    /// none), or 1006 if it ended without a close frame (reset, a protocol error, a time
+    /// limit, the hub stopping).
+    fn closed(&mut self, state: Self::State, status: CloseCode) {
+        let _ = (state, status);
+    }
+}
+
+/// One connection of a hub, as a callback sees it.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    conn: &'a mut Connection,
+    id: ConnId,
+}
+
+impl Ctx<'_> {
+    /// Queues a message; it goes out when the callback returns (with everything else the
+    /// callbacks of this turn queued, in one submission).
+    pub fn send(&mut self, message: impl Into<Message>) -> Result<()> {
+        self.conn.send(message.into())?;
+        Ok(())
+    }
+
+    /// Starts the close handshake; [`App::closed`] follows when it completes.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        self.conn.close(code, reason)?;
+        Ok(())
+    }
+
+    /// Bytes queued and not yet sent (for backpressure: stop producing above a limit).
+    pub fn queued_bytes(&self) -> usize {
+        self.conn.queued_bytes()
+    }
+
+    /// This connection's id (unique in its hub while the connection lives).
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The engine, for everything else it does (frames, streamed sends, its state).
+    pub fn connection(&mut self) -> &mut Connection {
+        self.conn
+    }
+}
+
+/// A connection's id within its hub: its slot and the slot's generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    slot: u32,
+    generation: u32,
+}
+
+/// Ends a hub's [`run`](Hub::run) from any thread: the hub stops accepting, closes its
+/// connections with 1001 (going away) and returns once they are closed (at most the close
+/// timeout later).
+#[derive(Debug)]
+pub struct Stopper(UnixStream);
+
+impl Stopper {
+    /// Asks the hub to stop (once is enough; more are harmless).
+    pub fn stop(&self) -> io::Result<()> {
+        match (&self.0).write(&[1]) {
+            Ok(_) => Ok(()),
+            // Its buffer is full of earlier stops, or the hub is gone: stopped either way.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A server on one io_uring ring (see the [module](self)).
+#[derive(Debug)]
+pub struct Hub {
+    listener: TcpListener,
+    options: Options,
+    stop_rx: UnixStream,
+    stop_tx: UnixStream,
+}
+
+/// Submission entries of a hub's ring.
+const ENTRIES: u32 = 1024;
+/// Tags: a connection's operations are `slot << 2 | kind`; the hub's own are above.
+const RECV: u64 = 0;
+const SEND: u64 = 1;
+const ACCEPT: u64 = u64::MAX - 1;
+const TICK: u64 = u64::MAX - 2;
+const STOP: u64 = u64::MAX - 3;
+/// How often time limits are checked.
+const TICK_EVERY: Duration = Duration::from_secs(1);
+/// A request head is read in steps of this much.
+const HEAD_STEP: usize = 1024;
+/// Small pieces are gathered into one buffer of at most this much (one `send`).
+const GATHER_MAX: usize = 16 * 1024;
+
+impl Hub {
+    /// A hub that will accept on `listener` (default [`Options`]).
+    pub fn new(listener: TcpListener) -> io::Result<Hub> {
+        let (stop_rx, stop_tx) = UnixStream::pair()?;
+        stop_tx.set_nonblocking(true)?;
+        Ok(Hub {
+            listener,
+            options: Options::default(),
+            stop_rx,
+            stop_tx,
+        })
+    }
+
+    /// The WebSockets' options: the engine's [`Config`](weft_proto::Config) (messages
+    /// are always delivered whole), permessage-deflate, `server_limits`,
+    /// `handshake_timeout`, `close_timeout`, `write_buffer_limit`.
+    pub fn options(mut self, options: Options) -> Hub {
+        self.options = options;
+        self
+    }
+
+    /// A handle that stops [`run`](Self::run) from another thread.
+    pub fn stopper(&self) -> io::Result<Stopper> {
+        Ok(Stopper(self.stop_tx.try_clone()?))
+    }
+
+    /// Serves on this thread until stopped ([`Stopper`]) or the ring fails. Fails at once
+    /// where io_uring is missing or forbidden (see [`probe`](super::probe)).
+    pub fn run<A: App>(self, app: A) -> io::Result<()> {
+        let mut ring = OwnedRing::new(ENTRIES)?;
+        let accept = ring.accept(self.listener.as_raw_fd(), ACCEPT);
+        let tick = ring.timeout(TICK_EVERY, TICK);
+        ring.recv_vec(self.stop_rx.as_raw_fd(), Vec::with_capacity(8), STOP);
+        let mut hub = Running {
+            app,
+            ring,
+            listener: self.listener,
+            options: self.options,
+            conns: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            touched: Vec::new(),
+            stopping: false,
+            accept: Some(accept),
+            tick: Some(tick),
+        };
+        hub.serve()
+    }
+}
+
+/// One connection in the table.
+struct Conn<S> {
+    tcp: TcpStream,
+    generation: u32,
+    /// The request head while it is read.
+    head: Vec<u8>,
+    /// The handshake's answer, sent before anything of the engine's.
+    answer: Vec<u8>,
+    /// Refused: end once the answer is sent.
+    refused: bool,
+    /// The engine and the application's state, once open.
+    ws: Option<Connection>,
+    state: Option<S>,
+    recv_busy: bool,
+    send_busy: bool,
+    /// The send buffer, kept between sends.
+    send_buf: Option<Box<SendBuf>>,
+    /// The peer closed its side, or the socket failed: end once nothing is in flight.
+    eof: bool,
+    /// Ending: shut down, waiting for its operations to complete.
+    ending: bool,
+    /// When a time limit runs out (the handshake's, then the close's).
+    deadline: Option<Instant>,
+}
+
+struct Running<A: App> {
+    app: A,
+    ring: OwnedRing,
+    listener: TcpListener,
+    options: Options,
+    conns: Vec<Option<Conn<A::State>>>,
+    /// Each slot's generation (one on each time it is freed).
+    generations: Vec<u32>,
+    free: Vec<usize>,
+    live: usize,
+    /// Connections that had a completion this turn: their next operations are decided
+    /// once all completions are handled.
+    touched: Vec<usize>,
+    stopping: bool,
+    /// The multishot accept's index, while it runs.
+    accept: Option<u64>,
+    /// The tick's index, while it runs.
+    tick: Option<u64>,
+}
+
+impl<A: App> Running<A> {
+    fn serve(&mut self) -> io::Result<()> {
+        let mut done = Vec::with_capacity(ENTRIES as usize);
+        loop {
+            self.ring.turn(true, &mut done)?;
+            for c in done.drain(..) {
+                self.complete(c);
+            }
+            // Bounded by the table's size: each connection's next operations.
+            let mut touched = std::mem::take(&mut self.touched);
+            touched.sort_unstable();
+            touched.dedup();
+            for i in touched.drain(..) {
+                self.pump(i);
+            }
+            self.touched = touched;
+            if self.stopping && self.live == 0 {
+                if let Some(t) = self.tick.take() {
+                    self.ring.cancel(t);
+                }
+                if self.ring.in_flight() == 0 {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, c: Completion) {
+        match c.tag {
+            ACCEPT => {
+                if let Some(fd) = c.accepted {
+                    self.accepted(TcpStream::from(fd));
+                }
+                if !c.more {
+                    self.accept = None;
+                    if !self.stopping {
+                        if c.result < 0 && c.result != -libc::ECANCELED {
+                            tracing::debug!(
+                                "hub: accept ended: {}",
+                                io::Error::from_raw_os_error(-c.result)
+                            );
+                        }
+                        let fd = self.listener.as_raw_fd();
+                        self.accept = Some(self.ring.accept(fd, ACCEPT));
+                    }
+                }
+            }
+            TICK => {
+                self.tick = None;
+                self.tick();
+                if !(self.stopping && self.live == 0) {
+                    self.tick = Some(self.ring.timeout(TICK_EVERY, TICK));
+                }
+            }
+            STOP => {
+                if c.result > 0 {
+                    self.stop();
+                } else if !self.stopping {
+                    // The stopper's other end is gone: no stop can come; nothing to watch.
+                }
+            }
+            tag => {
+                let i = (tag >> 2) as usize;
+                self.touched.push(i);
+                match (tag & 3, c.op) {
+                    (RECV, Some(Op::RecvVec(head))) => self.head_received(i, head, c.result),
+                    (RECV, Some(Op::Recv(room))) => self.received(i, room, c.result),
+                    (SEND, Some(Op::Send(buf))) => self.sent(i, buf, c.result),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn accepted(&mut self, tcp: TcpStream) {
+        if self.stopping {
+            return;
+        }
+        let _ = tcp.set_nodelay(true);
+        let i = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.generations.push(0);
+            self.conns.len() - 1
+        });
+        let generation = self.generations[i];
+        let deadline = self.options.handshake_timeout.map(|d| Instant::now() + d);
+        self.conns[i] = Some(Conn {
+            tcp,
+            generation,
+            head: Vec::with_capacity(HEAD_STEP),
+            answer: Vec::new(),
+            refused: false,
+            ws: None,
+            state: None,
+            recv_busy: false,
+            send_busy: false,
+            send_buf: None,
+            eof: false,
+            ending: false,
+            deadline,
+        });
+        self.live += 1;
+        self.touched.push(i);
+    }
+
+    fn head_received(&mut self, i: usize, mut head: Vec<u8>, result: i32) {
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return;
+        };
+        c.recv_busy = false;
+        if result <= 0 || c.ending {
+            c.eof = true;
+            return;
+        }
+        let parsed = match parse_request(&head, &self.options.server_limits) {
+            Ok(Some(done)) => done,
+            Ok(None) => {
+                c.head = head;
+                return;
+            }
+            Err(e) => {
+                c.answer = rejection_bytes(&e);
+                c.refused = true;
+                return;
+            }
+        };
+        let (request, consumed) = parsed;
+        let (decision, state) = match self.app.open(&request) {
+            Ok((accept, state)) => (Ok(accept), Some(state)),
+            Err(reject) => (Err(reject), None),
+        };
+        let (answer, accepted, mut config) = respond(&request, decision, &self.options);
+        c.answer = answer;
+        let Some(mut state) = state.filter(|_| accepted) else {
+            c.refused = true;
+            return;
+        };
+        config.recv_level = RecvLevel::Message;
+        let mut ws = Connection::new(Role::Server, config);
+        ws.receive(&head[consumed..]);
+        head.clear();
+        c.deadline = None;
+        let id = ConnId {
+            slot: i as u32,
+            generation: c.generation,
+        };
+        self.app.opened(&mut state, &mut Ctx { conn: &mut ws, id });
+        c.ws = Some(ws);
+        c.state = Some(state);
+        self.events(i);
+    }
+
+    fn received(&mut self, i: usize, room: BytesMut, result: i32) {
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return;
+        };
+        c.recv_busy = false;
+        let Some(ws) = c.ws.as_mut() else {
+            return;
+        };
+        let short = result <= 0 || (result as usize) < room.capacity();
+        ws.read_done(room);
+        if result <= 0 {
+            // 0: the peer closed its side; below: the socket failed.
+            c.eof = true;
+            return;
+        }
+        self.events(i);
+        if short {
+            if let Some(Some(Conn { ws: Some(ws), .. })) = self.conns.get_mut(i) {
+                ws.read_would_block();
+            }
+        }
+    }
+
+    /// Hands every event the engine has to the application.
+    fn events(&mut self, i: usize) {
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return;
+        };
+        let id = ConnId {
+            slot: i as u32,
+            generation: c.generation,
+        };
+        let (Some(ws), Some(state)) = (c.ws.as_mut(), c.state.as_mut()) else {
+            return;
+        };
+        // Bounded by the bytes received: each event consumes some.
+        loop {
+            match ws.poll_event() {
+                Ok(Some(Event::Message(m))) => {
+                    self.app.message(state, m, &mut Ctx { conn: ws, id });
+                }
+                Ok(Some(_)) => {}
+                // A protocol error queued its close; the connection ends once it is sent.
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if ws.close_sent().is_some() && c.deadline.is_none() {
+            c.deadline = Some(Instant::now() + self.options.close_timeout);
+        }
+    }
+
+    fn sent(&mut self, i: usize, mut buf: Box<SendBuf>, result: i32) {
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return;
+        };
+        c.send_busy = false;
+        if result < 0 && result != -libc::EAGAIN && result != -libc::EINTR {
+            // The peer is gone: nothing queued can be sent.
+            c.eof = true;
+            buf.clear(0);
+            c.send_buf = Some(buf);
+            return;
+        }
+        buf.advance(usize::try_from(result).unwrap_or(0));
+        if buf.len() > 0 {
+            // The rest, at once (the socket took less than all).
+            c.send_busy = true;
+            let fd = c.tcp.as_raw_fd();
+            self.ring.send(fd, buf, (i as u64) << 2 | SEND);
+            return;
+        }
+        buf.clear(GATHER_MAX);
+        c.send_buf = Some(buf);
+    }
+
+    /// Connection `i`'s next operations: a send if anything waits, a receive unless one is
+    /// armed (or the peer should be pushed back), or its end.
+    fn pump(&mut self, i: usize) {
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return;
+        };
+        let fd = c.tcp.as_raw_fd();
+        if !c.send_busy && !c.ending && !c.eof {
+            if let Some(buf) = next_send(c) {
+                c.send_busy = true;
+                self.ring.send(fd, buf, (i as u64) << 2 | SEND);
+            }
+        }
+        let done = match &c.ws {
+            _ if c.eof || c.ending => true,
+            None => c.refused && !c.send_busy,
+            Some(ws) => ws.is_done() && !c.send_busy,
+        };
+        if done {
+            self.end(i);
+            return;
+        }
+        if c.recv_busy || c.refused {
+            return;
+        }
+        match c.ws.as_mut() {
+            None => {
+                let mut head = std::mem::take(&mut c.head);
+                let limit = self.options.server_limits.max_head_size + 1;
+                head.reserve(HEAD_STEP.min(limit.saturating_sub(head.len())).max(1));
+                c.recv_busy = true;
+                self.ring.recv_vec(fd, head, (i as u64) << 2 | RECV);
+            }
+            Some(ws) => {
+                if ws.want_read() && ws.queued_bytes() < self.options.write_buffer_limit {
+                    c.recv_busy = true;
+                    let room = ws.lend_read_room();
+                    self.ring.recv(fd, room, (i as u64) << 2 | RECV);
+                }
+            }
+        }
+    }
+
+    /// Ends connection `i`: shuts its socket (which completes a receive in flight) and
+    /// frees its slot once nothing is in flight.
+    fn end(&mut self, i: usize) {
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return;
+        };
+        if !c.ending {
+            c.ending = true;
+            let _ = c.tcp.shutdown(Shutdown::Both);
+        }
+        if c.recv_busy || c.send_busy {
+            return;
+        }
+        let Some(c) = self.conns[i].take() else {
+            return;
+        };
+        let status =
+            c.ws.as_ref()
+                .map_or(CloseCode::ABNORMAL, |ws| ws.close_status());
+        if let Some(state) = c.state {
+            self.app.closed(state, status);
+        }
+        self.generations[i] = c.generation.wrapping_add(1);
+        self.free.push(i);
+        self.live -= 1;
+        // (Its socket closes here.)
+    }
+
+    /// Once a second: the time limits.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.conns.len() {
+            let Some(Some(c)) = self.conns.get_mut(i) else {
+                continue;
+            };
+            if c.deadline.is_some_and(|d| d <= now) {
+                c.eof = true;
+                self.touched.push(i);
+            }
+        }
+    }
+
+    /// Stops accepting and closes every connection with 1001.
+    fn stop(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        if let Some(a) = self.accept.take() {
+            self.ring.cancel(a);
+        }
+        let close_by = Instant::now() + self.options.close_timeout;
+        for i in 0..self.conns.len() {
+            let Some(Some(c)) = self.conns.get_mut(i) else {
+                continue;
+            };
+            match c.ws.as_mut() {
+                Some(ws) => {
+                    if ws.close_sent().is_none() && !ws.is_closed() {
+                        let _ = ws.close(CloseCode::GOING_AWAY, "");
+                    }
+                    c.deadline = Some(c.deadline.map_or(close_by, |d| d.min(close_by)));
+                }
+                None => c.eof = true,
+            }
+            self.touched.push(i);
+        }
+    }
+}
+
+/// The send that connection `c` needs next, if any: the handshake's answer, else what the
+/// engine queued (small pieces gathered into one buffer, else up to 64 pieces as they are).
+fn next_send<S>(c: &mut Conn<S>) -> Option<Box<SendBuf>> {
+    if !c.answer.is_empty() {
+        let mut buf = c.send_buf.take().unwrap_or_default();
+        buf.clear(GATHER_MAX);
+        std::mem::swap(&mut buf.flat, &mut c.answer);
+        return Some(buf);
+    }
+    let ws = c.ws.as_mut()?;
+    if !ws.want_write() {
+        return None;
+    }
+    let mut buf = c.send_buf.take().unwrap_or_default();
+    let q = ws.outgoing();
+    // Bounded by MAX_PIECES.
+    while buf.pieces.len() < SendBuf::MAX_PIECES {
+        match q.pop_chunk() {
+            Some(p) if p.is_empty() => {}
+            Some(p) => buf.pieces.push(p),
+            None => break,
+        }
+    }
+    let total: usize = buf.pieces.iter().map(|p| p.len()).sum();
+    let n = buf.pieces.len();
+    if n > 1 && total <= GATHER_MAX && total <= n * 1024 + 1024 {
+        let SendBuf { flat, pieces, .. } = &mut *buf;
+        for p in pieces.drain(..) {
+            flat.extend_from_slice(&p);
+        }
+    }
+    if buf.len() == 0 {
+        c.send_buf = Some(buf);
+        return None;
+    }
+    Some(buf)
+}

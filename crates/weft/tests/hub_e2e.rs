@@ -1,0 +1,376 @@
+//! End-to-end tests of `weft::uring::Hub` (the io_uring server that owns its connections)
+//! over real sockets on 127.0.0.1, with weft's tokio client and raw TCP: echoes of every
+//! size, many connections, a client that writes before it reads, the handshake's refusals
+//! (a bad request, the application's), a protocol error's close code, the close handshake
+//! either way, the handshake's time limit, and stopping. Where io_uring is forbidden
+//! (seccomp), each test says so and passes only after checking that the refusal is clean.
+#![cfg(all(feature = "uring", target_os = "linux"))]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use weft::proto::CloseCode;
+use weft::uring::{App, Ctx, Hub, Stopper};
+use weft::{Accept, Message, Options, Reject, Request};
+
+/// Every test is bounded in time.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// What the test application saw: connections closed, with their status.
+#[derive(Default)]
+struct Seen {
+    closed: Vec<CloseCode>,
+}
+
+/// Echoes every message; refuses `/forbidden` with 403; answers "bye" by closing with
+/// 1000; greets on `/greet`.
+struct Echo {
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl App for Echo {
+    type State = bool;
+
+    fn open(&mut self, req: &Request) -> Result<(Accept, bool), Reject> {
+        match req.resource() {
+            "/forbidden" => Err(Reject::new(http::StatusCode::FORBIDDEN, "not here")),
+            r => Ok((Accept::new(), r == "/greet")),
+        }
+    }
+
+    fn opened(&mut self, greet: &mut bool, ctx: &mut Ctx<'_>) {
+        if *greet {
+            ctx.send("hello").unwrap();
+        }
+    }
+
+    fn message(&mut self, _: &mut bool, message: Message, ctx: &mut Ctx<'_>) {
+        if matches!(&message, Message::Text(t) if t.as_str() == "bye") {
+            ctx.close(CloseCode::NORMAL, "as asked").unwrap();
+        } else {
+            ctx.send(message).unwrap();
+        }
+    }
+
+    fn closed(&mut self, _: bool, status: CloseCode) {
+        self.seen.lock().unwrap().closed.push(status);
+    }
+}
+
+/// A hub running `Echo` on its own thread: its address, its stopper, what it saw, and the
+/// thread (joined by `stop`). `None` where io_uring is forbidden.
+struct Running {
+    addr: SocketAddr,
+    stopper: Stopper,
+    seen: Arc<Mutex<Seen>>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+fn start(options: Options) -> Option<Running> {
+    if let Err(e) = weft::uring::probe() {
+        eprintln!("io_uring unavailable here ({e}): test skipped");
+        return None;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hub = Hub::new(listener).unwrap().options(options);
+    let stopper = hub.stopper().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let app = Echo { seen: seen.clone() };
+    let thread = std::thread::spawn(move || hub.run(app));
+    Some(Running {
+        addr,
+        stopper,
+        seen,
+        thread,
+    })
+}
+
+impl Running {
+    fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Stops the hub and waits (bounded) for `run` to return Ok.
+    fn stop(self) -> Arc<Mutex<Seen>> {
+        self.stopper.stop().unwrap();
+        let start = std::time::Instant::now();
+        while !self.thread.is_finished() {
+            assert!(start.elapsed() < LIMIT, "the hub did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.thread.join().unwrap().unwrap();
+        self.seen
+    }
+
+    /// Waits (bounded) until the hub has seen `n` connections close.
+    fn wait_closed(&self, n: usize) -> Vec<CloseCode> {
+        let start = std::time::Instant::now();
+        loop {
+            let closed = self.seen.lock().unwrap().closed.clone();
+            if closed.len() >= n {
+                return closed;
+            }
+            assert!(start.elapsed() < LIMIT, "only {closed:?} closed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+    rt().block_on(async {
+        tokio::time::timeout(LIMIT, f)
+            .await
+            .expect("test took too long")
+    })
+}
+
+async fn connect(url: &str) -> weft::tokio::WebSocket<tokio::net::TcpStream> {
+    let addr = url.trim_start_matches("ws://");
+    let addr = &addr[..addr.find('/').unwrap_or(addr.len())];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    weft::tokio::connect(url, tcp).await.unwrap().0
+}
+
+#[test]
+fn echoes_messages_of_every_size() {
+    let Some(hub) = start(Options::default()) else {
+        return;
+    };
+    bounded(async {
+        let mut ws = connect(&hub.url("/")).await;
+        for size in [0usize, 1, 125, 126, 4096, 65_535, 65_536, 1 << 20, 3 << 20] {
+            let payload: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+            ws.send(payload.clone()).await.unwrap();
+            assert_eq!(
+                ws.recv().await.unwrap(),
+                Some(Message::from(payload)),
+                "{size}"
+            );
+        }
+        ws.send("text too").await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), Some(Message::from("text too")));
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), None);
+    });
+    assert_eq!(hub.wait_closed(1), vec![CloseCode::NORMAL]);
+    hub.stop();
+}
+
+#[test]
+fn serves_many_connections_at_once() {
+    let Some(hub) = start(Options::default()) else {
+        return;
+    };
+    let url = hub.url("/");
+    bounded(async move {
+        let mut tasks = Vec::new();
+        for c in 0..200u32 {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut ws = connect(&url).await;
+                for k in 0..20u32 {
+                    let m = Message::from(format!("{c}:{k}"));
+                    ws.send(m.clone()).await.unwrap();
+                    assert_eq!(ws.recv().await.unwrap(), Some(m));
+                }
+                ws.close(CloseCode::NORMAL, "").await.unwrap();
+                assert_eq!(ws.recv().await.unwrap(), None);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    assert_eq!(hub.wait_closed(200).len(), 200);
+    hub.stop();
+}
+
+/// A client that sends much more than the socket buffers hold before it reads anything
+/// back (its reader in another task): the hub keeps receiving while its sends wait, up to
+/// its write-buffer limit, and everything comes back in order.
+#[test]
+fn a_client_that_writes_before_it_reads_is_served() {
+    let Some(hub) = start(Options::default()) else {
+        return;
+    };
+    bounded(async {
+        let ws = connect(&hub.url("/")).await;
+        let (mut reader, writer) = ws.split();
+        const N: usize = 2000;
+        let writing = tokio::spawn(async move {
+            for k in 0..N {
+                writer.feed(vec![(k % 256) as u8; 8192]).await.unwrap();
+            }
+            writer.flush().await.unwrap();
+            writer
+        });
+        for k in 0..N {
+            let m = reader.recv().await.unwrap().unwrap();
+            assert_eq!(m, Message::from(vec![(k % 256) as u8; 8192]), "{k}");
+        }
+        writing.await.unwrap();
+    });
+    hub.stop();
+}
+
+#[test]
+fn the_application_closes_and_greets() {
+    let Some(hub) = start(Options::default()) else {
+        return;
+    };
+    bounded(async {
+        let mut ws = connect(&hub.url("/greet")).await;
+        assert_eq!(ws.recv().await.unwrap(), Some(Message::from("hello")));
+        ws.send("bye").await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), None);
+        let close = ws.connection().close_received().cloned().unwrap();
+        assert_eq!(close.code, CloseCode::NORMAL);
+        assert_eq!(close.reason, "as asked");
+    });
+    assert_eq!(hub.wait_closed(1), vec![CloseCode::NORMAL]);
+    hub.stop();
+}
+
+/// Raw HTTP: the response's status line, and whether the connection was then closed.
+fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (String, bool) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(request).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("no end: {e}; got {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text.lines().next().unwrap_or("").to_string();
+    (status, true)
+}
+
+#[test]
+fn a_bad_request_gets_a_4xx_and_the_application_can_refuse() {
+    let Some(hub) = start(Options::default()) else {
+        return;
+    };
+    // No Upgrade header.
+    let (status, closed) = raw_exchange(hub.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(status.starts_with("HTTP/1.1 4"), "{status}");
+    assert!(closed);
+    // Not HTTP at all.
+    let (status, _) = raw_exchange(hub.addr, b"\x16\x03\x01 hello\r\n\r\n");
+    assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+    // A head over the limit.
+    let mut big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    big.extend_from_slice(b"\r\n\r\n");
+    let (status, _) = raw_exchange(hub.addr, &big);
+    assert!(status.starts_with("HTTP/1.1 4"), "{status}");
+    // Refused by the application.
+    let request =
+        b"GET /forbidden HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let (status, _) = raw_exchange(hub.addr, request);
+    assert_eq!(status, "HTTP/1.1 403 Forbidden");
+    // None of them was opened.
+    assert!(hub.seen.lock().unwrap().closed.is_empty());
+    hub.stop();
+}
+
+/// An unmasked frame from a client is a protocol error: the hub closes with 1002 and then
+/// the connection.
+#[test]
+fn a_protocol_error_closes_with_1002() {
+    let Some(hub) = start(Options::default()) else {
+        return;
+    };
+    let mut s = TcpStream::connect(hub.addr).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    // The request and an unmasked text frame in one write.
+    let mut out = request.to_vec();
+    out.extend_from_slice(&[0x81, 0x02, b'h', b'i']);
+    s.write_all(&out).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("no end: {e}"),
+        }
+    }
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(got.starts_with(b"HTTP/1.1 101"));
+    let frame = &got[head_end..];
+    assert_eq!(frame[0], 0x88, "a close frame: {frame:?}");
+    assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), 1002);
+    assert_eq!(hub.wait_closed(1), vec![CloseCode::ABNORMAL]);
+    hub.stop();
+}
+
+/// A client that connects and sends nothing is dropped after the handshake timeout.
+#[test]
+fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    let mut options = Options::default();
+    options.handshake_timeout = Some(Duration::from_millis(500));
+    let Some(hub) = start(options) else {
+        return;
+    };
+    let mut s = TcpStream::connect(hub.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = loop {
+        match s.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r.expect("the hub should close it, not time out"),
+        }
+    };
+    assert_eq!(n, 0);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    hub.stop();
+}
+
+/// Stopping closes open connections with 1001 and `run` returns.
+#[test]
+fn stopping_closes_connections_with_1001() {
+    let Some(hub) = start(Options::default()) else {
+        return;
+    };
+    let url = hub.url("/");
+    let runtime = rt();
+    let mut ws = runtime.block_on(async {
+        let mut ws = connect(&url).await;
+        ws.send("x").await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), Some(Message::from("x")));
+        ws
+    });
+    let closing = std::thread::spawn(move || {
+        runtime.block_on(async {
+            tokio::time::timeout(LIMIT, async {
+                assert_eq!(ws.recv().await.unwrap(), None);
+                ws.connection().close_received().map(|c| c.code)
+            })
+            .await
+            .expect("no close")
+        })
+    });
+    let seen = hub.stop();
+    assert_eq!(closing.join().unwrap(), Some(CloseCode::GOING_AWAY));
+    assert_eq!(seen.lock().unwrap().closed, vec![CloseCode::GOING_AWAY]);
+}
