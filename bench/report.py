@@ -9,8 +9,11 @@ import re
 import statistics
 import sys
 
-# weft-uring: echo-weft-server --model uring --threads 1 (weft's io_uring driver); not a peer.
-LIBS = ["weft", "weft-uring", "tungstenite", "fastwebsockets", "tokio-websockets"]
+# weft-uring: echo-weft-server --model uring --threads 1 (weft's io_uring driver under tokio);
+# weft-hub: echo-weft-hub (weft::uring::Hub, the io_uring server that owns its connections).
+# Neither is a peer.
+LIBS = ["weft", "weft-uring", "weft-hub", "tungstenite", "fastwebsockets", "tokio-websockets"]
+URING_LIBS = ["weft-uring", "weft-hub"]
 PEERS = ["tungstenite", "fastwebsockets", "tokio-websockets"]
 # The codec part measures the libraries' frame codecs: one weft.
 CODEC_LIBS = ["weft"] + PEERS
@@ -19,7 +22,7 @@ CODEC_LIBS = ["weft"] + PEERS
 # engine-uring (floor-uring --engine: weft's engine in the floor's io_uring loop, no tasks;
 # only when asked for with --servers) is listed with them: not a peer either.
 FLOORS = ["floor-epoll", "floor-uring", "floor-uring-ms", "floor-uring-msf", "engine-uring"]
-FLOOR_OF = {**{l: "floor-epoll" for l in LIBS}, "weft-uring": "floor-uring",
+FLOOR_OF = {**{l: "floor-epoll" for l in LIBS}, "weft-uring": "floor-uring", "weft-hub": "floor-uring",
             "engine-uring": "floor-uring", "floor-uring": "floor-epoll",
             "floor-uring-ms": "floor-epoll", "floor-uring-msf": "floor-epoll"}
 # System calls by class (the syscall pass: strace, per echo).
@@ -206,7 +209,7 @@ def floor_table(by, keys, present, metric, cell_name):
     """Server CPU per echo against the floor of each server's I/O model."""
     out = ["### Server CPU per echo against the floor of its I/O model", "",
            "Each server's CPU per echo divided by its floor's in the same run: the tokio "
-           "servers (weft and its peers) against floor-epoll, weft-uring against floor-uring, "
+           "servers (weft and its peers) against floor-epoll, weft-uring and weft-hub against floor-uring, "
            "floor-uring against floor-epoll. 1.00 is the least an echo can cost over that I/O model (parse, "
            "unmask, send back: no validation, no allocation). _best peer_: the lowest peer's.",
            ""]
@@ -214,7 +217,7 @@ def floor_table(by, keys, present, metric, cell_name):
     out += ["| conns x size x in flight | floor-epoll, µs | " + " | ".join(libs) + " | best peer |",
             "|---|---:|" + "---:|" * (len(libs) + 1)]
     ratios = []
-    uring_ratios = []
+    uring_ratios = {l: [] for l in URING_LIBS}
     peers = [l for l in present if l in PEERS]
     for k in keys:
         fe = metric(k, "floor-epoll", "server_cpu_us_per_echo")
@@ -229,8 +232,8 @@ def floor_table(by, keys, present, metric, cell_name):
             if l == "weft":
                 ratios.append((r, k))
                 cells.append(f"**{r:.2f}**")
-            elif l == "weft-uring":
-                uring_ratios.append((r, k))
+            elif l in URING_LIBS:
+                uring_ratios[l].append((r, k))
                 cells.append(f"**{r:.2f}**")
             else:
                 cells.append(f"{r:.2f}")
@@ -291,16 +294,18 @@ def matrix_section(rows, m, srows=None, sm=None):
     out += t
     t, cpu_ratios = table("Server CPU per echo, µs", "server_cpu_us_per_echo", False, 2)
     out += t
-    # weft's io_uring driver against the best peer, per cell.
-    uring_cpu = []
-    if "weft-uring" in present:
+    # weft's io_uring drivers against the best peer, per cell.
+    uring_cpu = {l: [] for l in URING_LIBS}
+    for lib in URING_LIBS:
+        if lib not in present:
+            continue
         for k in keys:
-            u = metric(k, "weft-uring", "server_cpu_us_per_echo")
+            u = metric(k, lib, "server_cpu_us_per_echo")
             pv = [metric(k, l, "server_cpu_us_per_echo") for l in peers]
             pv = [x for x in pv if x is not None]
             if u is not None and pv:
-                uring_cpu.append((u / min(pv), k))
-    floor_ratios = ([], [])
+                uring_cpu[lib].append((u / min(pv), k))
+    floor_ratios = ([], {l: [] for l in URING_LIBS})
     if "floor-epoll" in present:
         t, floor_ratios = floor_table(by, keys, present, metric, cell_name)
         out += t
@@ -871,12 +876,15 @@ def main():
         if floor_r:
             targets.append(target_line("(issue 12) weft's server CPU per echo", floor_r, 1.15,
                                        "floor-epoll's", cell_name))
-        if uring_floor_r:
-            targets.append(target_line("(issue 12) weft-uring's server CPU per echo", uring_floor_r,
-                                       1.15, "floor-uring's", cell_name))
-        if uring_cpu_r:
-            targets.append(target_line("(issue 12) weft-uring's server CPU per echo", uring_cpu_r,
-                                       0.8, "the best peer in every cell", cell_name, span=True))
+        for lib in URING_LIBS:
+            if uring_floor_r.get(lib):
+                targets.append(target_line(f"(issue 12) {lib}'s server CPU per echo",
+                                           uring_floor_r[lib], 1.15, "floor-uring's", cell_name))
+        for lib in URING_LIBS:
+            if uring_cpu_r.get(lib):
+                targets.append(target_line(f"(issue 12) {lib}'s server CPU per echo",
+                                           uring_cpu_r[lib], 0.8, "the best peer in every cell",
+                                           cell_name, span=True))
         if cpu_r:
             targets.append(target_line("server CPU per echo", cpu_r, 0.8,
                                        "the best peer in every cell", cell_name))

@@ -16,9 +16,12 @@
 //! stops while more than [`Options::write_buffer_limit`] bytes wait to be sent, so a peer
 //! that does not read cannot make the hub hold more.
 //!
-//! Not yet (each is what the other drivers have): keepalive pings (`ping_interval`), TLS,
-//! sending from other threads, and handing over connections that `weft::server` upgraded.
-//! The handshake's and the close's time limits are checked once a second.
+//! Each connection keeps a receive armed into its engine's read room, so an idle one holds
+//! that room ([`Config::read_buffer_size`](weft_proto::Config), 4 KiB by default; the tokio
+//! driver's idle connections hold none). The handshake's and the close's time limits are
+//! checked once a second. Not yet (each is what the other drivers have): keepalive pings
+//! (`ping_interval`), TLS, sending from other threads, and handing over connections that
+//! `weft::server` upgraded.
 //!
 //! ```no_run
 //! use weft::uring::{App, Ctx, Hub};
@@ -299,21 +302,24 @@ impl<A: App> Running<A> {
                 }
                 if !c.more {
                     self.accept = None;
-                    if !self.stopping {
-                        if c.result < 0 && c.result != -libc::ECANCELED {
-                            tracing::debug!(
-                                "hub: accept ended: {}",
-                                io::Error::from_raw_os_error(-c.result)
-                            );
-                        }
-                        let fd = self.listener.as_raw_fd();
-                        self.accept = Some(self.ring.accept(fd, ACCEPT));
+                    if c.result < 0 && c.result != -libc::ECANCELED {
+                        // Out of descriptors, or the like: accepting again at once would
+                        // fail again at once; the next tick does.
+                        tracing::warn!(
+                            "hub: accept failed ({}); accepting again within a second",
+                            io::Error::from_raw_os_error(-c.result)
+                        );
+                    } else {
+                        self.accept_again();
                     }
                 }
             }
             TICK => {
                 self.tick = None;
                 self.tick();
+                if self.accept.is_none() {
+                    self.accept_again();
+                }
                 if !(self.stopping && self.live == 0) {
                     self.tick = Some(self.ring.timeout(TICK_EVERY, TICK));
                 }
@@ -321,8 +327,10 @@ impl<A: App> Running<A> {
             STOP => {
                 if c.result > 0 {
                     self.stop();
-                } else if !self.stopping {
-                    // The stopper's other end is gone: no stop can come; nothing to watch.
+                } else {
+                    // (The hub holds the other end, so this is a failed receive: nothing to
+                    // stop on; `run` goes on until the ring fails.)
+                    tracing::warn!("hub: the stopper's socket failed ({})", c.result);
                 }
             }
             tag => {
@@ -335,6 +343,14 @@ impl<A: App> Running<A> {
                     _ => {}
                 }
             }
+        }
+    }
+
+    /// Starts the multishot accept again (it ended), unless stopping.
+    fn accept_again(&mut self) {
+        if !self.stopping {
+            let fd = self.listener.as_raw_fd();
+            self.accept = Some(self.ring.accept(fd, ACCEPT));
         }
     }
 

@@ -12,6 +12,11 @@
 //! write with the engine's own buffers, no copy of a large message
 //! ([`crate::tokio::WebSocket::with_ring_buffers`]; `weft::server` does this itself).
 //!
+//! A [`Hub`] is the other way to use io_uring: a WebSocket server on one thread whose ring
+//! owns the connections and calls the application back ([`App`]), with no tokio runtime,
+//! task or stream per connection: the least CPU per message, for a server that only speaks
+//! WebSocket and whose callbacks do not block.
+//!
 //! Where io_uring is missing or forbidden (old kernels, seccomp profiles, sysctl
 //! `kernel.io_uring_disabled`), [`Uring::start`] fails; [`probe`] says so up front, and
 //! `weft::server` falls back to the tokio driver with one log line.

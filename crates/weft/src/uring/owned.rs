@@ -7,6 +7,19 @@
 //! address that does not move: a `BytesMut`'s or a `Vec`'s heap buffer, a `Box`'s contents
 //! (moving the owner moves no byte). The SQE's user data is the index in that table.
 //!
+//! # Safety
+//!
+//! The `unsafe` here is of three kinds, each argued where it is:
+//! - pushing SQEs: an entry points only at memory its `ops` entry owns (heap memory that
+//!   does not move when its owner does), taken out of `ops` only by `reap` at the entry's
+//!   final completion, and leaked (never freed) if the ring is dropped with it in flight;
+//! - `set_len` of a receive's buffer: by the length the kernel reports having written into
+//!   its spare capacity, checked against that capacity;
+//! - `OwnedFd::from_raw_fd` of an accept's result: the descriptor the kernel just made.
+//!
+//! `SendBuf` holds raw pointers (its `iovec`s and `msghdr`) into memory it owns, set just
+//! before each submission.
+//!
 //! Set up with `IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN` where the kernel has them (6.1):
 //! the kernel runs completions' work when this thread waits in `io_uring_enter`, not by
 //! interrupting it; else a plain ring.

@@ -1,0 +1,77 @@
+//! An echo server on `weft::uring::Hub` (Linux): one thread whose io_uring ring owns the
+//! connections; each message comes back from the `message` callback, and a client that
+//! sends `stats` gets how many connections are open. Where io_uring is missing or forbidden
+//! it says so and exits 1 (the tokio `echo-server` example serves anywhere).
+//!
+//! ```text
+//! cargo run --release -p weft --example hub -- --addr 127.0.0.1:9002
+//! ```
+//! Flags: `--addr HOST:PORT` (default 127.0.0.1:9002), `--deflate` (accept
+//! permessage-deflate).
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+mod hub {
+    use weft::uring::{App, Ctx, Hub};
+    use weft::{Accept, CloseCode, Message, Options, Reject, Request};
+
+    /// The application: how many connections are open.
+    struct Echo {
+        open: usize,
+    }
+
+    impl App for Echo {
+        type State = ();
+
+        fn open(&mut self, _: &Request) -> Result<(Accept, ()), Reject> {
+            self.open += 1;
+            Ok((Accept::new(), ()))
+        }
+
+        fn message(&mut self, _: &mut (), message: Message, ctx: &mut Ctx<'_>) {
+            let reply = match &message {
+                Message::Text(t) if t.as_str() == "stats" => {
+                    Message::from(format!("{} connection(s) open", self.open))
+                }
+                _ => message,
+            };
+            // Fails only once the connection is closing: nothing to answer then.
+            let _ = ctx.send(reply);
+        }
+
+        fn closed(&mut self, _: (), _: CloseCode) {
+            self.open -= 1;
+        }
+    }
+
+    pub fn main() -> Result<(), String> {
+        let mut addr = "127.0.0.1:9002".to_string();
+        let mut options = Options::default();
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            match flag.as_str() {
+                "--addr" => addr = args.next().ok_or("--addr HOST:PORT")?,
+                "--deflate" => options.deflate = Some(Default::default()),
+                other => return Err(format!("unknown flag {other}")),
+            }
+        }
+        weft::uring::probe().map_err(|e| format!("io_uring unavailable here: {e}"))?;
+        let listener = std::net::TcpListener::bind(&addr).map_err(|e| format!("{addr}: {e}"))?;
+        let hub = Hub::new(listener)
+            .map_err(|e| e.to_string())?
+            .options(options);
+        eprintln!("hub listening on ws://{addr}/ (one thread, one io_uring ring)");
+        hub.run(Echo { open: 0 })
+            .map_err(|e| format!("io_uring: {e}"))
+    }
+}
+
+fn main() {
+    #[cfg(all(feature = "uring", target_os = "linux"))]
+    let result = hub::main();
+    #[cfg(not(all(feature = "uring", target_os = "linux")))]
+    let result: Result<(), String> = Err("the hub needs Linux and weft's `uring` feature".into());
+    if let Err(e) = result {
+        eprintln!("hub: {e}");
+        std::process::exit(1);
+    }
+}
