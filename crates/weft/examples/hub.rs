@@ -7,7 +7,8 @@
 //! cargo run --release -p weft --example hub -- --addr 127.0.0.1:9002
 //! ```
 //! Flags: `--addr HOST:PORT` (default 127.0.0.1:9002), `--deflate` (accept
-//! permessage-deflate).
+//! permessage-deflate), `--probe` (only say whether io_uring works here: exit 0, or print
+//! why not and exit 3; for scripts).
 
 #[cfg(all(feature = "uring", target_os = "linux"))]
 mod hub {
@@ -51,6 +52,13 @@ mod hub {
             match flag.as_str() {
                 "--addr" => addr = args.next().ok_or("--addr HOST:PORT")?,
                 "--deflate" => options.deflate = Some(Default::default()),
+                "--probe" => match weft::uring::probe() {
+                    Ok(()) => std::process::exit(0),
+                    Err(e) => {
+                        println!("io_uring unavailable here: {e}");
+                        std::process::exit(3);
+                    }
+                },
                 other => return Err(format!("unknown flag {other}")),
             }
         }
@@ -69,7 +77,10 @@ fn main() {
     #[cfg(all(feature = "uring", target_os = "linux"))]
     let result = hub::main();
     #[cfg(not(all(feature = "uring", target_os = "linux")))]
-    let result: Result<(), String> = Err("the hub needs Linux and weft's `uring` feature".into());
+    let result: Result<(), String> = {
+        println!("io_uring unavailable here: the hub needs Linux and weft's `uring` feature");
+        std::process::exit(3)
+    };
     if let Err(e) = result {
         eprintln!("hub: {e}");
         std::process::exit(1);

@@ -6,7 +6,7 @@ use crate::net::{self, await_close, close_frame, frame, next_ev, read_head, Ev, 
 use crate::Ctx;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 /// What a case saw: whether it passed, a line saying what the server did, and how far
 /// the server's RSS may rise above its baseline while it runs.
@@ -88,7 +88,7 @@ async fn slowloris(ctx: &Ctx) -> Outcome {
             };
             if group == 2 {
                 let plain = format!("GET {plain_path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-                io.write_all(plain.as_bytes())
+                net::send_all(&mut io, plain.as_bytes())
                     .await
                     .map_err(|e| format!("write: {e}"))?;
                 let mut buf = Vec::new();
@@ -101,7 +101,7 @@ async fn slowloris(ctx: &Ctx) -> Outcome {
             let start = Instant::now();
             if group != 1 {
                 let first = format!("GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", t.path);
-                io.write_all(first.as_bytes())
+                net::send_all(&mut io, first.as_bytes())
                     .await
                     .map_err(|e| format!("write: {e}"))?;
             }
@@ -119,7 +119,7 @@ async fn slowloris(ctx: &Ctx) -> Outcome {
                         if start.elapsed() > bound {
                             return Err(format!("still open after {bound:?}"));
                         }
-                        if group != 1 && io.write_all(b"a").await.is_err() {
+                        if group != 1 && net::send_all(&mut io, b"a").await.is_err() {
                             break;
                         }
                     }
@@ -225,8 +225,11 @@ async fn big_headers(ctx: &Ctx, one_line: bool) -> Outcome {
                 let (mut r, mut w) = tokio::io::split(io);
                 let request = Arc::clone(&request);
                 let writer = tokio::spawn(async move {
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(5), w.write_all(&request)).await;
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        net::send_all(&mut w, &request),
+                    )
+                    .await;
                     w
                 });
                 let mut buf = Vec::new();
@@ -279,7 +282,7 @@ async fn invalid(
                 .open(false)
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
-            io.write_all(request.as_bytes())
+            net::send_all(&mut io, request.as_bytes())
                 .await
                 .map_err(|e| format!("write: {e}"))?;
             let mut buf = Vec::new();
@@ -395,7 +398,7 @@ async fn huge_frame(ctx: &Ctx, len: u64) -> Outcome {
             bytes.extend_from_slice(&len.to_be_bytes());
             bytes.extend_from_slice(&net::MASK);
             bytes.extend_from_slice(&[0u8; 16]);
-            w.write_all(&bytes)
+            net::send_all(&mut w, &bytes)
                 .await
                 .map_err(|e| format!("write: {e}"))?;
             let r = await_close(&mut rx, Duration::from_secs(5)).await;
@@ -457,7 +460,8 @@ async fn no_fin_past_limit(ctx: &Ctx) -> Outcome {
                 &vec![b'a'; size as usize],
             );
             first = false;
-            match tokio::time::timeout(Duration::from_secs(10), w.write_all(&chunk)).await {
+            match tokio::time::timeout(Duration::from_secs(10), net::send_all(&mut w, &chunk)).await
+            {
                 Ok(Ok(())) => sent += size,
                 Ok(Err(e)) => {
                     write_error = Some(net::describe(&e));
@@ -515,7 +519,7 @@ async fn ping_flood(ctx: &Ctx) -> Outcome {
         for i in 0..PINGS {
             frame(&mut bytes, true, 0x9, &i.to_be_bytes());
         }
-        w.write_all(&bytes).await.map_err(|e| format!("write: {e}"))?;
+        net::send_all(&mut w, &bytes).await.map_err(|e| format!("write: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut pongs = 0u32;
         let last = (PINGS - 1).to_be_bytes().to_vec();
@@ -543,7 +547,7 @@ async fn ping_flood(ctx: &Ctx) -> Outcome {
         // once the client has closed), then the close handshake.
         let mut msg = Vec::new();
         frame(&mut msg, true, 0x1, b"after the pings");
-        w.write_all(&msg).await.map_err(|e| format!("write: {e}"))?;
+        net::send_all(&mut w, &msg).await.map_err(|e| format!("write: {e}"))?;
         let mut echoed = false;
         loop {
             match next_ev(&mut rx, deadline).await {
@@ -552,7 +556,7 @@ async fn ping_flood(ctx: &Ctx) -> Outcome {
                         echoed = true;
                         let mut close = Vec::new();
                         close_frame(&mut close, 1000);
-                        w.write_all(&close).await.map_err(|e| format!("write: {e}"))?;
+                        net::send_all(&mut w, &close).await.map_err(|e| format!("write: {e}"))?;
                     }
                 }
                 Some(Ev::Pong(_)) => pongs += 1,
@@ -595,7 +599,7 @@ async fn million_fragments(ctx: &Ctx) -> Outcome {
                 let opcode = if i == 0 { 0x1 } else { 0x0 };
                 frame(&mut buf, i == N - 1, opcode, b"a");
                 if buf.len() >= 7 * 10_000 || i == N - 1 {
-                    if w.write_all(&buf).await.is_err() {
+                    if net::send_all(&mut w, &buf).await.is_err() {
                         return w;
                     }
                     buf.clear();
@@ -626,7 +630,7 @@ async fn million_fragments(ctx: &Ctx) -> Outcome {
                 }
                 let mut bytes = Vec::new();
                 close_frame(&mut bytes, 1000);
-                w.write_all(&bytes)
+                net::send_all(&mut w, &bytes)
                     .await
                     .map_err(|e| format!("write: {e}"))?;
                 let (code, how) = await_close(&mut rx, Duration::from_secs(5)).await?;
@@ -693,31 +697,31 @@ async fn disconnects(ctx: &Ctx) -> Outcome {
                         let mut io = t.open(rst).await.map_err(|e| format!("connect: {e}"))?;
                         let req = t.upgrade_request();
                         let cut = 1 + rng.below(req.len() as u64 - 2) as usize;
-                        let _ = io.write_all(&req.as_bytes()[..cut]).await;
+                        let _ = net::send_all(&mut io, &req.as_bytes()[..cut]).await;
                     }
                     1 => {
                         let mut io = t.open(rst).await.map_err(|e| format!("connect: {e}"))?;
-                        let _ = io.write_all(t.upgrade_request().as_bytes()).await;
+                        let _ = net::send_all(&mut io, t.upgrade_request().as_bytes()).await;
                     }
                     2 => {
                         let (mut io, _) = t.upgrade(rst).await?;
                         let mut f = Vec::new();
                         frame(&mut f, true, 0x2, &[7u8; 1000]);
                         let cut = 1 + rng.below(f.len() as u64 - 2) as usize;
-                        let _ = io.write_all(&f[..cut]).await;
+                        let _ = net::send_all(&mut io, &f[..cut]).await;
                     }
                     3 => {
                         let (mut io, _) = t.upgrade(rst).await?;
                         let mut f = Vec::new();
                         frame(&mut f, false, 0x1, &[b'x'; 100]);
                         frame(&mut f, false, 0x0, &[b'y'; 100]);
-                        let _ = io.write_all(&f).await;
+                        let _ = net::send_all(&mut io, &f).await;
                     }
                     _ => {
                         let (mut io, _) = t.upgrade(rst).await?;
                         let mut f = Vec::new();
                         close_frame(&mut f, 1000);
-                        let _ = io.write_all(&f).await;
+                        let _ = net::send_all(&mut io, &f).await;
                     }
                 }
                 Ok(())
@@ -771,7 +775,9 @@ async fn burst_reset(ctx: &Ctx) -> Outcome {
             let mut f = Vec::new();
             let text = format!("burst {i}");
             frame(&mut f, true, 0x1, text.as_bytes());
-            w.write_all(&f).await.map_err(|e| format!("write: {e}"))?;
+            net::send_all(&mut w, &f)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 match next_ev(&mut rx, deadline).await {
@@ -818,7 +824,7 @@ async fn never_reads(ctx: &Ctx) -> Outcome {
         let mut sent = 0u64;
         let mut stalled = false;
         while sent < TOTAL {
-            match tokio::time::timeout(Duration::from_secs(2), io.write_all(&msg)).await {
+            match tokio::time::timeout(Duration::from_secs(2), net::send_all(&mut io, &msg)).await {
                 Ok(Ok(())) => sent += 64 << 10,
                 Ok(Err(e)) => return Err(format!("after {sent} bytes: {}", net::describe(&e))),
                 Err(_) => {
@@ -881,7 +887,7 @@ async fn random_bytes(ctx: &Ctx) -> Outcome {
             let (io, rest) = ctx.t.upgrade(false).await?;
             let (r, mut w) = tokio::io::split(io);
             let mut rx = net::spawn_reader(r, rest);
-            let _ = w.write_all(&bytes).await;
+            let _ = net::send_all(&mut w, &bytes).await;
             let r = await_close(&mut rx, Duration::from_secs(5)).await;
             drop(w);
             r
@@ -929,7 +935,9 @@ async fn unfinished_close(ctx: &Ctx) -> Outcome {
             } else {
                 f.extend_from_slice(&[0xc2, 0x80, 0, 0, 0, 0]); // RSV1 without an extension
             }
-            w.write_all(&f).await.map_err(|e| format!("write: {e}"))?;
+            net::send_all(&mut w, &f)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
             let start = Instant::now();
             if client_closes {
                 // Not reading for 2 s: the reply sits unread, the socket stays open.

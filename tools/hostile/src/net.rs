@@ -124,7 +124,7 @@ impl Target {
     /// arrived after the 101's head.
     pub async fn upgrade(&self, rst: bool) -> Result<(Io, Vec<u8>), String> {
         let mut io = self.open(rst).await.map_err(|e| format!("connect: {e}"))?;
-        io.write_all(self.upgrade_request().as_bytes())
+        send_all(&mut io, self.upgrade_request().as_bytes())
             .await
             .map_err(|e| format!("writing the request: {e}"))?;
         let mut buf = Vec::new();
@@ -152,6 +152,14 @@ impl Head {
 }
 
 /// Reads a response head (at most 64 KiB, within `limit`); `buf` keeps what followed it.
+/// Writes all of `bytes` and flushes: over TLS a write may leave records in the TLS
+/// stream (its socket was full) that only a flush, or the next write, sends; a client that
+/// writes and then only reads would wait for the server's answer to bytes it never sent.
+pub async fn send_all<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
 pub async fn read_head<R: AsyncRead + Unpin + ?Sized>(
     r: &mut R,
     buf: &mut Vec<u8>,
