@@ -9,7 +9,7 @@
 //!
 //! One [`Hub`] is one thread and one ring; run one per core on listeners bound with
 //! `SO_REUSEPORT` to use several. The hub does the opening handshake itself (every check of
-//! [`parse_request`](weft_proto::handshake::parse_request), a 4xx for a bad request, the
+//! [`parse_request`], a 4xx for a bad request, the
 //! application's [`Reject`]), negotiates permessage-deflate as [`Options::deflate`] allows,
 //! closes with the engine's close code on a protocol error, answers pings, and keeps a
 //! receive armed while it sends (a peer that writes before it reads is served). Receiving

@@ -32,7 +32,7 @@
 //!
 //! [`Model::Uring`]: crate::server::Model::Uring
 
-mod hub;
+pub mod hub;
 #[allow(unsafe_code)]
 mod owned;
 #[allow(unsafe_code)]
