@@ -47,6 +47,7 @@
 use super::owned::{Completion, Op, OwnedRing, SendBuf};
 use crate::accept::respond;
 use crate::error::Result;
+use crate::gather::{self, Plan, MAX_IOVECS};
 use crate::options::Options;
 use crate::{Accept, Reject};
 use bytes::BytesMut;
@@ -168,8 +169,9 @@ const STOP: u64 = u64::MAX - 3;
 const TICK_EVERY: Duration = Duration::from_secs(1);
 /// A request head is read in steps of this much.
 const HEAD_STEP: usize = 1024;
-/// Small pieces are gathered into one buffer of at most this much (one `send`).
-const GATHER_MAX: usize = 16 * 1024;
+/// A connection keeps its send buffer's gathering memory up to this much between sends (the
+/// most `gather.rs` gathers).
+const KEEP_SEND_BUFFER: usize = 16 * 1024;
 
 impl Hub {
     /// A hub that will accept on `listener` (default [`Options`]).
@@ -503,7 +505,7 @@ impl<A: App> Running<A> {
             self.ring.send(fd, buf, (i as u64) << 2 | SEND);
             return;
         }
-        buf.clear(GATHER_MAX);
+        buf.clear(KEEP_SEND_BUFFER);
         c.send_buf = Some(buf);
     }
 
@@ -621,11 +623,11 @@ impl<A: App> Running<A> {
 }
 
 /// The send that connection `c` needs next, if any: the handshake's answer, else what the
-/// engine queued (small pieces gathered into one buffer, else up to 64 pieces as they are).
+/// engine queued (as `gather.rs` plans it for the other drivers).
 fn next_send<S>(c: &mut Conn<S>) -> Option<Box<SendBuf>> {
     if !c.answer.is_empty() {
         let mut buf = c.send_buf.take().unwrap_or_default();
-        buf.clear(GATHER_MAX);
+        buf.clear(KEEP_SEND_BUFFER);
         std::mem::swap(&mut buf.flat, &mut c.answer);
         return Some(buf);
     }
@@ -635,20 +637,16 @@ fn next_send<S>(c: &mut Conn<S>) -> Option<Box<SendBuf>> {
     }
     let mut buf = c.send_buf.take().unwrap_or_default();
     let q = ws.outgoing();
-    // Bounded by MAX_PIECES.
-    while buf.pieces.len() < SendBuf::MAX_PIECES {
+    // The drivers' one rule (gather.rs): small pieces gathered into one `send`, else up to
+    // MAX_IOVECS pieces as they are. Bounded by the queue (a gathered one holds at most
+    // 16 KiB) or by MAX_IOVECS.
+    let gather = gather::plan(q, true) == Plan::Gather;
+    while gather || buf.pieces.len() < MAX_IOVECS {
         match q.pop_chunk() {
-            Some(p) if p.is_empty() => {}
-            Some(p) => buf.pieces.push(p),
+            Some(p) if gather => buf.flat.extend_from_slice(&p),
+            Some(p) if !p.is_empty() => buf.pieces.push(p),
+            Some(_) => {}
             None => break,
-        }
-    }
-    let total: usize = buf.pieces.iter().map(|p| p.len()).sum();
-    let n = buf.pieces.len();
-    if n > 1 && total <= GATHER_MAX && total <= n * 1024 + 1024 {
-        let SendBuf { flat, pieces, .. } = &mut *buf;
-        for p in pieces.drain(..) {
-            flat.extend_from_slice(&p);
         }
     }
     if buf.len() == 0 {

@@ -44,7 +44,8 @@ pub(crate) enum Op {
     Timeout(Box<types::Timespec>),
 }
 
-/// What a send writes: one contiguous buffer, or up to [`SendBuf::MAX_PIECES`] `Bytes`.
+/// What a send writes: one contiguous buffer, or `Bytes` pieces (the hub puts at most
+/// `gather::MAX_IOVECS` in one).
 #[derive(Default)]
 pub(crate) struct SendBuf {
     /// Gathered bytes (one `send`), used when `pieces` is empty.
@@ -63,9 +64,6 @@ pub(crate) struct SendBuf {
 unsafe impl Send for SendBuf {}
 
 impl SendBuf {
-    /// The most pieces one `sendmsg` carries.
-    pub(crate) const MAX_PIECES: usize = 64;
-
     /// Bytes left to send.
     pub(crate) fn len(&self) -> usize {
         if self.pieces.is_empty() {
@@ -188,10 +186,7 @@ impl OwnedRing {
         let Op::Recv(room) = self.op_mut(i) else {
             unreachable!()
         };
-        let spare = room.spare_capacity_mut();
-        let (at, len) = (spare.as_mut_ptr().cast::<u8>(), spare.len());
-        let e = opcode::Recv::new(types::Fd(fd), at, u32::try_from(len).unwrap_or(u32::MAX));
-        let e = e.build().user_data(i);
+        let e = recv_entry(fd, room.spare_capacity_mut(), i);
         self.backlog.push(e);
     }
 
@@ -201,10 +196,7 @@ impl OwnedRing {
         let Op::RecvVec(buf) = self.op_mut(i) else {
             unreachable!()
         };
-        let spare = buf.spare_capacity_mut();
-        let (at, len) = (spare.as_mut_ptr().cast::<u8>(), spare.len());
-        let e = opcode::Recv::new(types::Fd(fd), at, u32::try_from(len).unwrap_or(u32::MAX));
-        let e = e.build().user_data(i);
+        let e = recv_entry(fd, buf.spare_capacity_mut(), i);
         self.backlog.push(e);
     }
 
@@ -312,6 +304,14 @@ impl OwnedRing {
         }
         Ok(())
     }
+}
+
+/// A receive into `spare` (memory an `ops` entry owns), tagged with that entry's index.
+fn recv_entry(fd: RawFd, spare: &mut [std::mem::MaybeUninit<u8>], i: u64) -> squeue::Entry {
+    let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
+    opcode::Recv::new(types::Fd(fd), spare.as_mut_ptr().cast::<u8>(), len)
+        .build()
+        .user_data(i)
 }
 
 /// Hands one completion's result and memory to `out`; frees its entry unless a multishot
