@@ -374,3 +374,52 @@ fn stopping_closes_connections_with_1001() {
     assert_eq!(closing.join().unwrap(), Some(CloseCode::GOING_AWAY));
     assert_eq!(seen.lock().unwrap().closed, vec![CloseCode::GOING_AWAY]);
 }
+
+/// Keepalive: an idle client is pinged; a pong keeps it (it is pinged again later); a
+/// client that then stays silent is dropped after `pong_timeout`, seen as 1006.
+#[test]
+fn keepalive_pings_an_idle_client_and_drops_one_that_stops_answering() {
+    let mut options = Options::default();
+    options.ping_interval = Some(Duration::from_secs(1));
+    options.pong_timeout = Duration::from_secs(1);
+    let Some(hub) = start(options) else {
+        return;
+    };
+    let mut s = TcpStream::connect(hub.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    s.write_all(request).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    // Reads until `got` holds `n` bytes past the head, or the end (then `false`).
+    let mut read_to = |s: &mut TcpStream, got: &mut Vec<u8>, n: usize| -> bool {
+        loop {
+            let head = got.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+            if head.is_some_and(|h| got.len() >= h + n) {
+                return true;
+            }
+            match s.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(k) => got.extend_from_slice(&buf[..k]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("no ping and no end: {e}; got {got:?}"),
+            }
+        }
+    };
+    let started = std::time::Instant::now();
+    assert!(read_to(&mut s, &mut got, 2), "closed before the first ping");
+    assert!(got.starts_with(b"HTTP/1.1 101"));
+    let head = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(&got[head..], &[0x89, 0x00], "an empty ping");
+    // Answered (a masked empty pong): pinged again, not dropped.
+    s.write_all(&[0x8a, 0x80, 1, 2, 3, 4]).unwrap();
+    assert!(read_to(&mut s, &mut got, 4), "dropped although it answered");
+    assert_eq!(&got[head + 2..], &[0x89, 0x00], "a second ping");
+    assert!(hub.seen.lock().unwrap().closed.is_empty());
+    // Not answered: dropped.
+    assert!(!read_to(&mut s, &mut got, 5), "not dropped: got {got:?}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(hub.wait_closed(1), vec![CloseCode::ABNORMAL]);
+    hub.stop();
+}

@@ -19,9 +19,9 @@
 //! Each connection keeps a receive armed into its engine's read room, so an idle one holds
 //! that room ([`Config::read_buffer_size`](weft_proto::Config), 4 KiB by default; the tokio
 //! driver's idle connections hold none). The handshake's and the close's time limits are
-//! checked once a second. Not yet (each is what the other drivers have): keepalive pings
-//! (`ping_interval`), TLS, sending from other threads, and handing over connections that
-//! `weft::server` upgraded.
+//! checked once a second, and so is keepalive ([`Options::ping_interval`] and
+//! `pong_timeout`, in whole seconds). Not yet (each is what the other drivers have): TLS,
+//! sending from other threads, and handing over connections that `weft::server` upgraded.
 //!
 //! ```no_run
 //! use weft::uring::{App, Ctx, Hub};
@@ -188,7 +188,8 @@ impl Hub {
 
     /// The WebSockets' options: the engine's [`Config`](weft_proto::Config) (messages
     /// are always delivered whole), permessage-deflate, `server_limits`,
-    /// `handshake_timeout`, `close_timeout`, `write_buffer_limit`.
+    /// `handshake_timeout`, `close_timeout`, `write_buffer_limit`, `ping_interval` and
+    /// `pong_timeout` (checked once a second).
     pub fn options(mut self, options: Options) -> Hub {
         self.options = options;
         self
@@ -219,6 +220,7 @@ impl Hub {
             stopping: false,
             accept: Some(accept),
             tick: Some(tick),
+            ticks: 0,
         };
         hub.serve()
     }
@@ -238,6 +240,9 @@ struct Conn<S> {
     ws: Option<Connection>,
     state: Option<S>,
     recv_busy: bool,
+    /// The last receive got less than its room: the engine is told once the next room is
+    /// lent (`pump`).
+    drained: bool,
     send_busy: bool,
     /// The send buffer, kept between sends.
     send_buf: Option<Box<SendBuf>>,
@@ -247,6 +252,10 @@ struct Conn<S> {
     ending: bool,
     /// When a time limit runs out (the handshake's, then the close's).
     deadline: Option<Instant>,
+    /// The tick at which something last arrived (keepalive).
+    heard: u64,
+    /// The tick at which a keepalive ping went out, unanswered so far.
+    pinged: Option<u64>,
 }
 
 struct Running<A: App> {
@@ -267,6 +276,8 @@ struct Running<A: App> {
     accept: Option<u64>,
     /// The tick's index, while it runs.
     tick: Option<u64>,
+    /// Ticks so far: the clock of keepalive.
+    ticks: u64,
 }
 
 impl<A: App> Running<A> {
@@ -377,11 +388,14 @@ impl<A: App> Running<A> {
             ws: None,
             state: None,
             recv_busy: false,
+            drained: false,
             send_busy: false,
             send_buf: None,
             eof: false,
             ending: false,
             deadline,
+            heard: self.ticks,
+            pinged: None,
         });
         self.live += 1;
         self.touched.push(i);
@@ -449,10 +463,12 @@ impl<A: App> Running<A> {
             c.eof = true;
             return;
         }
+        c.heard = self.ticks;
+        c.pinged = None;
         self.events(i);
         if short {
-            if let Some(Some(Conn { ws: Some(ws), .. })) = self.conns.get_mut(i) {
-                ws.read_would_block();
+            if let Some(Some(c)) = self.conns.get_mut(i) {
+                c.drained = true;
             }
         }
     }
@@ -497,7 +513,15 @@ impl<A: App> Running<A> {
             c.send_buf = Some(buf);
             return;
         }
-        buf.advance(usize::try_from(result).unwrap_or(0));
+        let n = usize::try_from(result).unwrap_or(0);
+        if n >= buf.len() {
+            // A large payload sent from the engine's memory goes back to it: the next room
+            // is made in that memory, warm in the cache, instead of a new allocation.
+            if let (Some(p), Some(ws)) = (buf.take_largest(), c.ws.as_mut()) {
+                ws.recycle(p);
+            }
+        }
+        buf.advance(n);
         if buf.len() > 0 {
             // The rest, at once (the socket took less than all).
             c.send_busy = true;
@@ -531,10 +555,11 @@ impl<A: App> Running<A> {
             self.end(i);
             return;
         }
-        if c.recv_busy || c.refused {
+        if c.refused {
             return;
         }
         match c.ws.as_mut() {
+            _ if c.recv_busy => {}
             None => {
                 let mut head = std::mem::take(&mut c.head);
                 let limit = self.options.server_limits.max_head_size + 1;
@@ -549,6 +574,12 @@ impl<A: App> Running<A> {
                     self.ring.recv(fd, room, (i as u64) << 2 | RECV);
                 }
             }
+        }
+        if let (true, Some(ws)) = (std::mem::take(&mut c.drained), c.ws.as_mut()) {
+            // Told after the next room is lent: the read buffer stays in the receive (a
+            // connection always has one armed, so giving it back would only make a new one
+            // per message), and an idle connection's other buffers go back.
+            ws.read_would_block();
         }
     }
 
@@ -580,9 +611,17 @@ impl<A: App> Running<A> {
         // (Its socket closes here.)
     }
 
-    /// Once a second: the time limits.
+    /// Once a second: the time limits, and keepalive (`ping_interval`: a ping after that
+    /// long without anything received, the connection dropped when nothing arrives within
+    /// `pong_timeout` of it; both counted in whole ticks, at least one).
     fn tick(&mut self) {
+        self.ticks += 1;
         let now = Instant::now();
+        let in_ticks = |d: Duration| (d.as_millis() / TICK_EVERY.as_millis()).max(1) as u64;
+        let keepalive = self
+            .options
+            .ping_interval
+            .map(|every| (in_ticks(every), in_ticks(self.options.pong_timeout)));
         for i in 0..self.conns.len() {
             let Some(Some(c)) = self.conns.get_mut(i) else {
                 continue;
@@ -590,6 +629,25 @@ impl<A: App> Running<A> {
             if c.deadline.is_some_and(|d| d <= now) {
                 c.eof = true;
                 self.touched.push(i);
+                continue;
+            }
+            let (Some((every, patience)), Some(ws)) = (keepalive, c.ws.as_mut()) else {
+                continue;
+            };
+            match c.pinged {
+                Some(at) if self.ticks - at >= patience => {
+                    // Nothing arrived since the ping: the peer or the path is gone.
+                    c.eof = true;
+                    self.touched.push(i);
+                }
+                None if self.ticks - c.heard >= every
+                    && ws.close_sent().is_none()
+                    && ws.ping(b"").is_ok() =>
+                {
+                    c.pinged = Some(self.ticks);
+                    self.touched.push(i);
+                }
+                _ => {}
             }
         }
     }

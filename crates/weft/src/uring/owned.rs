@@ -103,6 +103,13 @@ impl SendBuf {
         self.flat_at = 0;
         self.pieces.clear();
     }
+
+    /// Takes the largest piece (after a send that wrote all of it): its memory can take
+    /// the engine's next read (`Connection::recycle`).
+    pub(crate) fn take_largest(&mut self) -> Option<Bytes> {
+        let i = (0..self.pieces.len()).max_by_key(|&i| self.pieces[i].len())?;
+        Some(self.pieces.swap_remove(i))
+    }
 }
 
 /// A completion: the user's tag, the kernel's result, whether a multishot operation goes
