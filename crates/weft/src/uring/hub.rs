@@ -217,6 +217,7 @@ impl Hub {
             free: Vec::new(),
             live: 0,
             touched: Vec::new(),
+            waiting: Vec::new(),
             stopping: false,
             accept: Some(accept),
             tick: Some(tick),
@@ -240,6 +241,8 @@ struct Conn<S> {
     ws: Option<Connection>,
     state: Option<S>,
     recv_busy: bool,
+    /// The next receive waits for the end of the next turn (`pump`).
+    recv_waits: bool,
     /// The last receive got less than its room: the engine is told once the next room is
     /// lent (`pump`).
     drained: bool,
@@ -271,6 +274,8 @@ struct Running<A: App> {
     /// Connections that had a completion this turn: their next operations are decided
     /// once all completions are handled.
     touched: Vec<usize>,
+    /// Connections whose receive waits for the end of the next turn (`pump`).
+    waiting: Vec<usize>,
     stopping: bool,
     /// The multishot accept's index, while it runs.
     accept: Option<u64>,
@@ -284,9 +289,17 @@ impl<A: App> Running<A> {
     fn serve(&mut self) -> io::Result<()> {
         let mut done = Vec::with_capacity(ENTRIES as usize);
         loop {
-            self.ring.turn(true, &mut done)?;
+            // While receives wait for the next turn, it does not wait for completions.
+            let waiting = std::mem::take(&mut self.waiting);
+            self.ring.turn(waiting.is_empty(), &mut done)?;
             for c in done.drain(..) {
                 self.complete(c);
+            }
+            for i in waiting {
+                if let Some(Some(c)) = self.conns.get_mut(i) {
+                    c.recv_waits = false;
+                    self.touched.push(i);
+                }
             }
             // Bounded by the table's size: each connection's next operations.
             let mut touched = std::mem::take(&mut self.touched);
@@ -388,6 +401,7 @@ impl<A: App> Running<A> {
             ws: None,
             state: None,
             recv_busy: false,
+            recv_waits: false,
             drained: false,
             send_busy: false,
             send_buf: None,
@@ -540,9 +554,11 @@ impl<A: App> Running<A> {
             return;
         };
         let fd = c.tcp.as_raw_fd();
+        let mut sent_now = false;
         if !c.send_busy && !c.ending && !c.eof {
             if let Some(buf) = next_send(c) {
                 c.send_busy = true;
+                sent_now = true;
                 self.ring.send(fd, buf, (i as u64) << 2 | SEND);
             }
         }
@@ -559,7 +575,17 @@ impl<A: App> Running<A> {
             return;
         }
         match c.ws.as_mut() {
-            _ if c.recv_busy => {}
+            _ if c.recv_busy || c.recv_waits => return,
+            // An answer is on its way: the receive waits for the end of the next turn, by
+            // when the send has usually completed and the peer's next message has often
+            // arrived (the receive then completes at once instead of waiting in the kernel
+            // for data), and it is armed then whether or not the send completed (a peer
+            // that writes before it reads is served).
+            _ if sent_now => {
+                c.recv_waits = true;
+                self.waiting.push(i);
+                return;
+            }
             None => {
                 let mut head = std::mem::take(&mut c.head);
                 let limit = self.options.server_limits.max_head_size + 1;
