@@ -9,12 +9,14 @@
 //!
 //! One [`Hub`] is one thread and one ring; run one per core on listeners bound with
 //! `SO_REUSEPORT` to use several. The hub does the opening handshake itself (every check of
-//! [`parse_request`], a 4xx for a bad request, the
-//! application's [`Reject`]), negotiates permessage-deflate as [`Options::deflate`] allows,
-//! closes with the engine's close code on a protocol error, answers pings, and keeps a
-//! receive armed while it sends (a peer that writes before it reads is served). Receiving
-//! stops while more than [`Options::write_buffer_limit`] bytes wait to be sent, so a peer
-//! that does not read cannot make the hub hold more.
+//! [`parse_request`], a 4xx for a bad request, the application's [`Reject`]), negotiates
+//! permessage-deflate as [`Options::deflate`] allows, closes with the engine's close code
+//! on a protocol error, and answers pings. A connection's next receive is armed one turn
+//! of the ring after its send (the send has usually completed by then, and the peer's next
+//! message often arrived), and then even if the send is still in flight: a peer that writes
+//! before it reads is served. Receiving stops while more than
+//! [`Options::write_buffer_limit`] bytes wait to be sent, so a peer that does not read
+//! cannot make the hub hold more.
 //!
 //! Each connection keeps a receive armed into its engine's read room, so an idle one holds
 //! that room ([`Config::read_buffer_size`](weft_proto::Config), 4 KiB by default; the tokio
