@@ -1,6 +1,7 @@
 //! An echo server on `weft::uring::Hub` (Linux): one thread whose io_uring ring owns the
 //! connections; each message comes back from the `message` callback, and a client that
-//! sends `stats` gets how many connections are open. Where io_uring is missing or forbidden
+//! sends `stats` gets how many connections are open. On `/chat` a message goes instead to
+//! every other client on `/chat` (`Ctx::send_to`). Where io_uring is missing or forbidden
 //! it says so and exits 1 (the tokio `echo-server` example serves anywhere).
 //!
 //! ```text
@@ -12,23 +13,38 @@
 
 #[cfg(all(feature = "uring", target_os = "linux"))]
 mod hub {
-    use weft::uring::{App, Ctx, Hub};
+    use weft::uring::{App, ConnId, Ctx, Hub};
     use weft::{Accept, CloseCode, Message, Options, Reject, Request};
 
-    /// The application: how many connections are open.
+    /// The application: how many connections are open, and who is on `/chat`.
     struct Echo {
         open: usize,
+        chat: Vec<ConnId>,
     }
 
     impl App for Echo {
-        type State = ();
+        /// On `/chat`.
+        type State = bool;
 
-        fn open(&mut self, _: &Request) -> Result<(Accept, ()), Reject> {
+        fn open(&mut self, request: &Request) -> Result<(Accept, bool), Reject> {
             self.open += 1;
-            Ok((Accept::new(), ()))
+            Ok((Accept::new(), request.resource() == "/chat"))
         }
 
-        fn message(&mut self, _: &mut (), message: Message, ctx: &mut Ctx<'_>) {
+        fn opened(&mut self, chat: &mut bool, ctx: &mut Ctx<'_>) {
+            if *chat {
+                self.chat.push(ctx.id());
+            }
+        }
+
+        fn message(&mut self, chat: &mut bool, message: Message, ctx: &mut Ctx<'_>) {
+            if *chat {
+                let me = ctx.id();
+                for &to in self.chat.iter().filter(|&&to| to != me) {
+                    ctx.send_to(to, message.clone());
+                }
+                return;
+            }
             let reply = match &message {
                 Message::Text(t) if t.as_str() == "stats" => {
                     Message::from(format!("{} connection(s) open", self.open))
@@ -39,8 +55,9 @@ mod hub {
             let _ = ctx.send(reply);
         }
 
-        fn closed(&mut self, _: (), _: CloseCode) {
+        fn closed(&mut self, id: ConnId, _: bool, _: CloseCode) {
             self.open -= 1;
+            self.chat.retain(|&member| member != id);
         }
     }
 
@@ -68,8 +85,11 @@ mod hub {
             .map_err(|e| e.to_string())?
             .options(options);
         eprintln!("hub listening on ws://{addr}/ (one thread, one io_uring ring)");
-        hub.run(Echo { open: 0 })
-            .map_err(|e| format!("io_uring: {e}"))
+        hub.run(Echo {
+            open: 0,
+            chat: Vec::new(),
+        })
+        .map_err(|e| format!("io_uring: {e}"))
     }
 }
 

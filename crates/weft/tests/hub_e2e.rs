@@ -11,50 +11,74 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weft::proto::CloseCode;
-use weft::uring::{App, Ctx, Hub, Stopper};
+use weft::uring::{App, ConnId, Ctx, Handle, Hub, Stopper};
 use weft::{Accept, Message, Options, Reject, Request};
 
 /// Every test is bounded in time.
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// What the test application saw: connections closed, with their status.
+/// What the test application saw: connections closed, with their status; the ids of the
+/// open ones, in the order they opened.
 #[derive(Default)]
 struct Seen {
     closed: Vec<CloseCode>,
+    open: Vec<ConnId>,
 }
 
 /// Echoes every message; refuses `/forbidden` with 403; answers "bye" by closing with
-/// 1000; greets on `/greet`.
+/// 1000; greets on `/greet`; sends a text "relay:X" on as "X" to every other open
+/// connection (`Ctx::send_to`).
 struct Echo {
     seen: Arc<Mutex<Seen>>,
 }
 
-impl App for Echo {
-    type State = bool;
+/// A connection's state in `Echo`: whether to greet.
+struct Peer {
+    greet: bool,
+}
 
-    fn open(&mut self, req: &Request) -> Result<(Accept, bool), Reject> {
+impl App for Echo {
+    type State = Peer;
+
+    fn open(&mut self, req: &Request) -> Result<(Accept, Peer), Reject> {
         match req.resource() {
             "/forbidden" => Err(Reject::new(http::StatusCode::FORBIDDEN, "not here")),
-            r => Ok((Accept::new(), r == "/greet")),
+            r => Ok((
+                Accept::new(),
+                Peer {
+                    greet: r == "/greet",
+                },
+            )),
         }
     }
 
-    fn opened(&mut self, greet: &mut bool, ctx: &mut Ctx<'_>) {
-        if *greet {
+    fn opened(&mut self, peer: &mut Peer, ctx: &mut Ctx<'_>) {
+        self.seen.lock().unwrap().open.push(ctx.id());
+        if peer.greet {
             ctx.send("hello").unwrap();
         }
     }
 
-    fn message(&mut self, _: &mut bool, message: Message, ctx: &mut Ctx<'_>) {
-        if matches!(&message, Message::Text(t) if t.as_str() == "bye") {
-            ctx.close(CloseCode::NORMAL, "as asked").unwrap();
-        } else {
-            ctx.send(message).unwrap();
+    fn message(&mut self, _: &mut Peer, message: Message, ctx: &mut Ctx<'_>) {
+        match &message {
+            Message::Text(t) if t.as_str() == "bye" => {
+                ctx.close(CloseCode::NORMAL, "as asked").unwrap();
+            }
+            Message::Text(t) if t.as_str().starts_with("relay:") => {
+                let others: Vec<ConnId> = self.seen.lock().unwrap().open.clone();
+                let me = ctx.id();
+                for to in others.into_iter().filter(|&to| to != me) {
+                    ctx.send_to(to, &t.as_str()["relay:".len()..]);
+                }
+            }
+            _ => ctx.send(message).unwrap(),
         }
     }
 
-    fn closed(&mut self, _: bool, status: CloseCode) {
-        self.seen.lock().unwrap().closed.push(status);
+    fn closed(&mut self, id: ConnId, _: Peer, status: CloseCode) {
+        let mut seen = self.seen.lock().unwrap();
+        seen.closed.push(status);
+        seen.open.retain(|&open| open != id);
     }
 }
 
@@ -63,6 +87,7 @@ impl App for Echo {
 struct Running {
     addr: SocketAddr,
     stopper: Stopper,
+    handle: Handle,
     seen: Arc<Mutex<Seen>>,
     thread: std::thread::JoinHandle<std::io::Result<()>>,
 }
@@ -76,12 +101,14 @@ fn start(options: Options) -> Option<Running> {
     let addr = listener.local_addr().unwrap();
     let hub = Hub::new(listener).unwrap().options(options);
     let stopper = hub.stopper().unwrap();
+    let handle = hub.handle();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let app = Echo { seen: seen.clone() };
     let thread = std::thread::spawn(move || hub.run(app));
     Some(Running {
         addr,
         stopper,
+        handle,
         seen,
         thread,
     })
@@ -102,6 +129,19 @@ impl Running {
         }
         self.thread.join().unwrap().unwrap();
         self.seen
+    }
+
+    /// Waits (bounded) until `n` connections are open; their ids in the order they opened.
+    fn wait_open(&self, n: usize) -> Vec<ConnId> {
+        let start = std::time::Instant::now();
+        loop {
+            let open = self.seen.lock().unwrap().open.clone();
+            if open.len() >= n {
+                return open;
+            }
+            assert!(start.elapsed() < LIMIT, "only {} open", open.len());
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Waits (bounded) until the hub has seen `n` connections close.
@@ -421,5 +461,117 @@ fn keepalive_pings_an_idle_client_and_drops_one_that_stops_answering() {
     assert!(!read_to(&mut s, &mut got, 5), "not dropped: got {got:?}");
     assert!(started.elapsed() < Duration::from_secs(15));
     assert_eq!(hub.wait_closed(1), vec![CloseCode::ABNORMAL]);
+    hub.stop();
+}
+
+/// A callback reaches other connections (`Ctx::send_to`), another thread reaches any
+/// (`Handle`), and what is sent to a connection that has closed is dropped.
+#[test]
+fn callbacks_and_other_threads_reach_any_connection() {
+    let Some(hub) = start(Options::default()) else {
+        return;
+    };
+    let url = hub.url("/");
+    let handle = hub.handle.clone();
+    let late = hub.handle.clone();
+    let seen = hub.seen.clone();
+    let id_b = bounded(async {
+        let mut a = connect(&url).await;
+        let mut b = connect(&url).await;
+        let mut c = connect(&url).await;
+        let ids = {
+            let start = std::time::Instant::now();
+            loop {
+                let open = seen.lock().unwrap().open.clone();
+                if open.len() == 3 {
+                    break open;
+                }
+                assert!(start.elapsed() < LIMIT, "only {} open", open.len());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        // A callback relays to the two others.
+        a.send("relay:to all").await.unwrap();
+        assert_eq!(b.recv().await.unwrap(), Some(Message::from("to all")));
+        assert_eq!(c.recv().await.unwrap(), Some(Message::from("to all")));
+        // Another thread sends to one and closes another.
+        let (id_b, id_c) = (ids[1], ids[2]);
+        std::thread::spawn(move || {
+            handle.send(id_b, "from outside").unwrap();
+            handle.send(id_b, vec![1u8, 2, 3]).unwrap();
+            handle.close(id_c, CloseCode::NORMAL, "done").unwrap();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(b.recv().await.unwrap(), Some(Message::from("from outside")));
+        assert_eq!(
+            b.recv().await.unwrap(),
+            Some(Message::from(vec![1u8, 2, 3]))
+        );
+        assert_eq!(c.recv().await.unwrap(), None);
+        assert_eq!(
+            c.connection().close_received().map(|c| c.code),
+            Some(CloseCode::NORMAL)
+        );
+        // c is gone: what is sent to it is dropped, and the others go on.
+        let start = std::time::Instant::now();
+        while seen.lock().unwrap().open.contains(&id_c) {
+            assert!(start.elapsed() < LIMIT, "c never closed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        hub.handle.send(id_c, "to nobody").unwrap();
+        a.send("relay:again").await.unwrap();
+        assert_eq!(b.recv().await.unwrap(), Some(Message::from("again")));
+        a.send("echo").await.unwrap();
+        assert_eq!(a.recv().await.unwrap(), Some(Message::from("echo")));
+        id_b
+    });
+    hub.stop();
+    // Once the hub has stopped, a handle says so.
+    let err = late.send(id_b, "late").unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotConnected);
+}
+
+/// What others send to a client that does not read cannot make the hub hold more than
+/// `write_buffer_limit` for it: past that it is closed with 1008 (and then dropped, as it
+/// does not answer), and the sender goes on.
+#[test]
+fn a_client_that_does_not_read_what_others_send_it_is_closed() {
+    let mut options = Options::default();
+    options.write_buffer_limit = 64 * 1024;
+    options.close_timeout = Duration::from_secs(1);
+    let Some(hub) = start(options) else {
+        return;
+    };
+    // The one that never reads: raw TCP, the handshake, then nothing.
+    let mut silent = TcpStream::connect(hub.addr).unwrap();
+    silent
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    hub.wait_open(1);
+    let url = hub.url("/");
+    let seen = hub.seen.clone();
+    bounded(async {
+        let mut a = connect(&url).await;
+        let big = format!("relay:{}", "x".repeat(256 * 1024));
+        // At most 400 x 256 KiB (100 MiB): the socket's buffers hold a few MiB of it.
+        let mut sent = 0;
+        while seen.lock().unwrap().closed.is_empty() {
+            assert!(sent < 400, "never closed after {sent} messages");
+            a.send(big.as_str()).await.unwrap();
+            sent += 1;
+            tokio::task::yield_now().await;
+            if sent % 20 == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        assert_eq!(seen.lock().unwrap().closed, vec![CloseCode::ABNORMAL]);
+        a.send("still here").await.unwrap();
+        assert_eq!(a.recv().await.unwrap(), Some(Message::from("still here")));
+    });
+    drop(silent);
     hub.stop();
 }

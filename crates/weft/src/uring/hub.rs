@@ -22,8 +22,9 @@
 //! that room ([`Config::read_buffer_size`](weft_proto::Config), 4 KiB by default; the tokio
 //! driver's idle connections hold none). The handshake's and the close's time limits are
 //! checked once a second, and so is keepalive ([`Options::ping_interval`] and
-//! `pong_timeout`, in whole seconds). Not yet (each is what the other drivers have): TLS,
-//! sending from other threads, and handing over connections that `weft::server` upgraded.
+//! `pong_timeout`, in whole seconds). A callback sends to other connections with
+//! [`Ctx::send_to`], other threads with a [`Handle`]. Not yet (each is what the other
+//! drivers have): TLS, and handing over connections that `weft::server` upgraded.
 //!
 //! ```no_run
 //! use weft::uring::{App, Ctx, Hub};
@@ -57,6 +58,8 @@ use std::io::{self, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weft_proto::handshake::{parse_request, rejection_bytes, Request};
 use weft_proto::{CloseCode, Connection, Event, Message, RecvLevel, Role};
@@ -79,11 +82,11 @@ pub trait App {
     /// A whole message arrived.
     fn message(&mut self, state: &mut Self::State, message: Message, ctx: &mut Ctx<'_>);
 
-    /// The connection is over: `status` is the peer's close code (1005 if its close carried
-    /// none), or 1006 if it ended without a close frame (reset, a protocol error, a time
-    /// limit, the hub stopping).
-    fn closed(&mut self, state: Self::State, status: CloseCode) {
-        let _ = (state, status);
+    /// Connection `id` is over: `status` is the peer's close code (1005 if its close
+    /// carried none), or 1006 if it ended without a close frame (reset, a protocol error, a
+    /// time limit, the hub stopping). Its id may be given to a new connection after this.
+    fn closed(&mut self, id: ConnId, state: Self::State, status: CloseCode) {
+        let _ = (id, state, status);
     }
 }
 
@@ -92,6 +95,7 @@ pub trait App {
 pub struct Ctx<'a> {
     conn: &'a mut Connection,
     id: ConnId,
+    outbox: &'a mut Vec<Command>,
 }
 
 impl Ctx<'_> {
@@ -118,6 +122,16 @@ impl Ctx<'_> {
         self.id
     }
 
+    /// Queues a message for another connection of this hub (a broadcast, a relay): it is
+    /// handed to that connection's engine once this turn's callbacks are done, and goes out
+    /// with the rest. Dropped if that connection has closed meanwhile. A connection that
+    /// already has more than [`Options::write_buffer_limit`] bytes waiting while its socket
+    /// is full (a client that does not read) is closed with 1008 instead: what is sent to
+    /// it cannot make the hub hold more.
+    pub fn send_to(&mut self, to: ConnId, message: impl Into<Message>) {
+        self.outbox.push(Command::Send(to, message.into()));
+    }
+
     /// The engine, for everything else it does (frames, streamed sends, its state).
     pub fn connection(&mut self) -> &mut Connection {
         self.conn
@@ -135,14 +149,91 @@ pub struct ConnId {
 /// connections with 1001 (going away) and returns once they are closed (at most the close
 /// timeout later).
 #[derive(Debug)]
-pub struct Stopper(UnixStream);
+pub struct Stopper(Arc<Inbox>);
 
 impl Stopper {
     /// Asks the hub to stop (once is enough; more are harmless).
     pub fn stop(&self) -> io::Result<()> {
-        match (&self.0).write(&[1]) {
+        self.0.stop.store(true, Ordering::SeqCst);
+        self.0.wake()
+    }
+}
+
+/// Reaches a hub's connections from any thread: a message or a close for a connection is
+/// handed to its engine on the hub's thread at its next turn (the hub is woken). Cheap to
+/// clone. As with [`Ctx::send_to`], what is sent to a connection that has closed is dropped,
+/// and one with more than [`Options::write_buffer_limit`] bytes waiting while its socket is
+/// full is closed with 1008.
+#[derive(Clone, Debug)]
+pub struct Handle(Arc<Inbox>);
+
+impl Handle {
+    /// Queues a message for connection `to`. Fails only once the hub has stopped.
+    pub fn send(&self, to: ConnId, message: impl Into<Message>) -> io::Result<()> {
+        self.post(Command::Send(to, message.into()))
+    }
+
+    /// Starts the close handshake of connection `to`.
+    pub fn close(&self, to: ConnId, code: CloseCode, reason: &str) -> io::Result<()> {
+        self.post(Command::Close(to, code, reason.to_owned()))
+    }
+
+    /// Stops the hub, as [`Stopper::stop`] does.
+    pub fn stop(&self) -> io::Result<()> {
+        Stopper(self.0.clone()).stop()
+    }
+
+    fn post(&self, command: Command) -> io::Result<()> {
+        let mut commands = self.0.lock();
+        if self.0.gone.load(Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the hub has stopped",
+            ));
+        }
+        commands.push(command);
+        drop(commands);
+        self.0.wake()
+    }
+}
+
+/// What a [`Handle`] or [`Ctx::send_to`] asks of a connection.
+#[derive(Debug)]
+enum Command {
+    Send(ConnId, Message),
+    Close(ConnId, CloseCode, String),
+}
+
+/// The hub's side of its handles: their commands, and the socket whose byte wakes the ring.
+#[derive(Debug)]
+struct Inbox {
+    commands: Mutex<Vec<Command>>,
+    stop: AtomicBool,
+    /// A wake-up byte is on its way and the commands are not taken yet: no other is needed.
+    woken: AtomicBool,
+    waker: UnixStream,
+    /// The hub's `run` has returned.
+    gone: AtomicBool,
+}
+
+impl Inbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Command>> {
+        // (A panic elsewhere while the lock was held left a whole vector: keep using it.)
+        self.commands.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The commands posted so far (the ring takes them when woken).
+    fn take_commands(&self) -> Vec<Command> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn wake(&self) -> io::Result<()> {
+        if self.woken.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        match (&self.waker).write(&[1]) {
             Ok(_) => Ok(()),
-            // Its buffer is full of earlier stops, or the hub is gone: stopped either way.
+            // Its buffer is full of earlier wake-ups, or the hub is gone: either way.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
             Err(e) => Err(e),
@@ -155,8 +246,8 @@ impl Stopper {
 pub struct Hub {
     listener: TcpListener,
     options: Options,
-    stop_rx: UnixStream,
-    stop_tx: UnixStream,
+    wake_rx: UnixStream,
+    inbox: Arc<Inbox>,
 }
 
 /// Submission entries of a hub's ring.
@@ -166,7 +257,7 @@ const RECV: u64 = 0;
 const SEND: u64 = 1;
 const ACCEPT: u64 = u64::MAX - 1;
 const TICK: u64 = u64::MAX - 2;
-const STOP: u64 = u64::MAX - 3;
+const WAKE: u64 = u64::MAX - 3;
 /// How often time limits are checked.
 const TICK_EVERY: Duration = Duration::from_secs(1);
 /// A request head is read in steps of this much.
@@ -178,13 +269,19 @@ const KEEP_SEND_BUFFER: usize = 16 * 1024;
 impl Hub {
     /// A hub that will accept on `listener` (default [`Options`]).
     pub fn new(listener: TcpListener) -> io::Result<Hub> {
-        let (stop_rx, stop_tx) = UnixStream::pair()?;
-        stop_tx.set_nonblocking(true)?;
+        let (wake_rx, waker) = UnixStream::pair()?;
+        waker.set_nonblocking(true)?;
         Ok(Hub {
             listener,
             options: Options::default(),
-            stop_rx,
-            stop_tx,
+            wake_rx,
+            inbox: Arc::new(Inbox {
+                commands: Mutex::new(Vec::new()),
+                stop: AtomicBool::new(false),
+                woken: AtomicBool::new(false),
+                waker,
+                gone: AtomicBool::new(false),
+            }),
         })
     }
 
@@ -199,7 +296,12 @@ impl Hub {
 
     /// A handle that stops [`run`](Self::run) from another thread.
     pub fn stopper(&self) -> io::Result<Stopper> {
-        Ok(Stopper(self.stop_tx.try_clone()?))
+        Ok(Stopper(self.inbox.clone()))
+    }
+
+    /// A handle that sends to this hub's connections from any thread ([`Handle`]).
+    pub fn handle(&self) -> Handle {
+        Handle(self.inbox.clone())
     }
 
     /// Serves on this thread until stopped ([`Stopper`]) or the ring fails. Fails at once
@@ -208,7 +310,7 @@ impl Hub {
         let mut ring = OwnedRing::new(ENTRIES)?;
         let accept = ring.accept(self.listener.as_raw_fd(), ACCEPT);
         let tick = ring.timeout(TICK_EVERY, TICK);
-        ring.recv_vec(self.stop_rx.as_raw_fd(), Vec::with_capacity(8), STOP);
+        ring.recv_vec(self.wake_rx.as_raw_fd(), Vec::with_capacity(8), WAKE);
         let mut hub = Running {
             app,
             ring,
@@ -224,8 +326,15 @@ impl Hub {
             accept: Some(accept),
             tick: Some(tick),
             ticks: 0,
+            wake_rx: self.wake_rx,
+            inbox: self.inbox,
+            outbox: Vec::new(),
         };
-        hub.serve()
+        let served = hub.serve();
+        // The handles learn that no one takes their commands any more.
+        hub.inbox.gone.store(true, Ordering::SeqCst);
+        hub.inbox.take_commands();
+        served
     }
 }
 
@@ -285,6 +394,11 @@ struct Running<A: App> {
     tick: Option<u64>,
     /// Ticks so far: the clock of keepalive.
     ticks: u64,
+    /// The socket the handles wake the ring with, and what they ask.
+    wake_rx: UnixStream,
+    inbox: Arc<Inbox>,
+    /// Commands for connections from `Ctx::send_to` and the inbox, done at the turn's end.
+    outbox: Vec<Command>,
 }
 
 impl<A: App> Running<A> {
@@ -303,6 +417,7 @@ impl<A: App> Running<A> {
                     self.touched.push(i);
                 }
             }
+            self.deliver();
             // Bounded by the table's size: each connection's next operations.
             let mut touched = std::mem::take(&mut self.touched);
             touched.sort_unstable();
@@ -352,13 +467,21 @@ impl<A: App> Running<A> {
                     self.tick = Some(self.ring.timeout(TICK_EVERY, TICK));
                 }
             }
-            STOP => {
-                if c.result > 0 {
+            WAKE => {
+                if c.result <= 0 {
+                    // (The hub holds the other end, so this is a failed receive: the
+                    // handles cannot reach it any more; `run` goes on until the ring fails.)
+                    tracing::warn!("hub: the handles' socket failed ({})", c.result);
+                    return;
+                }
+                // Cleared before the commands are taken: one posted after this wakes again.
+                self.inbox.woken.store(false, Ordering::SeqCst);
+                self.outbox.append(&mut self.inbox.take_commands());
+                if self.inbox.stop.load(Ordering::SeqCst) {
                     self.stop();
-                } else {
-                    // (The hub holds the other end, so this is a failed receive: nothing to
-                    // stop on; `run` goes on until the ring fails.)
-                    tracing::warn!("hub: the stopper's socket failed ({})", c.result);
+                } else if let Some(Op::RecvVec(mut buf)) = c.op {
+                    buf.clear();
+                    self.ring.recv_vec(self.wake_rx.as_raw_fd(), buf, WAKE);
                 }
             }
             tag => {
@@ -372,6 +495,52 @@ impl<A: App> Running<A> {
                 }
             }
         }
+    }
+
+    /// Hands the commands of `Ctx::send_to` and of the handles to their connections.
+    fn deliver(&mut self) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        // Bounded by the commands queued before this call: delivering queues none.
+        for command in outbox.drain(..) {
+            let to = match &command {
+                Command::Send(to, _) | Command::Close(to, ..) => *to,
+            };
+            let i = to.slot as usize;
+            let Some(Some(c)) = self.conns.get_mut(i) else {
+                continue;
+            };
+            if c.generation != to.generation {
+                // That connection is gone (its slot is another's now).
+                continue;
+            }
+            // (A send in flight at this point found the socket full: it did not complete
+            // when it was submitted.)
+            let blocked = c.send_busy;
+            let Some(ws) = c.ws.as_mut() else {
+                continue;
+            };
+            match command {
+                Command::Send(_, message) => {
+                    if blocked && ws.queued_bytes() > self.options.write_buffer_limit {
+                        if ws.close_sent().is_none() {
+                            tracing::debug!("hub: connection {i} does not read; closing it");
+                            let _ = ws.close(CloseCode::POLICY_VIOLATION, "not reading");
+                        }
+                    } else {
+                        // (Fails only once the connection is closing: then it is dropped.)
+                        let _ = ws.send(message);
+                    }
+                }
+                Command::Close(_, code, reason) => {
+                    let _ = ws.close(code, &reason);
+                }
+            }
+            if ws.close_sent().is_some() && c.deadline.is_none() {
+                c.deadline = Some(Instant::now() + self.options.close_timeout);
+            }
+            self.touched.push(i);
+        }
+        self.outbox = outbox;
     }
 
     /// Starts the multishot accept again (it ended), unless stopping.
@@ -458,7 +627,12 @@ impl<A: App> Running<A> {
             slot: i as u32,
             generation: c.generation,
         };
-        self.app.opened(&mut state, &mut Ctx { conn: &mut ws, id });
+        let ctx = &mut Ctx {
+            conn: &mut ws,
+            id,
+            outbox: &mut self.outbox,
+        };
+        self.app.opened(&mut state, ctx);
         c.ws = Some(ws);
         c.state = Some(state);
         self.events(i);
@@ -505,7 +679,12 @@ impl<A: App> Running<A> {
         loop {
             match ws.poll_event() {
                 Ok(Some(Event::Message(m))) => {
-                    self.app.message(state, m, &mut Ctx { conn: ws, id });
+                    let ctx = &mut Ctx {
+                        conn: ws,
+                        id,
+                        outbox: &mut self.outbox,
+                    };
+                    self.app.message(state, m, ctx);
                 }
                 Ok(Some(_)) => {}
                 // A protocol error queued its close; the connection ends once it is sent.
@@ -631,7 +810,11 @@ impl<A: App> Running<A> {
             c.ws.as_ref()
                 .map_or(CloseCode::ABNORMAL, |ws| ws.close_status());
         if let Some(state) = c.state {
-            self.app.closed(state, status);
+            let id = ConnId {
+                slot: i as u32,
+                generation: c.generation,
+            };
+            self.app.closed(id, state, status);
         }
         self.generations[i] = c.generation.wrapping_add(1);
         self.free.push(i);

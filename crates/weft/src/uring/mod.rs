@@ -39,7 +39,7 @@ mod owned;
 mod ring;
 mod stream;
 
-pub use hub::{App, ConnId, Ctx, Hub, Stopper};
+pub use hub::{App, ConnId, Ctx, Handle, Hub, Stopper};
 pub use stream::{UringStream, WRITE_ROOM};
 
 use ring::Ring;
