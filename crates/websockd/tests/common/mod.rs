@@ -222,6 +222,23 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: what the daemon was doing tells why (a refused connection,
+            // a daemon that exited, another process on its port).
+            let state = match self.child.try_wait() {
+                Ok(Some(status)) => format!("had exited ({status})"),
+                Ok(None) => "was still running".to_owned(),
+                Err(e) => format!("could not be asked ({e})"),
+            };
+            let listening = std::net::TcpListener::bind(("127.0.0.1", self.port)).is_err();
+            eprintln!(
+                "websockd (pid {}, port {}, the port {}) {state}; its log:\n{}",
+                self.child.id(),
+                self.port,
+                if listening { "taken" } else { "free" },
+                self.log_text()
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
