@@ -18,10 +18,14 @@
 //! [`Options::write_buffer_limit`] bytes wait to be sent, so a peer that does not read
 //! cannot make the hub hold more.
 //!
-//! Each connection keeps a receive armed into its engine's read room, so an idle one holds
-//! that room ([`Config::read_buffer_size`](weft_proto::Config), 4 KiB by default; the tokio
-//! driver's idle connections hold none). The handshake's and the close's time limits are
-//! checked once a second, and so is keepalive ([`Options::ping_interval`] and
+//! A busy connection keeps a receive armed into its engine's read room
+//! ([`Config::read_buffer_size`](weft_proto::Config), 4 KiB by default, growing with what
+//! arrives). One that received nothing for a whole second (and sends nothing) is swept at
+//! the next one-second tick: its receive is cancelled, its engine's buffers and its send
+//! buffer freed, and its socket waited on with a poll that holds no memory, until something
+//! arrives (about 1.5 KiB of heap per idle connection: bench/RESULTS.md, "Idle
+//! connections"). The handshake's and the close's time limits are checked at that tick,
+//! and so is keepalive ([`Options::ping_interval`] and
 //! `pong_timeout`, in whole seconds). A callback sends to other connections with
 //! [`Ctx::send_to`], other threads with a [`Handle`]. Not yet (each is what the other
 //! drivers have): TLS, and handing over connections that `weft::server` upgraded.
@@ -351,7 +355,14 @@ struct Conn<S> {
     /// The engine and the application's state, once open.
     ws: Option<Connection>,
     state: Option<S>,
+    /// A receive (or, idle, a wait for readability) is in flight.
     recv_busy: bool,
+    /// The receive's key (for the idle sweep's cancel).
+    recv_key: u64,
+    /// The idle sweep cancelled the receive: its room comes back with `-ECANCELED`.
+    cancelling: bool,
+    /// Idle: waiting for the socket to be readable, with no room lent.
+    polling: bool,
     /// The next receive waits for the end of the next turn (`pump`).
     recv_waits: bool,
     /// The last receive got less than its room: the engine is told once the next room is
@@ -490,6 +501,7 @@ impl<A: App> Running<A> {
                 match (tag & 3, c.op) {
                     (RECV, Some(Op::RecvVec(head))) => self.head_received(i, head, c.result),
                     (RECV, Some(Op::Recv(room))) => self.received(i, room, c.result),
+                    (RECV, Some(Op::Poll)) => self.readable(i, c.result),
                     (SEND, Some(Op::Send(buf))) => self.sent(i, buf, c.result),
                     _ => {}
                 }
@@ -572,6 +584,9 @@ impl<A: App> Running<A> {
             ws: None,
             state: None,
             recv_busy: false,
+            recv_key: 0,
+            cancelling: false,
+            polling: false,
             recv_waits: false,
             drained: false,
             send_busy: false,
@@ -643,11 +658,25 @@ impl<A: App> Running<A> {
             return;
         };
         c.recv_busy = false;
+        let swept = std::mem::take(&mut c.cancelling) && result == -libc::ECANCELED;
         let Some(ws) = c.ws.as_mut() else {
             return;
         };
         let short = result <= 0 || (result as usize) < room.capacity();
         ws.read_done(room);
+        if swept && !c.ending {
+            // Idle (see `tick`): the engine lets its buffers go, and the socket is waited on
+            // with no memory until something arrives.
+            ws.release_idle_buffers();
+            if !c.send_busy {
+                c.send_buf = None;
+            }
+            c.polling = true;
+            c.recv_busy = true;
+            let fd = c.tcp.as_raw_fd();
+            self.ring.poll_readable(fd, (i as u64) << 2 | RECV);
+            return;
+        }
         if result <= 0 {
             // 0: the peer closed its side; below: the socket failed.
             c.eof = true;
@@ -659,6 +688,18 @@ impl<A: App> Running<A> {
         if short {
             if let Some(Some(c)) = self.conns.get_mut(i) {
                 c.drained = true;
+            }
+        }
+    }
+
+    /// An idle connection's socket is readable (or hung up, or failed): `pump` arms a
+    /// receive into a room again, which learns which.
+    fn readable(&mut self, i: usize, result: i32) {
+        if let Some(Some(c)) = self.conns.get_mut(i) {
+            c.recv_busy = false;
+            c.polling = false;
+            if result < 0 && result != -libc::ECANCELED {
+                c.eof = true;
             }
         }
     }
@@ -778,7 +819,7 @@ impl<A: App> Running<A> {
                 if ws.want_read() && ws.queued_bytes() < self.options.write_buffer_limit {
                     c.recv_busy = true;
                     let room = ws.lend_read_room();
-                    self.ring.recv(fd, room, (i as u64) << 2 | RECV);
+                    c.recv_key = self.ring.recv(fd, room, (i as u64) << 2 | RECV);
                 }
             }
         }
@@ -841,6 +882,20 @@ impl<A: App> Running<A> {
                 c.eof = true;
                 self.touched.push(i);
                 continue;
+            }
+            // Idle sweep: nothing arrived for a whole tick, nothing is being sent, and the
+            // receive waits in the kernel with the engine's room: cancel it (its completion,
+            // `received`, frees the buffers and waits for readability with no memory).
+            if c.recv_busy
+                && !c.polling
+                && !c.cancelling
+                && !c.send_busy
+                && !c.ending
+                && self.ticks - c.heard >= 2
+                && c.ws.as_ref().is_some_and(|ws| ws.queued_bytes() == 0)
+            {
+                c.cancelling = true;
+                self.ring.cancel(c.recv_key);
             }
             let (Some((every, patience)), Some(ws)) = (keepalive, c.ws.as_mut()) else {
                 continue;

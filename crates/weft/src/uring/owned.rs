@@ -5,7 +5,9 @@
 //! Each operation takes the memory it reads or writes ([`Op`]) and gives it back with its
 //! completion. The memory lives in this ring's table of operations (`ops`) meanwhile, at an
 //! address that does not move: a `BytesMut`'s or a `Vec`'s heap buffer, a `Box`'s contents
-//! (moving the owner moves no byte). The SQE's user data is the index in that table.
+//! (moving the owner moves no byte). The SQE's user data is the operation's key: its index
+//! in that table and a sequence number, so that cancelling an operation that completed
+//! meanwhile never reaches another that took its entry.
 //!
 //! # Safety
 //!
@@ -42,6 +44,8 @@ pub(crate) enum Op {
     Send(Box<SendBuf>),
     /// A timeout: its time.
     Timeout(Box<types::Timespec>),
+    /// A wait until a socket is readable: no memory (an idle connection's).
+    Poll,
 }
 
 /// What a send writes: one contiguous buffer, or `Bytes` pieces (the hub puts at most
@@ -127,9 +131,12 @@ pub(crate) struct Completion {
 /// The ring, its table of operations in flight and the entries not yet submitted.
 pub(crate) struct OwnedRing {
     ring: IoUring,
-    /// Operations in flight: the user's tag and the memory; `None`: a free entry.
-    ops: Vec<Option<(u64, Op)>>,
+    /// Operations in flight: the user's tag, the operation's sequence number (in its key)
+    /// and the memory; `None`: a free entry.
+    ops: Vec<Option<(u64, u32, Op)>>,
     free: Vec<usize>,
+    /// The next operation's sequence number.
+    seq: u32,
     /// Entries made and not yet in the submission queue (it was full).
     backlog: Vec<squeue::Entry>,
 }
@@ -147,6 +154,7 @@ impl OwnedRing {
             ring,
             ops: Vec::new(),
             free: Vec::new(),
+            seq: 0,
             backlog: Vec::new(),
         })
     }
@@ -156,29 +164,32 @@ impl OwnedRing {
         self.ops.len() - self.free.len()
     }
 
+    /// Adds an operation to the table; returns its key.
     fn add(&mut self, tag: u64, op: Op) -> u64 {
+        let seq = self.seq;
+        self.seq = seq.wrapping_add(1);
         let i = match self.free.pop() {
             Some(i) => {
-                self.ops[i] = Some((tag, op));
+                self.ops[i] = Some((tag, seq, op));
                 i
             }
             None => {
-                self.ops.push(Some((tag, op)));
+                self.ops.push(Some((tag, seq, op)));
                 self.ops.len() - 1
             }
         };
-        i as u64
+        (u64::from(seq) << 32) | i as u64
     }
 
-    /// The memory of operation `i` (just added).
-    fn op_mut(&mut self, i: u64) -> &mut Op {
-        match &mut self.ops[i as usize] {
-            Some((_, op)) => op,
+    /// The memory of the operation with key `key` (just added).
+    fn op_mut(&mut self, key: u64) -> &mut Op {
+        match &mut self.ops[index_of(key)] {
+            Some((_, _, op)) => op,
             None => unreachable!("an operation just added"),
         }
     }
 
-    /// Starts a multishot accept on `listener` (Linux 5.19); returns its index (for
+    /// Starts a multishot accept on `listener` (Linux 5.19); returns its key (for
     /// [`cancel`](Self::cancel)).
     pub(crate) fn accept(&mut self, listener: RawFd, tag: u64) -> u64 {
         let i = self.add(tag, Op::Accept);
@@ -187,14 +198,23 @@ impl OwnedRing {
         i
     }
 
-    /// Receives into `room`'s spare capacity (at least one byte of it).
-    pub(crate) fn recv(&mut self, fd: RawFd, room: BytesMut, tag: u64) {
+    /// Receives into `room`'s spare capacity (at least one byte of it); returns its key
+    /// (for [`cancel`](Self::cancel)).
+    pub(crate) fn recv(&mut self, fd: RawFd, room: BytesMut, tag: u64) -> u64 {
         let i = self.add(tag, Op::Recv(room));
         let Op::Recv(room) = self.op_mut(i) else {
             unreachable!()
         };
         let e = recv_entry(fd, room.spare_capacity_mut(), i);
         self.backlog.push(e);
+        i
+    }
+
+    /// Completes once `fd` is readable (or hung up, or failed): its result is the events.
+    pub(crate) fn poll_readable(&mut self, fd: RawFd, tag: u64) {
+        let i = self.add(tag, Op::Poll);
+        let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build();
+        self.backlog.push(e.user_data(i));
     }
 
     /// Receives into `buf`'s spare capacity (at least one byte of it).
@@ -246,13 +266,14 @@ impl OwnedRing {
         self.backlog.push(e.user_data(i));
     }
 
-    /// Asks the kernel to cancel the operation whose index `accept` or `timeout` returned.
-    pub(crate) fn cancel(&mut self, index: u64) {
-        let e = opcode::AsyncCancel::new(index).build().user_data(u64::MAX);
+    /// Asks the kernel to cancel the operation whose key `accept`, `recv` or `timeout`
+    /// returned (nothing if it completed meanwhile: keys are not reused).
+    pub(crate) fn cancel(&mut self, key: u64) {
+        let e = opcode::AsyncCancel::new(key).build().user_data(CANCEL);
         self.backlog.push(e);
     }
 
-    /// Completes (with `-ETIME`) after `after`; returns its index (for
+    /// Completes (with `-ETIME`) after `after`; returns its key (for
     /// [`cancel`](Self::cancel)).
     pub(crate) fn timeout(&mut self, after: Duration, tag: u64) -> u64 {
         let i = self.add(tag, Op::Timeout(Box::new(types::Timespec::from(after))));
@@ -313,7 +334,15 @@ impl OwnedRing {
     }
 }
 
-/// A receive into `spare` (memory an `ops` entry owns), tagged with that entry's index.
+/// The user data of cancellations (their completions are not reported).
+const CANCEL: u64 = u64::MAX;
+
+/// The table index in an operation's key.
+fn index_of(key: u64) -> usize {
+    (key & u64::from(u32::MAX)) as usize
+}
+
+/// A receive into `spare` (memory an `ops` entry owns), tagged with that entry's key.
 fn recv_entry(fd: RawFd, spare: &mut [std::mem::MaybeUninit<u8>], i: u64) -> squeue::Entry {
     let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
     opcode::Recv::new(types::Fd(fd), spare.as_mut_ptr().cast::<u8>(), len)
@@ -324,17 +353,22 @@ fn recv_entry(fd: RawFd, spare: &mut [std::mem::MaybeUninit<u8>], i: u64) -> squ
 /// Hands one completion's result and memory to `out`; frees its entry unless a multishot
 /// operation goes on.
 fn reap(
-    ops: &mut [Option<(u64, Op)>],
+    ops: &mut [Option<(u64, u32, Op)>],
     free: &mut Vec<usize>,
     cqe: &cqueue::Entry,
     out: &mut Vec<Completion>,
 ) {
-    let i = cqe.user_data() as usize;
+    let key = cqe.user_data();
+    let i = index_of(key);
     let (result, more) = (cqe.result(), cqueue::more(cqe.flags()));
-    let Some(entry) = ops.get_mut(i) else {
+    let Some(entry) = ops.get_mut(i).filter(|_| key != CANCEL) else {
         return;
     };
-    let Some((tag, kind)) = entry.as_ref().map(|(tag, op)| (*tag, op)) else {
+    let Some((tag, kind)) = entry
+        .as_ref()
+        .filter(|(_, seq, _)| u64::from(*seq) == key >> 32)
+        .map(|(tag, _, op)| (*tag, op))
+    else {
         return;
     };
     let accepted = match kind {
@@ -347,7 +381,7 @@ fn reap(
         None
     } else {
         free.push(i);
-        let mut op = entry.take().map(|(_, op)| op);
+        let mut op = entry.take().map(|(_, _, op)| op);
         let n = usize::try_from(result).unwrap_or(0);
         match &mut op {
             Some(Op::Recv(room)) if n <= room.capacity() - room.len() => {
