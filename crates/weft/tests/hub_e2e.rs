@@ -415,6 +415,42 @@ fn stopping_closes_connections_with_1001() {
     assert_eq!(seen.lock().unwrap().closed, vec![CloseCode::GOING_AWAY]);
 }
 
+/// What a handle sends just before it stops the hub goes out ahead of the 1001; from then
+/// on handles are refused, as they are by a hub that never ran; a close that may not be
+/// sent is refused at once.
+#[test]
+fn a_message_sent_before_the_stop_goes_out_first_and_handles_then_fail() {
+    let Some(hub) = start(Options::default()) else {
+        return;
+    };
+    let runtime = rt();
+    let mut ws = runtime.block_on(connect(&hub.url("/")));
+    let id = hub.wait_open(1)[0];
+    let never_ran = Hub::new(TcpListener::bind("127.0.0.1:0").unwrap()).unwrap();
+    let orphan = never_ran.handle();
+    drop(never_ran);
+    let err = orphan.send(id, "to no hub").unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotConnected);
+    let err = hub.handle.close(id, CloseCode::ABNORMAL, "").unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    // Both reach the hub in one wake-up: the message must not be lost to the 1001.
+    hub.handle.send(id, "last words").unwrap();
+    hub.handle.stop().unwrap();
+    let status = runtime.block_on(async {
+        tokio::time::timeout(LIMIT, async {
+            assert_eq!(ws.recv().await.unwrap(), Some(Message::from("last words")));
+            assert_eq!(ws.recv().await.unwrap(), None);
+            ws.connection().close_received().map(|c| c.code)
+        })
+        .await
+        .expect("no close")
+    });
+    assert_eq!(status, Some(CloseCode::GOING_AWAY));
+    let err = hub.handle.send(id, "too late").unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotConnected);
+    hub.stop();
+}
+
 /// Keepalive: an idle client is pinged; a pong keeps it (it is pinged again later); a
 /// client that then stays silent is dropped after `pong_timeout`, seen as 1006.
 #[test]

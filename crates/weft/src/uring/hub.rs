@@ -130,8 +130,9 @@ impl Ctx<'_> {
     /// handed to that connection's engine once this turn's callbacks are done, and goes out
     /// with the rest. Dropped if that connection has closed meanwhile. A connection that
     /// already has more than [`Options::write_buffer_limit`] bytes waiting while its socket
-    /// is full (a client that does not read) is closed with 1008 instead: what is sent to
-    /// it cannot make the hub hold more.
+    /// is full (a client that does not read) is closed with 1008 instead, so such a client
+    /// holds at most that limit, plus what one turn sends it before its socket is seen
+    /// full, plus one send in flight.
     pub fn send_to(&mut self, to: ConnId, message: impl Into<Message>) {
         self.outbox.push(Command::Send(to, message.into()));
     }
@@ -172,13 +173,21 @@ impl Stopper {
 pub struct Handle(Arc<Inbox>);
 
 impl Handle {
-    /// Queues a message for connection `to`. Fails only once the hub has stopped.
+    /// Queues a message for connection `to`. Fails once the hub is stopping (what was
+    /// queued before goes out ahead of its 1001) or has stopped, or never ran.
     pub fn send(&self, to: ConnId, message: impl Into<Message>) -> io::Result<()> {
         self.post(Command::Send(to, message.into()))
     }
 
-    /// Starts the close handshake of connection `to`.
+    /// Starts the close handshake of connection `to`. Fails as [`send`](Self::send)
+    /// does, and at once for a code that may not be sent or a reason over 123 bytes.
     pub fn close(&self, to: ConnId, code: CloseCode, reason: &str) -> io::Result<()> {
+        if !code.is_sendable() || reason.len() > 123 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a close code that may not be sent, or a reason over 123 bytes",
+            ));
+        }
         self.post(Command::Close(to, code, reason.to_owned()))
     }
 
@@ -192,7 +201,7 @@ impl Handle {
         if self.0.gone.load(Ordering::SeqCst) {
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
-                "the hub has stopped",
+                "the hub is stopping or has stopped",
             ));
         }
         commands.push(command);
@@ -216,7 +225,8 @@ struct Inbox {
     /// A wake-up byte is on its way and the commands are not taken yet: no other is needed.
     woken: AtomicBool,
     waker: UnixStream,
-    /// The hub's `run` has returned.
+    /// The hub is stopping, or its `run` has returned or never started: commands are
+    /// refused (set under the commands' lock).
     gone: AtomicBool,
 }
 
@@ -231,6 +241,13 @@ impl Inbox {
         std::mem::take(&mut *self.lock())
     }
 
+    /// Refuses commands from now on; returns those not taken yet.
+    fn close(&self) -> Vec<Command> {
+        let mut commands = self.lock();
+        self.gone.store(true, Ordering::SeqCst);
+        std::mem::take(&mut *commands)
+    }
+
     fn wake(&self) -> io::Result<()> {
         if self.woken.swap(true, Ordering::SeqCst) {
             return Ok(());
@@ -240,8 +257,23 @@ impl Inbox {
             // Its buffer is full of earlier wake-ups, or the hub is gone: either way.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => {
+                // No byte is on its way: the next post tries again.
+                self.woken.store(false, Ordering::SeqCst);
+                Err(e)
+            }
         }
+    }
+}
+
+/// Closes the inbox when dropped: at the end of `run` (also an early or unwinding one), or
+/// with a `Hub` that never ran. Handles then fail instead of queueing for no one.
+#[derive(Debug)]
+struct Serving(Arc<Inbox>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -251,7 +283,7 @@ pub struct Hub {
     listener: TcpListener,
     options: Options,
     wake_rx: UnixStream,
-    inbox: Arc<Inbox>,
+    serving: Serving,
 }
 
 /// Submission entries of a hub's ring.
@@ -279,13 +311,13 @@ impl Hub {
             listener,
             options: Options::default(),
             wake_rx,
-            inbox: Arc::new(Inbox {
+            serving: Serving(Arc::new(Inbox {
                 commands: Mutex::new(Vec::new()),
                 stop: AtomicBool::new(false),
                 woken: AtomicBool::new(false),
                 waker,
                 gone: AtomicBool::new(false),
-            }),
+            })),
         })
     }
 
@@ -300,26 +332,32 @@ impl Hub {
 
     /// A handle that stops [`run`](Self::run) from another thread.
     pub fn stopper(&self) -> io::Result<Stopper> {
-        Ok(Stopper(self.inbox.clone()))
+        Ok(Stopper(self.serving.0.clone()))
     }
 
     /// A handle that sends to this hub's connections from any thread ([`Handle`]).
     pub fn handle(&self) -> Handle {
-        Handle(self.inbox.clone())
+        Handle(self.serving.0.clone())
     }
 
     /// Serves on this thread until stopped ([`Stopper`]) or the ring fails. Fails at once
     /// where io_uring is missing or forbidden (see [`probe`](super::probe)).
     pub fn run<A: App>(self, app: A) -> io::Result<()> {
+        let Hub {
+            listener,
+            options,
+            wake_rx,
+            serving,
+        } = self;
         let mut ring = OwnedRing::new(ENTRIES)?;
-        let accept = ring.accept(self.listener.as_raw_fd(), ACCEPT);
+        let accept = ring.accept(listener.as_raw_fd(), ACCEPT);
         let tick = ring.timeout(TICK_EVERY, TICK);
-        ring.recv_vec(self.wake_rx.as_raw_fd(), Vec::with_capacity(8), WAKE);
+        ring.recv_vec(wake_rx.as_raw_fd(), Vec::with_capacity(8), WAKE);
         let mut hub = Running {
             app,
             ring,
-            listener: self.listener,
-            options: self.options,
+            listener,
+            options,
             conns: Vec::new(),
             generations: Vec::new(),
             free: Vec::new(),
@@ -330,15 +368,12 @@ impl Hub {
             accept: Some(accept),
             tick: Some(tick),
             ticks: 0,
-            wake_rx: self.wake_rx,
-            inbox: self.inbox,
+            wake_rx,
+            inbox: serving.0.clone(),
             outbox: Vec::new(),
         };
-        let served = hub.serve();
-        // The handles learn that no one takes their commands any more.
-        hub.inbox.gone.store(true, Ordering::SeqCst);
-        hub.inbox.take_commands();
-        served
+        hub.serve()
+        // (`serving` drops here, or as this unwinds: the handles fail from then on.)
     }
 }
 
@@ -377,7 +412,8 @@ struct Conn<S> {
     ending: bool,
     /// When a time limit runs out (the handshake's, then the close's).
     deadline: Option<Instant>,
-    /// The tick at which something last arrived (keepalive).
+    /// The tick at which something last arrived, or the connection opened (keepalive, the
+    /// idle sweep).
     heard: u64,
     /// The tick at which a keepalive ping went out, unanswered so far.
     pinged: Option<u64>,
@@ -399,9 +435,9 @@ struct Running<A: App> {
     /// Connections whose receive waits for the end of the next turn (`pump`).
     waiting: Vec<usize>,
     stopping: bool,
-    /// The multishot accept's index, while it runs.
+    /// The multishot accept's key, while it runs.
     accept: Option<u64>,
-    /// The tick's index, while it runs.
+    /// The tick's key, while it runs.
     tick: Option<u64>,
     /// Ticks so far: the clock of keepalive.
     ticks: u64,
@@ -525,8 +561,8 @@ impl<A: App> Running<A> {
                 // That connection is gone (its slot is another's now).
                 continue;
             }
-            // (A send in flight at this point found the socket full: it did not complete
-            // when it was submitted.)
+            // (A send still in flight a turn after it was submitted usually found the
+            // socket full.)
             let blocked = c.send_busy;
             let Some(ws) = c.ws.as_mut() else {
                 continue;
@@ -638,6 +674,7 @@ impl<A: App> Running<A> {
         ws.receive(&head[consumed..]);
         head.clear();
         c.deadline = None;
+        c.heard = self.ticks;
         let id = ConnId {
             slot: i as u32,
             generation: c.generation,
@@ -831,8 +868,8 @@ impl<A: App> Running<A> {
         }
     }
 
-    /// Ends connection `i`: shuts its socket (which completes a receive in flight) and
-    /// frees its slot once nothing is in flight.
+    /// Ends connection `i`: shuts its socket (which completes a receive or an idle poll in
+    /// flight) and frees its slot once nothing is in flight.
     fn end(&mut self, i: usize) {
         let Some(Some(c)) = self.conns.get_mut(i) else {
             return;
@@ -863,7 +900,8 @@ impl<A: App> Running<A> {
         // (Its socket closes here.)
     }
 
-    /// Once a second: the time limits, and keepalive (`ping_interval`: a ping after that
+    /// Once a second: the time limits, the idle sweep (see the module docs), and keepalive
+    /// (`ping_interval`: a ping after that
     /// long without anything received, the connection dropped when nothing arrives within
     /// `pong_timeout` of it; both counted in whole ticks, at least one).
     fn tick(&mut self) {
@@ -886,9 +924,10 @@ impl<A: App> Running<A> {
             // Idle sweep: nothing arrived for a whole tick, nothing is being sent, and the
             // receive waits in the kernel with the engine's room: cancel it (its completion,
             // `received`, frees the buffers and waits for readability with no memory).
+            // (Cancelled again at each tick until the room is back: a cancel that found the
+            // receive running may not have stopped it.)
             if c.recv_busy
                 && !c.polling
-                && !c.cancelling
                 && !c.send_busy
                 && !c.ending
                 && self.ticks - c.heard >= 2
@@ -924,6 +963,11 @@ impl<A: App> Running<A> {
             return;
         }
         self.stopping = true;
+        // Handles are refused from here on; what they and this turn's callbacks sent
+        // before goes out ahead of the 1001.
+        let mut posted = self.inbox.close();
+        self.outbox.append(&mut posted);
+        self.deliver();
         if let Some(a) = self.accept.take() {
             self.ring.cancel(a);
         }

@@ -267,7 +267,8 @@ impl OwnedRing {
     }
 
     /// Asks the kernel to cancel the operation whose key `accept`, `recv` or `timeout`
-    /// returned (nothing if it completed meanwhile: keys are not reused).
+    /// returned (nothing if it completed meanwhile: a key comes back only after 2^32 more
+    /// operations).
     pub(crate) fn cancel(&mut self, key: u64) {
         let e = opcode::AsyncCancel::new(key).build().user_data(CANCEL);
         self.backlog.push(e);
