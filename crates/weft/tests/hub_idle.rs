@@ -1,6 +1,7 @@
 //! The hub's idle sweep: a connection that received nothing for a whole tick gives its read
 //! room back (its receive is cancelled, its engine's buffers freed, and the socket waited on
-//! with no memory), and is served as before when it speaks again. Measured with an
+//! with no memory), and is served as before when it speaks again; a hub whose connections
+//! all wait idle stops as it should (the shutdown completes their polls). Measured with an
 //! allocator that counts the process's live bytes (a test binary of its own: the allocator
 //! is the whole binary's); the clients are raw sockets, which allocate nothing once open.
 #![cfg(all(feature = "uring", target_os = "linux"))]
@@ -103,7 +104,9 @@ fn an_idle_connection_gives_its_read_room_back_and_is_served_after() {
     }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let hub = Hub::new(listener).unwrap();
+    let mut options = weft::Options::default();
+    options.close_timeout = Duration::from_secs(1);
+    let hub = Hub::new(listener).unwrap().options(options);
     let stopper = hub.stopper().unwrap();
     let thread = std::thread::spawn(move || hub.run(Echo));
     let mut clients: Vec<TcpStream> = (0..CONNS).map(|_| open(addr)).collect();
@@ -131,7 +134,19 @@ fn an_idle_connection_gives_its_read_room_back_and_is_served_after() {
     for c in &mut clients {
         echo(c);
     }
+    // Stopping while every connection waits in an idle poll: each gets its 1001, which the
+    // raw clients never answer, so the close timeout ends them (the shutdown completes the
+    // polls) and `run` returns.
+    std::thread::sleep(Duration::from_millis(3500));
+    let stopped = std::time::Instant::now();
     stopper.stop().unwrap();
-    drop(clients);
+    while !thread.is_finished() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "the hub did not stop with idle connections"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     thread.join().unwrap().unwrap();
+    drop(clients);
 }
