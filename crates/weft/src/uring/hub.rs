@@ -25,10 +25,10 @@
 //! buffer freed, and its socket waited on with a poll that holds no memory, until something
 //! arrives (about 1.5 KiB of heap per idle connection: bench/RESULTS.md, "Idle
 //! connections"). The handshake's and the close's time limits are checked at that tick,
-//! and so is keepalive ([`Options::ping_interval`] and
-//! `pong_timeout`, in whole seconds). A callback sends to other connections with
-//! [`Ctx::send_to`], other threads with a [`Handle`]. Not yet (each is what the other
-//! drivers have): TLS, and handing over connections that `weft::server` upgraded.
+//! and so is keepalive ([`Options::ping_interval`] and `pong_timeout`, in whole seconds).
+//! A callback sends to other connections with [`Ctx::send_to`], other threads with a
+//! [`Handle`]. Not yet (each is what the other drivers have): TLS, and handing over
+//! connections that `weft::server` upgraded.
 //!
 //! ```no_run
 //! use weft::uring::{App, Ctx, Hub};
@@ -419,6 +419,16 @@ struct Conn<S> {
     pinged: Option<u64>,
 }
 
+impl<S> Conn<S> {
+    /// The id of this connection, in slot `i`.
+    fn id(&self, i: usize) -> ConnId {
+        ConnId {
+            slot: i as u32,
+            generation: self.generation,
+        }
+    }
+}
+
 struct Running<A: App> {
     app: A,
     ring: OwnedRing,
@@ -675,10 +685,7 @@ impl<A: App> Running<A> {
         head.clear();
         c.deadline = None;
         c.heard = self.ticks;
-        let id = ConnId {
-            slot: i as u32,
-            generation: c.generation,
-        };
+        let id = c.id(i);
         let ctx = &mut Ctx {
             conn: &mut ws,
             id,
@@ -746,10 +753,7 @@ impl<A: App> Running<A> {
         let Some(Some(c)) = self.conns.get_mut(i) else {
             return;
         };
-        let id = ConnId {
-            slot: i as u32,
-            generation: c.generation,
-        };
+        let id = c.id(i);
         let (Some(ws), Some(state)) = (c.ws.as_mut(), c.state.as_mut()) else {
             return;
         };
@@ -887,11 +891,8 @@ impl<A: App> Running<A> {
         let status =
             c.ws.as_ref()
                 .map_or(CloseCode::ABNORMAL, |ws| ws.close_status());
+        let id = c.id(i);
         if let Some(state) = c.state {
-            let id = ConnId {
-                slot: i as u32,
-                generation: c.generation,
-            };
             self.app.closed(id, state, status);
         }
         self.generations[i] = c.generation.wrapping_add(1);
@@ -901,9 +902,9 @@ impl<A: App> Running<A> {
     }
 
     /// Once a second: the time limits, the idle sweep (see the module docs), and keepalive
-    /// (`ping_interval`: a ping after that
-    /// long without anything received, the connection dropped when nothing arrives within
-    /// `pong_timeout` of it; both counted in whole ticks, at least one).
+    /// (`ping_interval`: a ping after that long without anything received, the connection
+    /// dropped when nothing arrives within `pong_timeout` of it; both counted in whole
+    /// ticks, at least one).
     fn tick(&mut self) {
         self.ticks += 1;
         let now = Instant::now();
